@@ -1,0 +1,9 @@
+//! NATS plumbing that the operator and the worker share: opening a connection from a
+//! [`Connection`](jetflow_crds::Connection) spec, and turning a [`StreamSpec`] into a JetStream
+//! stream configuration and back.
+
+pub mod connect;
+pub mod stream;
+
+pub use connect::{ConnectError, Secrets, connect};
+pub use stream::{stream_config, stream_state};

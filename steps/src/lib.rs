@@ -1,0 +1,1 @@
+//! jetflow's pipeline steps.
