@@ -54,7 +54,9 @@ pub enum MergeError {
         proposed: u64,
     },
     /// The writer holds an older assignment than the one the split was committed under.
-    #[error("split {split}: assignment generation {proposed} is older than the committed generation {committed}")]
+    #[error(
+        "split {split}: assignment generation {proposed} is older than the committed generation {committed}"
+    )]
     StaleGeneration {
         /// The split.
         split: String,

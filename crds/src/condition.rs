@@ -73,11 +73,27 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_changes() {
         let mut conds = vec![];
-        merge(&mut conds, new("Ready", false, "Pending", "starting", Some(1), at(10)));
-        merge(&mut conds, new("Ready", false, "Pending", "still starting", Some(1), at(20)));
+        merge(
+            &mut conds,
+            new("Ready", false, "Pending", "starting", Some(1), at(10)),
+        );
+        merge(
+            &mut conds,
+            new("Ready", false, "Pending", "still starting", Some(1), at(20)),
+        );
         assert_eq!(conds[0].last_transition_time, at(10));
         assert_eq!(conds[0].message, "still starting");
-        merge(&mut conds, new("Ready", true, "Running", "all workers ready", Some(1), at(30)));
+        merge(
+            &mut conds,
+            new(
+                "Ready",
+                true,
+                "Running",
+                "all workers ready",
+                Some(1),
+                at(30),
+            ),
+        );
         assert_eq!(conds[0].last_transition_time, at(30));
         assert!(is_true(&conds, "Ready"));
     }

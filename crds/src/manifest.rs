@@ -74,8 +74,15 @@ pub fn parse(text: &str) -> Result<Vec<Resource>, ManifestError> {
         if value.is_null() {
             continue;
         }
-        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
-        let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default();
         if !api_version.starts_with(&format!("{}/", crate::GROUP)) {
             continue;
         }

@@ -156,7 +156,9 @@ fn default_batch_size() -> u32 {
 }
 
 /// How a JetStream source becomes splits.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum SplitBy {
     /// One split per filter subject.
     #[default]
@@ -187,7 +189,9 @@ pub struct StartPosition {
 }
 
 /// The kinds of start position.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum StartFrom {
     /// From the first message in the stream.
     #[default]
@@ -369,7 +373,9 @@ pub struct ErrorPolicy {
 }
 
 /// The error actions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum ErrorAction {
     /// Send to the dead-letter subject.
     #[default]
@@ -497,8 +503,15 @@ impl PipelineSpec {
 impl Pipeline {
     /// The dead-letter subject: the one configured, else `jetflow.dlq.<pipeline name>`.
     pub fn dead_letter_subject(&self) -> String {
-        self.spec.errors.dead_letter_subject.clone().unwrap_or_else(|| {
-            format!("jetflow.dlq.{}", self.metadata.name.as_deref().unwrap_or("pipeline"))
-        })
+        self.spec
+            .errors
+            .dead_letter_subject
+            .clone()
+            .unwrap_or_else(|| {
+                format!(
+                    "jetflow.dlq.{}",
+                    self.metadata.name.as_deref().unwrap_or("pipeline")
+                )
+            })
     }
 }

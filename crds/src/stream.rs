@@ -121,7 +121,9 @@ fn default_replicas() -> i32 {
 }
 
 /// Whether the operator manages the stream or only observes it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum StreamMode {
     /// Create, update and (by deletion policy) delete the stream.
     #[default]
@@ -131,7 +133,9 @@ pub enum StreamMode {
 }
 
 /// JetStream storage type.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum Storage {
     /// On disk.
     #[default]
@@ -141,7 +145,9 @@ pub enum Storage {
 }
 
 /// JetStream retention policy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum Retention {
     /// Keep messages until a limit is reached.
     #[default]
@@ -153,7 +159,9 @@ pub enum Retention {
 }
 
 /// JetStream discard policy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum Discard {
     /// Remove the oldest messages.
     #[default]
@@ -163,7 +171,9 @@ pub enum Discard {
 }
 
 /// What deleting the resource does to the stream.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum DeletionPolicy {
     /// Keep the stream and its data.
     #[default]

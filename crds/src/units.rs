@@ -25,13 +25,17 @@ pub struct Duration {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UnitError {
     /// The text is not a duration.
-    #[error("invalid duration {text:?}: expected a number with a unit (ns, us, ms, s, m, h), such as \"5s\" or \"1h30m\"")]
+    #[error(
+        "invalid duration {text:?}: expected a number with a unit (ns, us, ms, s, m, h), such as \"5s\" or \"1h30m\""
+    )]
     Duration {
         /// What was given.
         text: String,
     },
     /// The text is not a byte size.
-    #[error("invalid size {text:?}: expected a whole number of bytes with an optional unit (K, M, G, T, KB, MB, GB, TB, Ki, Mi, Gi, Ti), such as \"512Mi\"")]
+    #[error(
+        "invalid size {text:?}: expected a whole number of bytes with an optional unit (K, M, G, T, KB, MB, GB, TB, Ki, Mi, Gi, Ti), such as \"512Mi\""
+    )]
     ByteSize {
         /// What was given.
         text: String,
@@ -62,7 +66,9 @@ impl FromStr for Duration {
     type Err = UnitError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let err = || UnitError::Duration { text: text.to_owned() };
+        let err = || UnitError::Duration {
+            text: text.to_owned(),
+        };
         if text.is_empty() || text.starts_with(['-', '+']) {
             return Err(err());
         }
@@ -136,8 +142,12 @@ impl FromStr for ByteSize {
     type Err = UnitError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let err = || UnitError::ByteSize { text: text.to_owned() };
-        let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let err = || UnitError::ByteSize {
+            text: text.to_owned(),
+        };
+        let digits = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         if digits == 0 {
             return Err(err());
         }

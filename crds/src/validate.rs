@@ -57,7 +57,11 @@ impl Errors {
     }
 
     fn finish(self) -> Result<(), Invalid> {
-        if self.0.is_empty() { Ok(()) } else { Err(Invalid(self.0)) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Invalid(self.0))
+        }
     }
 }
 
@@ -80,7 +84,9 @@ pub fn check_subject(subject: &str, wildcards: bool) -> Result<(), String> {
             return Err(format!("subject {subject:?} must not contain wildcards"));
         }
         if *token == ">" && i + 1 != tokens.len() {
-            return Err(format!("subject {subject:?}: '>' is only allowed as the last token"));
+            return Err(format!(
+                "subject {subject:?}: '>' is only allowed as the last token"
+            ));
         }
         if !wild && (token.contains('*') || token.contains('>')) {
             return Err(format!(
@@ -99,7 +105,9 @@ pub fn check_subject_template(template: &str, payload: bool) -> Result<(), Strin
     while let Some(start) = rest.find("{{") {
         literal.push_str(&rest[..start]);
         let Some(end) = rest[start..].find("}}") else {
-            return Err(format!("template {template:?}: '{{{{' without a closing '}}}}'"));
+            return Err(format!(
+                "template {template:?}: '{{{{' without a closing '}}}}'"
+            ));
         };
         let inner = rest[start + 2..start + end].trim();
         let ok = inner == "subject"
@@ -127,7 +135,9 @@ pub fn check_subject_template(template: &str, payload: bool) -> Result<(), Strin
     }
     literal.push_str(rest);
     if literal.contains("}}") {
-        return Err(format!("template {template:?}: '}}}}' without an opening '{{{{'"));
+        return Err(format!(
+            "template {template:?}: '}}}}' without an opening '{{{{'"
+        ));
     }
     check_subject(&literal, false).map_err(|e| format!("template {template:?}: {e}"))
 }
@@ -140,7 +150,10 @@ fn check_connection(errors: &mut Errors, field: &str, conn: &Connection) {
         conn.token.is_some(),
     ];
     if auth.iter().filter(|set| **set).count() > 1 {
-        errors.add(field, "set at most one of creds, nkey, userPassword and token");
+        errors.add(
+            field,
+            "set at most one of creds, nkey, userPassword and token",
+        );
     }
     if let Some(url) = &conn.url {
         for part in url.split(',') {
@@ -150,7 +163,9 @@ fn check_connection(errors: &mut Errors, field: &str, conn: &Connection) {
             if !ok {
                 errors.add(
                     format!("{field}.url"),
-                    format!("{part:?} is not a NATS URL (nats://host:port, tls://, ws:// or wss://)"),
+                    format!(
+                        "{part:?} is not a NATS URL (nats://host:port, tls://, ws:// or wss://)"
+                    ),
                 );
             }
         }
@@ -176,14 +191,18 @@ pub fn pipeline_spec(spec: &PipelineSpec) -> Result<(), Invalid> {
 
     let src = &spec.source;
     match (&src.core, &src.jetstream) {
-        (Some(_), Some(_)) | (None, None) => {
-            e.add("spec.source", "set exactly one of source.core and source.jetstream")
-        }
+        (Some(_), Some(_)) | (None, None) => e.add(
+            "spec.source",
+            "set exactly one of source.core and source.jetstream",
+        ),
         _ => {}
     }
     if let Some(core) = &src.core {
         if core.subjects.is_empty() {
-            e.add("spec.source.core.subjects", "at least one subject is required");
+            e.add(
+                "spec.source.core.subjects",
+                "at least one subject is required",
+            );
         }
         for (i, s) in core.subjects.iter().enumerate() {
             e.subject(format!("spec.source.core.subjects[{i}]"), s, true);
@@ -194,7 +213,11 @@ pub fn pipeline_spec(spec: &PipelineSpec) -> Result<(), Invalid> {
             e.add("spec.source.jetstream.stream", "a stream name is required");
         }
         for (i, s) in js.filter_subjects.iter().enumerate() {
-            e.subject(format!("spec.source.jetstream.filterSubjects[{i}]"), s, true);
+            e.subject(
+                format!("spec.source.jetstream.filterSubjects[{i}]"),
+                s,
+                true,
+            );
         }
         let start = &js.start;
         if (start.from == StartFrom::Sequence) != start.sequence.is_some() {
@@ -216,12 +239,18 @@ pub fn pipeline_spec(spec: &PipelineSpec) -> Result<(), Invalid> {
             e.add("spec.source.jetstream.batchSize", "must be at least 1");
         }
         if js.discovery_interval.get().is_zero() {
-            e.add("spec.source.jetstream.discoveryInterval", "must be longer than 0s");
+            e.add(
+                "spec.source.jetstream.discoveryInterval",
+                "must be longer than 0s",
+            );
         }
     }
     if let Some(bound) = &src.bound {
         if src.jetstream.is_none() {
-            e.add("spec.source.bound", "only allowed with a JetStream source (source.jetstream)");
+            e.add(
+                "spec.source.bound",
+                "only allowed with a JetStream source (source.jetstream)",
+            );
         }
         let set = [
             bound.sequence.is_some(),
@@ -229,14 +258,20 @@ pub fn pipeline_spec(spec: &PipelineSpec) -> Result<(), Invalid> {
             bound.stream_end == Some(true),
         ];
         if set.iter().filter(|s| **s).count() != 1 {
-            e.add("spec.source.bound", "set exactly one of sequence, time and streamEnd: true");
+            e.add(
+                "spec.source.bound",
+                "set exactly one of sequence, time and streamEnd: true",
+            );
         }
         if src
             .jetstream
             .as_ref()
             .is_some_and(|js| js.start.from == StartFrom::New)
         {
-            e.add("spec.source.bound", "cannot be combined with source.jetstream.start.from: New");
+            e.add(
+                "spec.source.bound",
+                "cannot be combined with source.jetstream.start.from: New",
+            );
         }
     }
 
@@ -262,7 +297,10 @@ pub fn pipeline_spec(spec: &PipelineSpec) -> Result<(), Invalid> {
         }
         for (name, value) in step.set_headers.iter().flatten() {
             if name.is_empty() || name.contains([':', ' ', '\r', '\n']) {
-                e.add(format!("{field}.setHeaders"), format!("{name:?} is not a header name"));
+                e.add(
+                    format!("{field}.setHeaders"),
+                    format!("{name:?} is not a header name"),
+                );
             }
             if value.contains(['\r', '\n']) {
                 e.add(
@@ -275,9 +313,10 @@ pub fn pipeline_spec(spec: &PipelineSpec) -> Result<(), Invalid> {
 
     let sink = &spec.sink;
     match (&sink.core, &sink.jetstream) {
-        (Some(_), Some(_)) | (None, None) => {
-            e.add("spec.sink", "set exactly one of sink.core and sink.jetstream")
-        }
+        (Some(_), Some(_)) | (None, None) => e.add(
+            "spec.sink",
+            "set exactly one of sink.core and sink.jetstream",
+        ),
         _ => {}
     }
     if let Some(core) = &sink.core
@@ -326,11 +365,15 @@ pub fn stream(s: &Stream) -> Result<(), Invalid> {
 pub fn stream_spec(spec: &StreamSpec) -> Result<(), Invalid> {
     let mut e = Errors::default();
     if let Some(name) = &spec.name
-        && (name.is_empty() || name.contains(['.', '*', '>', '/', '\\']) || name.contains(char::is_whitespace))
+        && (name.is_empty()
+            || name.contains(['.', '*', '>', '/', '\\'])
+            || name.contains(char::is_whitespace))
     {
         e.add(
             "spec.name",
-            format!("{name:?} is not a JetStream stream name (no dots, wildcards, slashes or spaces)"),
+            format!(
+                "{name:?} is not a JetStream stream name (no dots, wildcards, slashes or spaces)"
+            ),
         );
     }
     if spec.mode == StreamMode::Managed && spec.subjects.is_empty() {
@@ -342,7 +385,10 @@ pub fn stream_spec(spec: &StreamSpec) -> Result<(), Invalid> {
     if !(1..=5).contains(&spec.replicas) {
         e.add("spec.replicas", "must be between 1 and 5");
     }
-    for (field, value) in [("spec.maxMsgs", spec.max_msgs), ("spec.maxMsgsPerSubject", spec.max_msgs_per_subject)] {
+    for (field, value) in [
+        ("spec.maxMsgs", spec.max_msgs),
+        ("spec.maxMsgsPerSubject", spec.max_msgs_per_subject),
+    ] {
         if value.is_some_and(|v| v < 1) {
             e.add(field, "must be at least 1 (omit it for no limit)");
         }

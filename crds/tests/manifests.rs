@@ -40,7 +40,8 @@ fn cel(doc: &serde_json::Value) -> Result<(), String> {
         other => panic!("unexpected kind {other:?}"),
     };
     kube::core::cel::Validator::new()
-        .validate(&committed_schema(file), doc, None).map_err(|e| e.to_string())
+        .validate(&committed_schema(file), doc, None)
+        .map_err(|e| e.to_string())
 }
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {

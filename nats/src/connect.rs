@@ -43,7 +43,9 @@ pub enum ConnectError {
         source: std::io::Error,
     },
     /// The server refused the credentials.
-    #[error("NATS at {url} refused the credentials (authorization violation): check connection.{method}")]
+    #[error(
+        "NATS at {url} refused the credentials (authorization violation): check connection.{method}"
+    )]
     Authentication {
         /// The URL.
         url: String,

@@ -63,9 +63,14 @@ async fn missing_secret_file_names_the_field() {
     let conn: jetflow_crds::Connection =
         serde_yaml_ng::from_str("token: {name: nats-auth, key: token}").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let err = connect(Some(&conn), "nats://127.0.0.1:1", &Secrets::new(dir.path()), "test")
-        .await
-        .unwrap_err();
+    let err = connect(
+        Some(&conn),
+        "nats://127.0.0.1:1",
+        &Secrets::new(dir.path()),
+        "test",
+    )
+    .await
+    .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("connection.token"), "{text}");
     assert!(text.contains("nats-auth/token"), "{text}");

@@ -113,7 +113,11 @@ impl NatsServer {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!(
                     "nats-server exited with {status} while starting; log:\n{}",
                     std::fs::read_to_string(self.log_path()).unwrap_or_default()

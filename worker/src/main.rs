@@ -7,7 +7,11 @@ use clap::Parser;
 #[command(name = "jetflow-worker", version, about)]
 struct Args {
     /// NATS URL for a pipeline whose connection names none.
-    #[arg(long, env = "JETFLOW_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "JETFLOW_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     nats: String,
 }
 

@@ -20,7 +20,9 @@ fn main() -> ExitCode {
                 stale.push(format!("{folder}/{name}"));
                 continue;
             }
-            if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, &yaml)) {
+            if let Err(e) =
+                std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, &yaml))
+            {
                 eprintln!("crdgen: cannot write {}: {e}", path.display());
                 return ExitCode::FAILURE;
             }
