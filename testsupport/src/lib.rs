@@ -20,6 +20,7 @@ pub struct NatsServer {
     http_port: u16,
     dir: TempDir,
     extra: String,
+    jetstream: bool,
 }
 
 /// The nats-server binary tests use.
@@ -59,6 +60,17 @@ impl NatsServer {
     /// Starts a server with JetStream and `extra` appended to its configuration file (for
     /// authorization or TLS blocks). `{dir}` in `extra` is replaced by the server's folder.
     pub fn start_with(extra: &str) -> Self {
+        Self::build(extra, true)
+    }
+
+    /// Starts a server without JetStream whose configuration is `config` (after the listen
+    /// and monitoring addresses), for set-ups JetStream does not fit, such as operator mode
+    /// with a memory resolver.
+    pub fn start_with_config(config: &str) -> Self {
+        Self::build(config, false)
+    }
+
+    fn build(extra: &str, jetstream: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("jetflow-nats-")
             .tempdir()
@@ -70,6 +82,7 @@ impl NatsServer {
             http_port: free_port(),
             dir,
             extra,
+            jetstream,
         };
         server.launch();
         server
@@ -77,12 +90,18 @@ impl NatsServer {
 
     fn launch(&mut self) {
         let store = self.dir.path().join("jetstream");
+        let jetstream = if self.jetstream {
+            format!(
+                "jetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 1GB\n  max_file_store: 20GB\n}}\n",
+                store.display()
+            )
+        } else {
+            String::new()
+        };
         let config = format!(
-            "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{http}\nmax_payload: 8MB\n\
-             jetstream {{\n  store_dir: \"{store}\"\n  max_memory_store: 1GB\n  max_file_store: 20GB\n}}\n{extra}\n",
+            "listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{http}\nmax_payload: 8MB\n{jetstream}{extra}\n",
             port = self.port,
             http = self.http_port,
-            store = store.display(),
             extra = self.extra,
         );
         let config_path = self.dir.path().join("nats.conf");
@@ -139,7 +158,12 @@ impl NatsServer {
             return false;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let request = "GET /healthz?js-enabled-only=true HTTP/1.0\r\nHost: localhost\r\n\r\n";
+        let path = if self.jetstream {
+            "/healthz?js-enabled-only=true"
+        } else {
+            "/healthz"
+        };
+        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
         if stream.write_all(request.as_bytes()).is_err() {
             return false;
         }
