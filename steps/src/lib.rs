@@ -5,10 +5,42 @@
 //! [`check`] runs the same compilation for the operator's validation. [`Steps::apply`] runs the
 //! steps over one message and returns its outputs: none (filtered out), one, or several (a
 //! `map` with several outputs); output `i` of a message gets output index `i` in its message id.
+//!
+//! ```text
+//!  Input ──▶ step 0 ──▶ step 1 ──▶ … ──▶ Vec<Output>
+//!  bytes     payload parsed at most once, on the first step that reads it;
+//!            written back to bytes once, at the end, only if a `map` replaced it
+//! ```
+//!
+//! - `filter` (jq): the message is kept when the expression's first output is `true`; `false`,
+//!   `null` or no output drops it; any other value, or an error raised before the first output,
+//!   fails the message. Later outputs are not evaluated.
+//! - `map` (jq): each output replaces the payload and becomes one message, in the order jq
+//!   yields them; no output drops the message; an error fails the whole message (no partial
+//!   outputs), as does more than [`MAX_OUTPUTS`] outputs.
+//! - `setSubject`, `setHeaders`, `dropHeaders`: see [`template`] for the template forms.
+//!
+//! Payload bytes are never parsed unless a jq step runs or a template reads `{{payload.…}}`,
+//! and are passed on untouched unless a `map` step replaced them.
+//!
+//! Failures are per message ([`StepFailure`], kind parse or eval); the worker applies the
+//! pipeline's error policy to them. Nothing here blocks, spawns or keeps state between
+//! messages.
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use jetflow_crds::pipeline::Step;
+
+mod apply;
+mod compile;
+mod jq;
+mod json;
+pub mod template;
+#[cfg(test)]
+mod tests;
+
+pub use apply::MAX_OUTPUTS;
+pub use template::{RenderError, SubjectTemplate, TemplateError};
 
 /// One message entering the steps.
 #[derive(Clone, Copy, Debug)]
@@ -35,30 +67,38 @@ pub struct Output {
 }
 
 /// A step that does not compile.
+///
+/// Displays as `spec.steps[2] (map[2]): jq error: undefined filter foo/0 at column 1`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("spec.steps[{index}] ({name}): {message}")]
 pub struct CompileError {
     /// The step's index in `spec.steps`.
     pub index: usize,
-    /// The step's name, or its kind when unnamed.
+    /// The step's name, or `kind[index]` (such as `map[2]`) when unnamed.
     pub name: String,
     /// What is wrong, quoting the jq error.
     pub message: String,
 }
 
 /// Why a message could not pass the steps.
+///
+/// Displays as `step 1 (map[1]): eval: cannot index "x" with "b"`. The message text is cut at
+/// [`MAX_ERROR_LEN`] bytes (jq errors quote values, which may be whole payloads).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("step {index} ({name}): {kind}: {message}")]
 pub struct StepFailure {
     /// The failing step's index.
     pub index: usize,
-    /// The failing step's name.
+    /// The failing step's name (as in [`CompileError::name`]).
     pub name: String,
     /// What kind of failure.
     pub kind: FailureKind,
     /// The error text.
     pub message: String,
 }
+
+/// The longest [`StepFailure::message`], in bytes; headers carry it to the dead-letter subject.
+pub const MAX_ERROR_LEN: usize = 1024;
 
 /// Kinds of step failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,34 +125,10 @@ impl std::fmt::Display for FailureKind {
     }
 }
 
-/// A pipeline's compiled steps.
+/// A pipeline's compiled steps; shared by all split readers of a worker (`Send + Sync`).
 #[derive(Debug)]
 pub struct Steps {
-    steps: Vec<Step>,
-}
-
-impl Steps {
-    /// Compiles the steps.
-    pub fn compile(steps: &[Step]) -> Result<Steps, CompileError> {
-        Ok(Steps {
-            steps: steps.to_vec(),
-        })
-    }
-
-    /// Whether messages pass through untouched (no step at all); the worker then never parses
-    /// or copies payloads.
-    pub fn is_passthrough(&self) -> bool {
-        self.steps.is_empty()
-    }
-
-    /// Runs the steps over one message.
-    pub fn apply(&self, input: Input<'_>) -> Result<Vec<Output>, StepFailure> {
-        Ok(vec![Output {
-            subject: input.subject.to_owned(),
-            headers: input.headers.cloned(),
-            payload: input.payload.clone(),
-        }])
-    }
+    steps: Vec<compile::Compiled>,
 }
 
 /// Compiles the steps and reports the first that does not compile; the operator calls this

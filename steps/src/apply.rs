@@ -1,0 +1,318 @@
+//! Running compiled steps over one message.
+//!
+//! A message moves through the steps as a [`Msg`]: its subject, headers, the original payload
+//! bytes (kept while no `map` replaced them) and the parsed value (made on the first step that
+//! reads the payload, then shared by every later step and every output of a `map`). At the end,
+//! a payload that a `map` replaced is written back to JSON once; any other payload leaves as the
+//! very bytes that came in.
+
+use std::collections::BTreeMap;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use jaq_json::{Num, Val};
+
+use crate::compile::{Compiled, Kind};
+use crate::jq::{Globals, Jq};
+use crate::template::RenderError;
+use crate::{FailureKind, Input, MAX_ERROR_LEN, Output, StepFailure, Steps, json};
+
+/// The most outputs one source message may produce across all `map` steps; more fails the
+/// message (kind eval). It bounds the memory an expression such as `range(1e9)` can take.
+pub const MAX_OUTPUTS: usize = 10_000;
+
+/// A message between two steps.
+struct Msg {
+    subject: String,
+    headers: Option<HeaderMap>,
+    /// The payload as received, while no `map` replaced it.
+    raw: Option<Bytes>,
+    /// The payload as a JSON value, once parsed or produced by a `map`.
+    value: Option<Val>,
+    /// Index of the `map` step that produced `value`, when one did.
+    mapped_by: Option<usize>,
+    /// `$subject` and `$headers` as jq values, built on first use and dropped when a step
+    /// changes the subject or headers.
+    subject_var: Option<Val>,
+    headers_var: Option<Val>,
+}
+
+impl Msg {
+    fn parsed(&mut self, at: (usize, &str)) -> Result<&Val, StepFailure> {
+        if self.value.is_none() {
+            let raw = self.raw.as_deref().unwrap_or_default();
+            let value = json::parse(raw).map_err(|e| {
+                failure(at, FailureKind::Parse, format!("payload is not JSON: {e}"))
+            })?;
+            self.value = Some(value);
+        }
+        Ok(self.value.as_ref().expect("parsed above"))
+    }
+
+    fn globals(&mut self, jq: &Jq, seq: u64) -> Globals {
+        let subject = self
+            .subject_var
+            .get_or_insert_with(|| Val::from(self.subject.clone()))
+            .clone();
+        let headers = if jq.uses_headers {
+            self.headers_var
+                .get_or_insert_with(|| headers_value(self.headers.as_ref()))
+                .clone()
+        } else {
+            Val::Null
+        };
+        Globals {
+            subject,
+            headers,
+            seq: Val::Num(Num::from_integral(seq)),
+        }
+    }
+
+    /// A copy for one output of a `map`, carrying `value` as its payload.
+    fn with_value(&self, value: Val, step: usize) -> Msg {
+        Msg {
+            subject: self.subject.clone(),
+            headers: self.headers.clone(),
+            raw: None,
+            value: Some(value),
+            mapped_by: Some(step),
+            subject_var: self.subject_var.clone(),
+            headers_var: self.headers_var.clone(),
+        }
+    }
+}
+
+/// `$headers`: header name to first value, in name order so that expressions iterating over
+/// it (`keys_unsorted`, `to_entries`) see the same order on every replay.
+fn headers_value(headers: Option<&HeaderMap>) -> Val {
+    let mut sorted = BTreeMap::new();
+    for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
+        if let Some(first) = values.first() {
+            let name: &str = name.as_ref();
+            sorted.insert(name.to_owned(), first.as_str().to_owned());
+        }
+    }
+    Val::obj(
+        sorted
+            .into_iter()
+            .map(|(k, v)| (Val::from(k), Val::from(v)))
+            .collect(),
+    )
+}
+
+fn failure(at: (usize, &str), kind: FailureKind, message: String) -> StepFailure {
+    StepFailure {
+        index: at.0,
+        name: at.1.to_owned(),
+        kind,
+        message: truncate(message),
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_ERROR_LEN {
+        let mut end = MAX_ERROR_LEN - '…'.len_utf8();
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// A short description of a value for error messages.
+fn describe(v: &Val) -> String {
+    let text = v.to_string();
+    if text.len() > 64 {
+        let mut end = 64;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &text[..end])
+    } else {
+        text
+    }
+}
+
+fn render_failure(at: (usize, &str), e: RenderError) -> StepFailure {
+    let kind = match e {
+        RenderError::PayloadNotJson(_) => FailureKind::Parse,
+        _ => FailureKind::Eval,
+    };
+    failure(at, kind, e.to_string())
+}
+
+impl Steps {
+    /// Runs the steps over one message and returns its outputs in a deterministic order: the
+    /// same input always yields the same outputs, in the same order, so output `i` can name
+    /// itself by `i` in its message id.
+    ///
+    /// With no steps the message passes as it is. Otherwise the payload is parsed at most once,
+    /// and only if a jq step runs or a template reads a payload field.
+    pub fn apply(&self, input: Input<'_>) -> Result<Vec<Output>, StepFailure> {
+        if self.is_passthrough() {
+            return Ok(vec![Output {
+                subject: input.subject.to_owned(),
+                headers: input.headers.cloned(),
+                payload: input.payload.clone(),
+            }]);
+        }
+        let mut msgs = vec![Msg {
+            subject: input.subject.to_owned(),
+            headers: input.headers.cloned(),
+            raw: Some(input.payload.clone()),
+            value: None,
+            mapped_by: None,
+            subject_var: None,
+            headers_var: None,
+        }];
+        for (index, step) in self.compiled().iter().enumerate() {
+            let mut next = Vec::with_capacity(msgs.len());
+            for msg in msgs {
+                apply_step(index, step, msg, input.seq, &mut next)?;
+            }
+            msgs = next;
+            if msgs.is_empty() {
+                break;
+            }
+        }
+        msgs.into_iter()
+            .map(|msg| {
+                let payload = match (msg.raw, msg.value) {
+                    (Some(raw), _) => raw,
+                    (None, Some(value)) => {
+                        let step = msg.mapped_by.unwrap_or_default();
+                        let at = (step, self.compiled()[step].name.as_str());
+                        Bytes::from(json::to_vec(&value).map_err(|e| {
+                            failure(at, FailureKind::Eval, format!("output is not JSON: {e}"))
+                        })?)
+                    }
+                    (None, None) => Bytes::new(),
+                };
+                Ok(Output {
+                    subject: msg.subject,
+                    headers: msg.headers,
+                    payload,
+                })
+            })
+            .collect()
+    }
+}
+
+fn apply_step(
+    index: usize,
+    step: &Compiled,
+    mut msg: Msg,
+    seq: u64,
+    out: &mut Vec<Msg>,
+) -> Result<(), StepFailure> {
+    let at = (index, step.name.as_str());
+    match &step.kind {
+        Kind::Filter(jq) => {
+            let globals = msg.globals(jq, seq);
+            let input = msg.parsed(at)?.clone();
+            let first = jq.run(input, globals).next();
+            let keep = match first {
+                None => false,
+                Some(Err(e)) => return Err(failure(at, FailureKind::Eval, e)),
+                Some(Ok(Val::Bool(b))) => b,
+                Some(Ok(Val::Null)) => false,
+                Some(Ok(other)) => {
+                    return Err(failure(
+                        at,
+                        FailureKind::Eval,
+                        format!(
+                            "filter yielded {}, expected true, false or null",
+                            describe(&other)
+                        ),
+                    ));
+                }
+            };
+            if keep {
+                out.push(msg);
+            }
+        }
+        Kind::Map(jq) => {
+            let globals = msg.globals(jq, seq);
+            let input = msg.parsed(at)?.clone();
+            // Collect every output before emitting any: a message fails whole or not at all.
+            let start = out.len();
+            for result in jq.run(input, globals) {
+                let value = result.map_err(|e| {
+                    out.truncate(start);
+                    failure(at, FailureKind::Eval, e)
+                })?;
+                if out.len() >= MAX_OUTPUTS {
+                    out.truncate(start);
+                    return Err(failure(
+                        at,
+                        FailureKind::Eval,
+                        format!("more than {MAX_OUTPUTS} outputs for one message"),
+                    ));
+                }
+                out.push(msg.with_value(value, index));
+            }
+        }
+        Kind::SetSubject(template) => {
+            if template.uses_payload() {
+                msg.parsed(at)?;
+            }
+            let value = msg.value.as_ref();
+            let subject = template
+                .render_with(&msg.subject, || {
+                    value.ok_or_else(|| RenderError::PayloadNotJson("not parsed".to_owned()))
+                })
+                .map_err(|e| render_failure(at, e))?;
+            msg.subject = subject;
+            msg.subject_var = None;
+            out.push(msg);
+        }
+        Kind::SetHeaders(headers) => {
+            if headers.iter().any(|(_, t)| t.uses_payload()) {
+                msg.parsed(at)?;
+            }
+            let mut rendered = Vec::with_capacity(headers.len());
+            {
+                let value = msg.value.as_ref();
+                for (name, template) in headers {
+                    let mut text = String::new();
+                    template
+                        .render_into(&mut text, &msg.subject, || {
+                            value
+                                .ok_or_else(|| RenderError::PayloadNotJson("not parsed".to_owned()))
+                        })
+                        .map_err(|e| render_failure(at, e))?;
+                    if text.contains(['\r', '\n']) {
+                        return Err(render_failure(at, RenderError::InvalidHeaderValue(text)));
+                    }
+                    rendered.push((name.clone(), text));
+                }
+            }
+            let map = msg.headers.get_or_insert_with(HeaderMap::new);
+            for (name, text) in rendered {
+                map.insert(name, text);
+            }
+            msg.headers_var = None;
+            out.push(msg);
+        }
+        Kind::DropHeaders(names) => {
+            if let Some(headers) = msg.headers.take() {
+                let mut kept = HeaderMap::new();
+                for (name, values) in headers.iter() {
+                    let key: &str = name.as_ref();
+                    if names.iter().any(|n| n == key) {
+                        continue;
+                    }
+                    for value in values {
+                        kept.append(name.clone(), value.clone());
+                    }
+                }
+                msg.headers = (!kept.is_empty()).then_some(kept);
+            }
+            msg.headers_var = None;
+            out.push(msg);
+        }
+    }
+    Ok(())
+}

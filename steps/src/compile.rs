@@ -1,0 +1,137 @@
+//! Compiling a pipeline's steps: jq expressions through jaq, templates through
+//! [`crate::template`], header names parsed. Runs once, at start (and in the operator's
+//! validation); every error names the step by index.
+
+use async_nats::HeaderName;
+use jetflow_crds::pipeline::Step;
+
+use crate::jq::Jq;
+use crate::template::{SubjectTemplate, Template};
+use crate::{CompileError, Steps};
+
+/// One compiled step.
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    /// `name`, or `kind[index]`.
+    pub name: String,
+    pub kind: Kind,
+}
+
+#[derive(Debug)]
+pub(crate) enum Kind {
+    Filter(Jq),
+    Map(Jq),
+    SetSubject(SubjectTemplate),
+    SetHeaders(Vec<(HeaderName, Template)>),
+    /// Header names as written; matched exactly (NATS header names are case-sensitive).
+    DropHeaders(Vec<String>),
+}
+
+impl Steps {
+    /// Compiles the steps: every jq expression (with `$subject`, `$headers` and `$seq`
+    /// declared), every template and header name. The first step that does not compile is
+    /// reported, with the jq or template error quoted.
+    pub fn compile(steps: &[Step]) -> Result<Steps, CompileError> {
+        let steps = steps
+            .iter()
+            .enumerate()
+            .map(|(index, step)| compile_step(index, step))
+            .collect::<Result<_, _>>()?;
+        Ok(Steps { steps })
+    }
+
+    /// Whether messages pass through untouched (no step at all); the worker then never parses
+    /// or copies payloads.
+    pub fn is_passthrough(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// The steps' names in order (`name`, or `kind[index]` when unnamed), for metrics and
+    /// logs.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.steps.iter().map(|s| s.name.as_str())
+    }
+
+    pub(crate) fn compiled(&self) -> &[Compiled] {
+        &self.steps
+    }
+}
+
+fn kind_name(step: &Step) -> &'static str {
+    if step.filter.is_some() {
+        "filter"
+    } else if step.map.is_some() {
+        "map"
+    } else if step.set_subject.is_some() {
+        "setSubject"
+    } else if step.set_headers.is_some() {
+        "setHeaders"
+    } else if step.drop_headers.is_some() {
+        "dropHeaders"
+    } else {
+        "step"
+    }
+}
+
+fn compile_step(index: usize, step: &Step) -> Result<Compiled, CompileError> {
+    let kind = kind_name(step);
+    let name = step
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{kind}[{index}]"));
+    let err = |message: String| CompileError {
+        index,
+        name: name.clone(),
+        message,
+    };
+    let set = [
+        step.filter.is_some(),
+        step.map.is_some(),
+        step.set_subject.is_some(),
+        step.set_headers.is_some(),
+        step.drop_headers.is_some(),
+    ];
+    if set.iter().filter(|s| **s).count() != 1 {
+        return Err(err(
+            "set exactly one of filter, map, setSubject, setHeaders and dropHeaders".to_owned(),
+        ));
+    }
+    let compiled = if let Some(code) = &step.filter {
+        Kind::Filter(Jq::compile(code).map_err(|e| err(format!("filter: {e}")))?)
+    } else if let Some(code) = &step.map {
+        Kind::Map(Jq::compile(code).map_err(|e| err(format!("map: {e}")))?)
+    } else if let Some(t) = &step.set_subject {
+        Kind::SetSubject(SubjectTemplate::compile(t).map_err(|e| err(format!("setSubject: {e}")))?)
+    } else if let Some(headers) = &step.set_headers {
+        let mut out = Vec::with_capacity(headers.len());
+        for (key, value) in headers {
+            let header: HeaderName = key
+                .parse()
+                .ok()
+                .filter(|_| !key.is_empty())
+                .ok_or_else(|| err(format!("setHeaders: {key:?} is not a header name")))?;
+            if value.contains(['\r', '\n']) {
+                return Err(err(format!(
+                    "setHeaders.{key}: header values must not contain line breaks"
+                )));
+            }
+            let template =
+                Template::parse(value, true).map_err(|e| err(format!("setHeaders.{key}: {e}")))?;
+            out.push((header, template));
+        }
+        Kind::SetHeaders(out)
+    } else {
+        let names = step.drop_headers.clone().unwrap_or_default();
+        if let Some(bad) = names
+            .iter()
+            .find(|n| n.is_empty() || n.parse::<HeaderName>().is_err())
+        {
+            return Err(err(format!("dropHeaders: {bad:?} is not a header name")));
+        }
+        Kind::DropHeaders(names)
+    };
+    Ok(Compiled {
+        name,
+        kind: compiled,
+    })
+}
