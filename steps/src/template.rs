@@ -45,6 +45,9 @@ pub enum RenderError {
     /// The rendered text is not a valid subject.
     #[error("rendered subject is invalid: {0}")]
     InvalidSubject(String),
+    /// [`SubjectTemplate::render_subject`] on a template that reads the payload.
+    #[error("the template reads the payload, which is not available here")]
+    NeedsPayload,
     /// The rendered text cannot be a header value.
     #[error("rendered header value {0:?} contains a line break")]
     InvalidHeaderValue(String),
@@ -241,6 +244,28 @@ impl SubjectTemplate {
         self.template.uses_payload()
     }
 
+    /// Whether the template is `{{subject}}`: the output keeps the subject as it is.
+    pub fn is_identity(&self) -> bool {
+        self.identity
+    }
+
+    /// Renders a subject-only template (as a sink's is) without copying the subject when the
+    /// template is `{{subject}}`. A template that reads the payload fails with
+    /// [`RenderError::NeedsPayload`].
+    pub fn render_subject(
+        &self,
+        subject: &async_nats::Subject,
+    ) -> Result<async_nats::Subject, RenderError> {
+        if self.identity {
+            return Ok(subject.clone());
+        }
+        if self.uses_payload() {
+            return Err(RenderError::NeedsPayload);
+        }
+        self.render_with(subject, unreachable_payload)
+            .map(async_nats::Subject::from)
+    }
+
     /// Renders the subject for a message read from `subject` with `payload`. The payload is
     /// parsed only when the template reads a field of it.
     pub fn render(&self, subject: &str, payload: &[u8]) -> Result<String, RenderError> {
@@ -287,6 +312,19 @@ mod tests {
         assert_eq!(t.render("a.b.c", b"").unwrap(), "out.c.a.a.b.c");
         let t = SubjectTemplate::compile_subject_only("{{subject}}").unwrap();
         assert_eq!(t.render("a.b", b"not json").unwrap(), "a.b");
+    }
+
+    #[test]
+    fn render_subject_keeps_the_subject_for_identity() {
+        let subject = async_nats::Subject::from("orders.eu.1");
+        let t = SubjectTemplate::compile_subject_only("{{subject}}").unwrap();
+        assert!(t.is_identity());
+        assert_eq!(t.render_subject(&subject).unwrap(), subject);
+        let t = SubjectTemplate::compile_subject_only("copy.{{token(2)}}").unwrap();
+        assert!(!t.is_identity());
+        assert_eq!(t.render_subject(&subject).unwrap().as_str(), "copy.eu");
+        let t = SubjectTemplate::compile("x.{{payload.a}}").unwrap();
+        assert_eq!(t.render_subject(&subject), Err(RenderError::NeedsPayload));
     }
 
     #[test]
