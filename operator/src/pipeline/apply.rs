@@ -1,0 +1,556 @@
+//! The Pipeline reconcile's effects: dereference (NATS facts), then, for a valid Pipeline, the
+//! checkpoint ConfigMap (created once, replaced on reset), the splits and their consumers, the
+//! split assignment, the child objects by server-side apply (written only when they differ),
+//! and the status. The cleanup path removes the consumers; Kubernetes removes the owned objects;
+//! the checkpoint ConfigMap stays.
+//!
+//! Apply order: RBAC and ConfigMaps before the Deployment, so that a worker never starts
+//! without its configuration or its permissions.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_nats::jetstream::context::GetStreamErrorKind;
+use futures::TryStreamExt;
+use jetflow_crds::assignment::Assignment;
+use jetflow_crds::checkpoint::{Checkpoint, SplitPosition};
+use jetflow_crds::condition::types;
+use jetflow_crds::split::{self, Split};
+use jetflow_crds::{Pipeline, PipelineStatus, names};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use super::build::{self, Inputs, configmap, deployment, rbac};
+use super::consumers;
+use super::status::{self, Observed};
+use super::validate::{Facts, validate};
+use crate::assignment::assign;
+use crate::controller::Context;
+use crate::controller::apply::{Outcome, apply as apply_object, contains};
+use crate::{Error, FIELD_MANAGER, Result};
+
+async fn get_stream(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+) -> Result<Option<async_nats::jetstream::stream::Stream>> {
+    match js.get_stream(name).await {
+        Ok(stream) => Ok(Some(stream)),
+        Err(e) => match e.kind() {
+            GetStreamErrorKind::JetStream(je)
+                if je.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Ok(None)
+            }
+            _ => Err(Error::StreamInfo {
+                stream: name.to_owned(),
+                source: Box::new(e),
+            }),
+        },
+    }
+}
+
+/// The splits of the source: from the spec, or, with `splitBy: Subject`, the subjects found in
+/// the stream under the filters.
+async fn splits(
+    p: &Pipeline,
+    source: Option<&async_nats::jetstream::stream::Stream>,
+) -> Result<Vec<Split>> {
+    let (Some(stream), true) = (source, split::is_dynamic(&p.spec)) else {
+        return Ok(split::static_splits(&p.spec));
+    };
+    let mut found = BTreeSet::new();
+    for filter in split::static_splits(&p.spec) {
+        let subjects: Vec<(String, usize)> = stream
+            .info_with_subjects(&filter.subject)
+            .await
+            .map_err(|e| Error::StreamInfo {
+                stream: stream.cached_info().config.name.clone(),
+                source: Box::new(e),
+            })?
+            .try_collect()
+            .await
+            .map_err(|e| Error::StreamInfo {
+                stream: stream.cached_info().config.name.clone(),
+                source: Box::new(e),
+            })?;
+        found.extend(subjects.into_iter().map(|(s, _)| s));
+    }
+    Ok(found
+        .into_iter()
+        .map(|s| Split {
+            name: s.clone(),
+            subject: s,
+        })
+        .collect())
+}
+
+fn decode<T: serde::de::DeserializeOwned + Default>(
+    cm: Option<&ConfigMap>,
+    key: &'static str,
+) -> Result<T> {
+    let Some(text) = cm.and_then(|c| c.data.as_ref()).and_then(|d| d.get(key)) else {
+        return Ok(T::default());
+    };
+    serde_json::from_str(text).map_err(|source| Error::Decode {
+        name: cm.map(|c| c.name_any()).unwrap_or_default(),
+        key,
+        source,
+    })
+}
+
+/// The names of the pipeline's worker pods that are ready and not going away.
+async fn ready_workers(ctx: &Context, ns: &str, name: &str) -> Result<Vec<String>> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&build::selector_string(name)))
+        .await
+        .map_err(|source| Error::ListPods {
+            pipeline: name.to_owned(),
+            source,
+        })?;
+    let mut ready: Vec<String> = list
+        .items
+        .into_iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter(|pod| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .map(|pod| pod.name_any())
+        .collect();
+    ready.sort();
+    Ok(ready)
+}
+
+/// Reads the checkpoint ConfigMap, creating it (empty) when it does not exist.
+async fn checkpoint_config_map(
+    cms: &Api<ConfigMap>,
+    name: &str,
+    ns: &str,
+    reset: Option<&str>,
+) -> Result<ConfigMap> {
+    let cm_name = names::checkpoint_config_map(name);
+    let read = |source| Error::Read {
+        kind: "ConfigMap",
+        name: cm_name.clone(),
+        source,
+    };
+    if let Some(cm) = cms.get_opt(&cm_name).await.map_err(read)? {
+        return Ok(cm);
+    }
+    let fresh = configmap::checkpoint_config_map(name, ns, &Checkpoint::default(), reset)?;
+    match cms.create(&PostParams::default(), &fresh).await {
+        Ok(cm) => Ok(cm),
+        // Created by someone else meanwhile: use theirs.
+        Err(kube::Error::Api(s)) if s.code == 409 => cms.get(&cm_name).await.map_err(read),
+        Err(source) => Err(Error::Apply {
+            kind: "ConfigMap",
+            name: cm_name.clone(),
+            source,
+        }),
+    }
+}
+
+/// Discards the checkpoint: every split back to position 0 under the new assignment generation
+/// (so a worker still running with the old assignment cannot write its old positions back),
+/// recorded with the reset value, by a replace conditional on the version read.
+async fn reset_checkpoint(
+    cms: &Api<ConfigMap>,
+    live: &ConfigMap,
+    name: &str,
+    ns: &str,
+    splits: &[String],
+    generation: u64,
+    reset: &str,
+) -> Result<(ConfigMap, Checkpoint)> {
+    let checkpoint = Checkpoint {
+        id: 0,
+        time: None,
+        splits: splits
+            .iter()
+            .map(|s| {
+                (
+                    s.clone(),
+                    SplitPosition {
+                        position: 0,
+                        generation,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect(),
+    };
+    let mut cm = configmap::checkpoint_config_map(name, ns, &checkpoint, Some(reset))?;
+    cm.metadata.resource_version = live.metadata.resource_version.clone();
+    let cm_name = cm.name_any();
+    let replaced = cms
+        .replace(&cm_name, &PostParams::default(), &cm)
+        .await
+        .map_err(|source| Error::Apply {
+            kind: "ConfigMap",
+            name: cm_name,
+            source,
+        })?;
+    Ok((replaced, checkpoint))
+}
+
+/// Writes the status by server-side apply, only when it changed.
+pub(crate) async fn publish_status(
+    api: &Api<Pipeline>,
+    p: &Pipeline,
+    status: PipelineStatus,
+) -> Result<()> {
+    if p.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "apiVersion": Pipeline::api_version(&()),
+        "kind": Pipeline::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &p.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::PublishStatus {
+        kind: "Pipeline",
+        name: p.name_any(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// The apply branch of the Pipeline reconcile.
+pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -> Result<Action> {
+    let name = p.name_any();
+    let now = jiff::Timestamp::now();
+
+    // Dereference: what NATS has of the streams the pipeline names.
+    let js = ctx
+        .nats
+        .jetstream(&ctx.client, ns, p.spec.connection.as_ref())
+        .await?;
+    let source = match &p.spec.source.jetstream {
+        Some(s) => Some(get_stream(&js, &s.stream).await?),
+        None => None,
+    };
+    let sink = match &p.spec.sink.jetstream {
+        Some(s) => Some(get_stream(&js, &s.stream).await?),
+        None => None,
+    };
+    let facts = Facts {
+        source_stream_exists: source.as_ref().map(Option::is_some),
+        sink_duplicate_window: sink
+            .as_ref()
+            .map(|s| s.as_ref().map(|s| s.cached_info().config.duplicate_window)),
+    };
+
+    // Validate: an invalid pipeline is reported and waits for a change.
+    let verdict = validate(p, &facts);
+    if !verdict.errors.is_empty() {
+        let status = status::invalid(p, &verdict, now);
+        let before = p
+            .status
+            .as_ref()
+            .and_then(|s| jetflow_crds::condition::find(&s.conditions, types::READY))
+            .map(|c| c.reason.clone());
+        if before.as_deref() != verdict.error_reason() {
+            ctx.event(
+                p,
+                true,
+                verdict.error_reason().unwrap_or("Failed"),
+                "Validate",
+                verdict.error_message(),
+            )
+            .await;
+        }
+        ctx.metrics.error(super::CONTROLLER, "invalid_spec");
+        publish_status(api, p, status).await?;
+        return Ok(if verdict.needs_spec_change() {
+            Action::await_change()
+        } else {
+            Action::requeue(ctx.settings.pipeline_resync)
+        });
+    }
+
+    let owner = p
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::MissingMetadata {
+            kind: "Pipeline",
+            name: name.clone(),
+            field: "uid",
+        })?;
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let reset = p.annotations().get(names::RESET_ANNOTATION).cloned();
+
+    // Splits, checkpoint and assignment.
+    let splits = splits(p, source.as_ref().and_then(Option::as_ref)).await?;
+    let split_names: Vec<String> = splits.iter().map(|s| s.name.clone()).collect();
+    let mut checkpoint_cm = checkpoint_config_map(&cms, &name, ns, reset.as_deref()).await?;
+    let mut checkpoint: Checkpoint = decode(Some(&checkpoint_cm), names::CHECKPOINT_KEY)?;
+    let applied_reset = checkpoint_cm
+        .annotations()
+        .get(build::RESET_APPLIED_ANNOTATION)
+        .cloned();
+    let resetting = reset.is_some() && reset != applied_reset;
+
+    let assignment_name = names::assignment_config_map(&name);
+    let assignment_cm = cms
+        .get_opt(&assignment_name)
+        .await
+        .map_err(|source| Error::Read {
+            kind: "ConfigMap",
+            name: assignment_name.clone(),
+            source,
+        })?;
+    let previous: Assignment = decode(assignment_cm.as_ref(), names::ASSIGNMENT_KEY)?;
+    let workers = ready_workers(ctx, ns, &name).await?;
+    let mut assignment = assign(&split_names, &workers, &previous);
+
+    if let (true, Some(reset)) = (resetting, reset.as_deref()) {
+        assignment.generation = assignment.generation.max(previous.generation + 1);
+        if let (Some(js_source), Some(stream)) = (
+            &p.spec.source.jetstream,
+            source.as_ref().and_then(Option::as_ref),
+        ) {
+            consumers::remove_others(stream, &js_source.stream, ns, &name, &BTreeSet::new())
+                .await?;
+        }
+        (checkpoint_cm, checkpoint) = reset_checkpoint(
+            &cms,
+            &checkpoint_cm,
+            &name,
+            ns,
+            &split_names,
+            assignment.generation,
+            reset,
+        )
+        .await?;
+        ctx.event(
+            p,
+            false,
+            "Reset",
+            "Reset",
+            format!("{} changed to {reset:?}: checkpoint discarded, consumers recreated, workers restarted from spec.source start", names::RESET_ANNOTATION),
+        )
+        .await;
+    }
+    let _ = &checkpoint_cm;
+
+    // Consumers: one durable consumer per split of a JetStream source.
+    let mut lags = BTreeMap::new();
+    if let (Some(js_source), Some(stream)) = (
+        &p.spec.source.jetstream,
+        source.as_ref().and_then(Option::as_ref),
+    ) {
+        let desired: BTreeMap<String, _> = splits
+            .iter()
+            .map(|s| {
+                let position = checkpoint.splits.get(&s.name).map(|p| p.position);
+                (
+                    s.name.clone(),
+                    consumers::config(ns, &name, &p.spec, s, position),
+                )
+            })
+            .collect();
+        let ensured = consumers::ensure(stream, &js_source.stream, &desired).await?;
+        let keep: BTreeSet<String> = desired
+            .values()
+            .filter_map(|c| c.durable_name.clone())
+            .collect();
+        consumers::remove_others(stream, &js_source.stream, ns, &name, &keep).await?;
+        lags = ensured
+            .infos
+            .iter()
+            .map(|(split, info)| (split.clone(), consumers::lag(info)))
+            .collect();
+    }
+
+    // Build.
+    let finished = status::finished(p, &split_names, Some(&checkpoint));
+    let replicas = if p.spec.suspend || finished {
+        0
+    } else {
+        p.spec.parallelism
+    };
+    let inputs = Inputs {
+        pipeline: p,
+        name: &name,
+        namespace: ns,
+        owner,
+        worker_image: &ctx.settings.worker_image,
+        default_nats_url: ctx.nats.default_url(),
+        replicas,
+    };
+    let config = configmap::worker_config(&inputs)?;
+    let hash = deployment::config_hash(&config, reset.as_deref());
+
+    // Apply.
+    let mut created = Vec::new();
+    let note = |created: &mut Vec<String>, outcome: Outcome, what: String| {
+        if outcome == Outcome::Created {
+            created.push(what);
+        }
+    };
+    let sa = apply_object(
+        &Api::namespaced(ctx.client.clone(), ns),
+        &rbac::service_account(&inputs),
+        "ServiceAccount",
+    )
+    .await?;
+    note(
+        &mut created,
+        sa.outcome,
+        format!("ServiceAccount {}", names::workers(&name)),
+    );
+    let role = apply_object(
+        &Api::namespaced(ctx.client.clone(), ns),
+        &rbac::role(&inputs),
+        "Role",
+    )
+    .await?;
+    note(
+        &mut created,
+        role.outcome,
+        format!("Role {}", names::workers(&name)),
+    );
+    let binding = apply_object(
+        &Api::namespaced(ctx.client.clone(), ns),
+        &rbac::role_binding(&inputs),
+        "RoleBinding",
+    )
+    .await?;
+    note(
+        &mut created,
+        binding.outcome,
+        format!("RoleBinding {}", names::workers(&name)),
+    );
+    let config_cm =
+        apply_object(&cms, &configmap::config_map(&inputs, &config), "ConfigMap").await?;
+    note(
+        &mut created,
+        config_cm.outcome,
+        format!("ConfigMap {}", names::config_map(&name)),
+    );
+
+    // The assignment is written only when it changed, conditional on the version read, so two
+    // operator replicas (a leadership handover) never both publish a generation.
+    let mut desired_assignment = configmap::assignment_config_map(&inputs, &assignment, None)?;
+    let unchanged = assignment_cm.as_ref().is_some_and(|live| {
+        serde_json::to_value(live)
+            .ok()
+            .zip(serde_json::to_value(&desired_assignment).ok())
+            .is_some_and(|(l, d)| contains(&l, &d))
+    });
+    if !unchanged {
+        desired_assignment.metadata.resource_version = assignment_cm
+            .as_ref()
+            .and_then(|c| c.metadata.resource_version.clone());
+        cms.patch(
+            &assignment_name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired_assignment),
+        )
+        .await
+        .map_err(|source| Error::Apply {
+            kind: "ConfigMap",
+            name: assignment_name.clone(),
+            source,
+        })?;
+        if assignment_cm.is_none() {
+            created.push(format!("ConfigMap {assignment_name}"));
+        }
+    }
+
+    let deployments = Api::namespaced(ctx.client.clone(), ns);
+    let dep = apply_object(
+        &deployments,
+        &deployment::deployment(&inputs, &hash),
+        "Deployment",
+    )
+    .await?;
+    note(
+        &mut created,
+        dep.outcome,
+        format!("Deployment {}", names::workers(&name)),
+    );
+    if !created.is_empty() {
+        ctx.event(
+            p,
+            false,
+            "Created",
+            "Create",
+            format!("created {}", created.join(", ")),
+        )
+        .await;
+    }
+    if dep.outcome == Outcome::Updated {
+        let old = dep.before.as_ref().and_then(deployment::hash_of);
+        if old.is_some_and(|o| o != hash) {
+            ctx.event(
+                p,
+                false,
+                "Rolled",
+                "Update",
+                format!(
+                    "configuration changed ({} → {hash}); the workers restart with it",
+                    old.unwrap_or("none")
+                ),
+            )
+            .await;
+        }
+    }
+
+    // Status.
+    let status = status::status(&Observed {
+        pipeline: p,
+        verdict: &verdict,
+        deployment: Some(&dep.object),
+        replicas,
+        checkpoint: Some(&checkpoint),
+        assignment: &assignment,
+        splits: &split_names,
+        lags: &lags,
+        finished,
+        min_stale: ctx.settings.min_checkpoint_stale,
+        now,
+    });
+    publish_status(api, p, status).await?;
+    Ok(Action::requeue(ctx.settings.pipeline_resync))
+}
+
+/// The cleanup branch: deletes the pipeline's consumers. The owned objects go with the
+/// Pipeline (owner references); the checkpoint ConfigMap stays so that a Pipeline applied again
+/// resumes where it stopped.
+pub async fn cleanup(p: &Pipeline, ns: &str, ctx: &Context) -> Result<Action> {
+    let name = p.name_any();
+    if let Some(js_source) = &p.spec.source.jetstream {
+        let js = ctx
+            .nats
+            .jetstream(&ctx.client, ns, p.spec.connection.as_ref())
+            .await?;
+        if let Some(stream) = get_stream(&js, &js_source.stream).await? {
+            let removed =
+                consumers::remove_others(&stream, &js_source.stream, ns, &name, &BTreeSet::new())
+                    .await?;
+            tracing::info!(pipeline = %name, namespace = %ns, consumers = removed.len(), "removed the pipeline's consumers");
+        }
+    }
+    ctx.event(
+        p,
+        false,
+        "Deleted",
+        "Delete",
+        format!(
+            "removed the consumers; kept ConfigMap {} so that applying the Pipeline again resumes (delete it to start afresh)",
+            names::checkpoint_config_map(&name)
+        ),
+    )
+    .await;
+    Ok(Action::await_change())
+}

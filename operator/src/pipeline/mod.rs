@@ -1,0 +1,53 @@
+//! The Pipeline reconciler, in phases: dereference (what NATS has) → [`validate`] → [`build`]
+//! → [`apply`] → [`status`]. Validate and build are pure and tested as plain functions; apply
+//! holds every call to Kubernetes and NATS. The reconcile runs inside kube-runtime's finalizer
+//! helper: the apply branch makes the pipeline run, the cleanup branch removes its consumers.
+//!
+//! An invalid spec is reported in the SpecValid and Ready conditions (phase Failed) and the
+//! reconcile waits for the next change; a missing stream is reported the same way and retried
+//! at the resync interval; other failures are errors, retried with backoff.
+
+pub mod apply;
+pub mod build;
+pub mod consumers;
+pub mod status;
+pub mod validate;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+use std::sync::Arc;
+
+use jetflow_crds::Pipeline;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+
+use crate::controller::{Context, key};
+use crate::{Error, FINALIZER, Result};
+
+/// The controller's name in metrics and logs.
+pub const CONTROLLER: &str = "pipeline";
+
+/// Reconciles one Pipeline.
+pub async fn reconcile(p: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let ns = p.namespace().ok_or_else(|| Error::MissingMetadata {
+        kind: "Pipeline",
+        name: p.name_any(),
+        field: "namespace",
+    })?;
+    let api: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &ns);
+    let object_key = key(p.as_ref());
+    let action = finalizer(&api, FINALIZER, p, |event| async {
+        match event {
+            Finalizer::Apply(p) => apply::apply(&p, &ns, &ctx, &api).await,
+            Finalizer::Cleanup(p) => apply::cleanup(&p, &ns, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    ctx.succeeded(&object_key);
+    Ok(action)
+}

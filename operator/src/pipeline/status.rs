@@ -1,0 +1,412 @@
+//! The Pipeline's status, computed from what the reconcile observed. Pure: the same
+//! observations give the same status, and conditions are merged so that `lastTransitionTime`
+//! moves only when a condition's status changes; nothing in a message changes with the clock,
+//! so a resync that finds nothing new computes an equal status and writes nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jetflow_crds::assignment::Assignment;
+use jetflow_crds::checkpoint::Checkpoint;
+use jetflow_crds::condition::{self, types};
+use jetflow_crds::pipeline::{CheckpointStatus, PipelinePhase, SplitStatus};
+use jetflow_crds::{Pipeline, PipelineStatus};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::validate::{Verdict, join};
+
+/// Everything the status is computed from.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    /// The Pipeline, with its previous status.
+    pub pipeline: &'a Pipeline,
+    /// Validation warnings (errors take [`invalid`] instead).
+    pub verdict: &'a Verdict,
+    /// The live worker Deployment.
+    pub deployment: Option<&'a Deployment>,
+    /// The replicas asked for.
+    pub replicas: i32,
+    /// The committed checkpoint.
+    pub checkpoint: Option<&'a Checkpoint>,
+    /// The published assignment.
+    pub assignment: &'a Assignment,
+    /// The current splits, by name.
+    pub splits: &'a [String],
+    /// Lag per split, where known.
+    pub lags: &'a BTreeMap<String, u64>,
+    /// A bounded run finished on every split.
+    pub finished: bool,
+    /// The least time without a checkpoint that counts as stale.
+    pub min_stale: Duration,
+    /// Now.
+    pub now: jiff::Timestamp,
+}
+
+/// Whether a bounded pipeline has finished every split in `checkpoint`.
+pub fn finished(p: &Pipeline, splits: &[String], checkpoint: Option<&Checkpoint>) -> bool {
+    let Some(cp) = checkpoint else { return false };
+    p.spec.source.bound.is_some()
+        && !splits.is_empty()
+        && splits
+            .iter()
+            .all(|s| cp.splits.get(s).is_some_and(|pos| pos.finished))
+}
+
+/// How long a running pipeline may go without a checkpoint before it counts as stale: three
+/// intervals, at least `min_stale`.
+pub fn stale_after(p: &Pipeline, min_stale: Duration) -> Duration {
+    (p.spec.checkpoint.interval.get() * 3).max(min_stale)
+}
+
+fn previous(p: &Pipeline) -> PipelineStatus {
+    p.status.clone().unwrap_or_default()
+}
+
+/// The status of a Pipeline that cannot run: phase Failed, SpecValid and Ready false with the
+/// first error's reason.
+pub fn invalid(p: &Pipeline, verdict: &Verdict, now: jiff::Timestamp) -> PipelineStatus {
+    let mut status = previous(p);
+    let generation = p.metadata.generation;
+    let reason = verdict.error_reason().unwrap_or("Invalid");
+    let message = verdict.error_message();
+    let spec_valid = if verdict.needs_spec_change() {
+        condition::new(
+            types::SPEC_VALID,
+            false,
+            reason,
+            message.clone(),
+            generation,
+            Time(now),
+        )
+    } else {
+        condition::new(
+            types::SPEC_VALID,
+            true,
+            "Valid",
+            "the spec is valid",
+            generation,
+            Time(now),
+        )
+    };
+    for c in [
+        spec_valid,
+        condition::new(types::READY, false, reason, message, generation, Time(now)),
+    ] {
+        condition::merge(&mut status.conditions, c);
+    }
+    status.phase = Some(if verdict.needs_spec_change() {
+        PipelinePhase::Failed
+    } else {
+        PipelinePhase::Pending
+    });
+    status.observed_generation = generation;
+    status
+}
+
+/// The status of a Pipeline that passed validation.
+pub fn status(o: &Observed<'_>) -> PipelineStatus {
+    let p = o.pipeline;
+    let generation = p.metadata.generation;
+    let now = Time(o.now);
+    let mut st = previous(p);
+    let cond = |t: &str, ok: bool, reason: &str, msg: String| {
+        condition::new(t, ok, reason, msg, generation, now.clone())
+    };
+
+    let dep_status = o
+        .deployment
+        .and_then(|d| d.status.clone())
+        .unwrap_or_default();
+    let ready = dep_status.ready_replicas.unwrap_or(0);
+    let updated = dep_status.updated_replicas.unwrap_or(0);
+    let current = dep_status.replicas.unwrap_or(0);
+    let dep_generation = o.deployment.and_then(|d| d.metadata.generation);
+    let rolled = o.deployment.is_some()
+        && dep_status.observed_generation >= dep_generation
+        && updated >= o.replicas
+        && ready >= o.replicas
+        && current <= o.replicas;
+
+    let phase = if p.spec.suspend {
+        PipelinePhase::Suspended
+    } else if o.finished {
+        PipelinePhase::Succeeded
+    } else if o.replicas > 0 && ready >= o.replicas {
+        PipelinePhase::Running
+    } else {
+        PipelinePhase::Pending
+    };
+
+    condition::merge(
+        &mut st.conditions,
+        cond(types::SPEC_VALID, true, "Valid", "the spec is valid".into()),
+    );
+    let ready_cond = match phase {
+        PipelinePhase::Suspended => cond(
+            types::READY,
+            false,
+            "Suspended",
+            "spec.suspend is true: no workers run and positions are kept; set it to false to resume".into(),
+        ),
+        PipelinePhase::Succeeded => cond(
+            types::READY,
+            true,
+            "Succeeded",
+            "every split reached its bound; the workers were stopped".into(),
+        ),
+        PipelinePhase::Running => cond(
+            types::READY,
+            true,
+            "Running",
+            format!("{ready} of {} workers ready", o.replicas),
+        ),
+        _ => cond(
+            types::READY,
+            false,
+            "WorkersNotReady",
+            format!(
+                "{ready} of {} workers ready; see the worker pods' events and logs if this lasts",
+                o.replicas
+            ),
+        ),
+    };
+    condition::merge(&mut st.conditions, ready_cond);
+
+    condition::merge(
+        &mut st.conditions,
+        if rolled {
+            cond(
+                types::PROGRESSING,
+                false,
+                "RolledOut",
+                "every worker runs the current configuration".into(),
+            )
+        } else {
+            cond(
+                types::PROGRESSING,
+                true,
+                "RollingOut",
+                format!(
+                    "workers are being updated: {updated} updated, {ready} ready, {} asked for",
+                    o.replicas
+                ),
+            )
+        },
+    );
+
+    condition::merge(
+        &mut st.conditions,
+        match o.verdict.warnings.first() {
+            Some(first) => cond(
+                types::DEGRADED,
+                true,
+                first.reason,
+                join(&o.verdict.warnings),
+            ),
+            None => cond(
+                types::DEGRADED,
+                false,
+                "AsExpected",
+                "nothing needs attention".into(),
+            ),
+        },
+    );
+
+    let threshold = stale_after(p, o.min_stale);
+    let stale = if phase == PipelinePhase::Running {
+        // Since the last checkpoint, or since the workers became ready when there is none yet.
+        let since = o.checkpoint.and_then(|c| c.time).or_else(|| {
+            condition::find(&st.conditions, types::READY)
+                .filter(|c| c.status == "True")
+                .map(|c| c.last_transition_time.0)
+        });
+        let age = since.map(|t| o.now.duration_since(t).unsigned_abs());
+        if age.is_some_and(|a| a > threshold) {
+            cond(
+                types::CHECKPOINT_STALE,
+                true,
+                "NoRecentCheckpoint",
+                format!(
+                    "no checkpoint for more than {}s (3 × spec.checkpoint.interval {}); check the workers' logs and their access to the checkpoint ConfigMap and to NATS",
+                    threshold.as_secs(),
+                    p.spec.checkpoint.interval
+                ),
+            )
+        } else {
+            cond(
+                types::CHECKPOINT_STALE,
+                false,
+                "Recent",
+                format!("a checkpoint was taken within {}s", threshold.as_secs()),
+            )
+        }
+    } else {
+        cond(
+            types::CHECKPOINT_STALE,
+            false,
+            "NotRunning",
+            "the pipeline is not running".into(),
+        )
+    };
+    condition::merge(&mut st.conditions, stale);
+
+    st.splits = o
+        .splits
+        .iter()
+        .map(|split| {
+            let pos = o.checkpoint.and_then(|c| c.splits.get(split));
+            SplitStatus {
+                name: split.clone(),
+                owner: o.assignment.owners.get(split).cloned(),
+                position: pos.map_or(0, |p| p.position),
+                lag: o.lags.get(split).copied(),
+                finished: pos.is_some_and(|p| p.finished),
+            }
+        })
+        .collect();
+    st.lag = (!o.lags.is_empty()).then(|| o.lags.values().sum());
+    st.last_checkpoint = o.checkpoint.and_then(|c| {
+        c.time.filter(|_| c.id > 0).map(|t| CheckpointStatus {
+            id: c.id,
+            time: Time(t),
+        })
+    });
+    st.phase = Some(phase);
+    st.observed_generation = generation;
+    st.replicas = o.replicas;
+    st.ready_replicas = ready;
+    st.assignment_generation = Some(o.assignment.generation);
+    st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::fixtures;
+    use jetflow_crds::checkpoint::SplitPosition;
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+
+    fn deployment(ready: i32) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.generation = Some(1);
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(1),
+            replicas: Some(ready),
+            ready_replicas: Some(ready),
+            updated_replicas: Some(ready),
+            ..Default::default()
+        });
+        d
+    }
+
+    fn observe<'a>(
+        p: &'a Pipeline,
+        d: &'a Deployment,
+        cp: Option<&'a Checkpoint>,
+        a: &'a Assignment,
+        splits: &'a [String],
+        lags: &'a BTreeMap<String, u64>,
+        now: jiff::Timestamp,
+    ) -> PipelineStatus {
+        static NO_FINDINGS: std::sync::LazyLock<Verdict> =
+            std::sync::LazyLock::new(Verdict::default);
+        status(&Observed {
+            pipeline: p,
+            verdict: &NO_FINDINGS,
+            deployment: Some(d),
+            replicas: p.spec.parallelism,
+            checkpoint: cp,
+            assignment: a,
+            splits,
+            lags,
+            finished: finished(p, splits, cp),
+            min_stale: Duration::from_secs(60),
+            now,
+        })
+    }
+
+    #[test]
+    fn running_pipeline_reports_positions_lag_and_owners() {
+        let p = fixtures::pipeline();
+        let now = jiff::Timestamp::from_second(1_000_000).unwrap();
+        let cp = Checkpoint {
+            id: 7,
+            time: Some(now - jiff::SignedDuration::from_secs(2)),
+            splits: BTreeMap::from([(
+                "orders.eu".into(),
+                SplitPosition {
+                    position: 40,
+                    ..Default::default()
+                },
+            )]),
+        };
+        let a = Assignment {
+            generation: 3,
+            owners: BTreeMap::from([("orders.eu".into(), "w-0".into())]),
+        };
+        let splits = vec!["orders.eu".to_owned(), "orders.us".to_owned()];
+        let lags = BTreeMap::from([("orders.eu".into(), 5), ("orders.us".into(), 2)]);
+        let d = deployment(2);
+        let st = observe(&p, &d, Some(&cp), &a, &splits, &lags, now);
+        assert_eq!(st.phase, Some(PipelinePhase::Running));
+        assert_eq!(st.lag, Some(7));
+        assert_eq!(st.splits[0].position, 40);
+        assert_eq!(st.splits[0].owner.as_deref(), Some("w-0"));
+        assert_eq!(st.last_checkpoint.as_ref().unwrap().id, 7);
+        assert!(condition::is_true(&st.conditions, types::READY));
+        assert!(!condition::is_true(&st.conditions, types::CHECKPOINT_STALE));
+        assert!(!condition::is_true(&st.conditions, types::PROGRESSING));
+        assert_eq!(st.assignment_generation, Some(3));
+    }
+
+    #[test]
+    fn an_old_checkpoint_is_stale_and_the_status_is_stable() {
+        let mut p = fixtures::pipeline();
+        let now = jiff::Timestamp::from_second(1_000_000).unwrap();
+        let cp = Checkpoint {
+            id: 1,
+            time: Some(now - jiff::SignedDuration::from_secs(3600)),
+            splits: BTreeMap::new(),
+        };
+        let (a, splits, lags) = (Assignment::default(), vec![], BTreeMap::new());
+        let d = deployment(2);
+        let first = observe(&p, &d, Some(&cp), &a, &splits, &lags, now);
+        let stale = condition::find(&first.conditions, types::CHECKPOINT_STALE).unwrap();
+        assert_eq!(stale.status, "True");
+        assert_eq!(stale.reason, "NoRecentCheckpoint");
+        p.status = Some(first.clone());
+        let later = now + jiff::SignedDuration::from_secs(30);
+        let second = observe(&p, &d, Some(&cp), &a, &splits, &lags, later);
+        assert_eq!(
+            first, second,
+            "a resync with nothing new computes the same status"
+        );
+    }
+
+    #[test]
+    fn bounded_run_succeeds_when_every_split_finished() {
+        let mut p = fixtures::pipeline();
+        p.spec.source.bound = Some(jetflow_crds::pipeline::Bound {
+            stream_end: Some(true),
+            ..Default::default()
+        });
+        let splits = vec!["a".to_owned()];
+        let done = Checkpoint {
+            id: 2,
+            time: None,
+            splits: BTreeMap::from([(
+                "a".into(),
+                SplitPosition {
+                    position: 9,
+                    finished: true,
+                    ..Default::default()
+                },
+            )]),
+        };
+        assert!(finished(&p, &splits, Some(&done)));
+        assert!(!finished(&p, &["a".into(), "b".into()], Some(&done)));
+        p.spec.source.bound = None;
+        assert!(!finished(&p, &splits, Some(&done)));
+    }
+}
