@@ -267,10 +267,15 @@ pub fn status(o: &Observed<'_>) -> PipelineStatus {
         .collect();
     st.lag = (!o.lags.is_empty()).then(|| o.lags.values().sum());
     st.last_checkpoint = o.checkpoint.and_then(|c| {
-        c.time.filter(|_| c.id > 0).map(|t| CheckpointStatus {
-            id: c.id,
-            time: Time(t),
-        })
+        // Whole seconds: a Kubernetes Time keeps no more, so a finer value would never compare
+        // equal to the status read back and every resync would write it again.
+        c.time
+            .filter(|_| c.id > 0)
+            .and_then(|t| jiff::Timestamp::from_second(t.as_second()).ok())
+            .map(|t| CheckpointStatus {
+                id: c.id,
+                time: Time(t),
+            })
     });
     st.phase = Some(phase);
     st.observed_generation = generation;

@@ -1,0 +1,102 @@
+//! Leader election on a coordination Lease in the in-memory API: one holder at a time, renewal,
+//! takeover after expiry, a lost race treated as "not leader", release on shutdown.
+
+use std::time::Duration;
+
+use jetflow_operator::leader::{self, LeaseLock};
+use jetflow_operator::permissions::{Scope, allows};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use kube_fake_client::ClientBuilder;
+use tokio::sync::watch;
+
+async fn leases() -> Api<Lease> {
+    let client = ClientBuilder::new().build().await.unwrap();
+    Api::namespaced(client, "jetflow-system")
+}
+
+fn holder(lease: &Lease) -> Option<String> {
+    lease.spec.as_ref()?.holder_identity.clone()
+}
+
+#[tokio::test]
+async fn one_replica_leads_and_the_other_takes_over_after_expiry() {
+    let api = leases().await;
+    let ttl = Duration::from_secs(1);
+    let a = LeaseLock::new(api.clone(), "jetflow-operator", "operator-a", ttl);
+    let b = LeaseLock::new(api.clone(), "jetflow-operator", "operator-b", ttl);
+
+    assert!(
+        a.try_acquire_or_renew().await.unwrap(),
+        "a creates the Lease"
+    );
+    assert!(
+        !b.try_acquire_or_renew().await.unwrap(),
+        "b waits while a's Lease is fresh"
+    );
+    assert!(a.try_acquire_or_renew().await.unwrap(), "a renews");
+    let lease = api.get("jetflow-operator").await.unwrap();
+    assert_eq!(holder(&lease).as_deref(), Some("operator-a"));
+    assert_eq!(lease.spec.as_ref().unwrap().lease_transitions, Some(0));
+
+    // a stops renewing; once the Lease expires, b takes it over.
+    tokio::time::sleep(ttl + Duration::from_millis(1100)).await;
+    assert!(b.try_acquire_or_renew().await.unwrap());
+    let lease = api.get("jetflow-operator").await.unwrap();
+    assert_eq!(holder(&lease).as_deref(), Some("operator-b"));
+    assert_eq!(lease.spec.as_ref().unwrap().lease_transitions, Some(1));
+    assert!(!a.try_acquire_or_renew().await.unwrap(), "a lost it");
+
+    // b shuts down and releases: a leads at once.
+    b.release().await.unwrap();
+    assert!(a.try_acquire_or_renew().await.unwrap());
+    assert!(allows(
+        "coordination.k8s.io",
+        "leases",
+        "update",
+        Scope::OperatorNamespace
+    ));
+}
+
+#[tokio::test]
+async fn a_stale_write_loses_the_race() {
+    let api = leases().await;
+    let ttl = Duration::from_secs(1);
+    let a = LeaseLock::new(api.clone(), "l", "operator-a", ttl);
+    assert!(a.try_acquire_or_renew().await.unwrap());
+    tokio::time::sleep(ttl + Duration::from_millis(1100)).await;
+
+    // b read the expired Lease, then c took it over before b wrote: b's write carries the old
+    // resourceVersion and is refused.
+    let mut stale = api.get("l").await.unwrap();
+    let c = LeaseLock::new(api.clone(), "l", "operator-c", ttl);
+    assert!(c.try_acquire_or_renew().await.unwrap());
+    stale.spec.as_mut().unwrap().holder_identity = Some("operator-b".into());
+    let refused = api.replace("l", &Default::default(), &stale).await;
+    assert!(matches!(refused, Err(kube::Error::Api(s)) if s.code == 409));
+    assert_eq!(
+        holder(&api.get("l").await.unwrap()).as_deref(),
+        Some("operator-c")
+    );
+}
+
+#[tokio::test]
+async fn the_election_loop_publishes_leadership_and_releases_on_stop() {
+    let api = leases().await;
+    let lock = LeaseLock::new(api.clone(), "loop", "operator-a", Duration::from_secs(15));
+    let (leading_tx, mut leading) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(leader::run(
+        lock,
+        Duration::from_millis(50),
+        leading_tx,
+        stop_rx,
+    ));
+    tokio::time::timeout(Duration::from_secs(5), leading.wait_for(|l| *l))
+        .await
+        .expect("became leader")
+        .unwrap();
+    stop_tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(holder(&api.get("loop").await.unwrap()), None, "released");
+}

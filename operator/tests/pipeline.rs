@@ -1,0 +1,709 @@
+//! The Pipeline reconciler against an in-memory Kubernetes API and a real nats-server: what it
+//! creates, how it rolls, suspends, resumes, deletes, reports invalid specs, survives a write
+//! conflict, reassigns splits and notices a stale checkpoint, and that a reconcile with nothing
+//! to do writes nothing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
+use common::{Harness, NS, conditions, nats_stream, pipeline};
+use jetflow_crds::assignment::Assignment;
+use jetflow_crds::checkpoint::{Checkpoint, SplitPosition};
+use jetflow_crds::pipeline::PipelinePhase;
+use jetflow_crds::split::consumer_name;
+use jetflow_crds::{Pipeline, names};
+use jetflow_operator::pipeline::build::{CONFIG_HASH_ANNOTATION, RESET_APPLIED_ANNOTATION};
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use serde_json::json;
+
+const NAME: &str = "orders-copy";
+
+fn spec(filters: &[&str]) -> serde_json::Value {
+    json!({
+        "source": {"jetstream": {"stream": "ORDERS", "filterSubjects": filters}},
+        "steps": [{"map": "."}],
+        "sink": {"jetstream": {"stream": "ORDERS_COPY", "subject": "copy.{{subject}}"}},
+        "checkpoint": {"interval": "5s"},
+        "parallelism": 2,
+    })
+}
+
+fn orders() -> Pipeline {
+    pipeline(NAME, spec(&["orders.eu", "orders.us"]))
+}
+
+/// A harness with the source stream (3 messages on orders.eu, 2 on orders.us) and the sink
+/// stream.
+async fn setup() -> Harness {
+    let h = Harness::new().await;
+    let js = h.nats.jetstream().await;
+    nats_stream(&js, "ORDERS", &["orders.>"], Duration::from_secs(120)).await;
+    nats_stream(&js, "ORDERS_COPY", &["copy.>"], Duration::from_secs(120)).await;
+    for subject in [
+        "orders.eu",
+        "orders.eu",
+        "orders.us",
+        "orders.eu",
+        "orders.us",
+    ] {
+        js.publish(subject, "{}".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    h
+}
+
+async fn status(h: &Harness) -> jetflow_crds::PipelineStatus {
+    h.pipeline(NAME).await.status.expect("status")
+}
+
+async fn assignment(h: &Harness) -> Assignment {
+    let cm = h
+        .config_map(&names::assignment_config_map(NAME))
+        .await
+        .expect("assignment");
+    serde_json::from_str(&cm.data.unwrap()[names::ASSIGNMENT_KEY]).unwrap()
+}
+
+async fn write_checkpoint(h: &Harness, checkpoint: &Checkpoint) {
+    h.api::<ConfigMap>()
+        .patch(
+            &names::checkpoint_config_map(NAME),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"data": {
+                names::CHECKPOINT_KEY: serde_json::to_string(checkpoint).unwrap()
+            }})),
+        )
+        .await
+        .unwrap();
+}
+
+fn hash(d: &k8s_openapi::api::apps::v1::Deployment) -> String {
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()[CONFIG_HASH_ANNOTATION]
+        .clone()
+}
+
+async fn consumer(h: &Harness, split: &str) -> Option<async_nats::jetstream::consumer::Info> {
+    let js = h.nats.jetstream().await;
+    let stream = js.get_stream("ORDERS").await.unwrap();
+    stream
+        .consumer_info(consumer_name(NS, NAME, split))
+        .await
+        .ok()
+}
+
+/// Creates the pipeline, reconciles, starts both workers and reconciles until settled.
+async fn running(h: &Harness) {
+    h.create_pipeline(orders()).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    h.run_workers(NAME, 2).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    h.reconcile_pipeline(NAME).await.unwrap();
+}
+
+#[tokio::test]
+async fn create_builds_every_object_and_one_consumer_per_split() {
+    let h = setup().await;
+    h.create_pipeline(orders()).await;
+    let action = h.reconcile_pipeline(NAME).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+
+    // Worker configuration: the Pipeline manifest, loadable by the worker.
+    let config = h
+        .config_map(&names::config_map(NAME))
+        .await
+        .expect("config");
+    let yaml = &config.data.as_ref().unwrap()[names::CONFIG_KEY];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
+    let loaded =
+        jetflow_crds::manifest::load_pipeline(&dir.path().join("pipeline.yaml"), None).unwrap();
+    assert_eq!(loaded.metadata.name.as_deref(), Some(NAME));
+    assert_eq!(loaded.spec.connection.unwrap().url, Some(h.nats.url()));
+
+    // RBAC, owned by the Pipeline.
+    let uid = h.pipeline(NAME).await.metadata.uid.unwrap();
+    let sa = h
+        .api::<ServiceAccount>()
+        .get("orders-copy-worker")
+        .await
+        .unwrap();
+    assert_eq!(sa.metadata.owner_references.unwrap()[0].uid, uid);
+    h.api::<Role>().get("orders-copy-worker").await.unwrap();
+    h.api::<RoleBinding>()
+        .get("orders-copy-worker")
+        .await
+        .unwrap();
+
+    // The checkpoint ConfigMap exists (workers never need `create`) and has no owner.
+    let checkpoint = h
+        .config_map(&names::checkpoint_config_map(NAME))
+        .await
+        .unwrap();
+    assert!(checkpoint.metadata.owner_references.is_none());
+
+    // The Deployment: parallelism replicas, the configuration hash on the pod template.
+    let deployment = h
+        .deployment("orders-copy-worker")
+        .await
+        .expect("deployment");
+    assert_eq!(deployment.spec.as_ref().unwrap().replicas, Some(2));
+    assert_eq!(hash(&deployment).len(), 16);
+    assert_eq!(
+        deployment.metadata.owner_references.as_ref().unwrap()[0].uid,
+        uid
+    );
+
+    // One durable consumer per split, acknowledged cumulatively at checkpoints.
+    for (split, pending) in [("orders.eu", 3), ("orders.us", 2)] {
+        let info = consumer(&h, split).await.expect("consumer");
+        assert_eq!(info.config.ack_policy, AckPolicy::All);
+        assert_eq!(info.config.filter_subject, split);
+        assert!(info.config.ack_wait > Duration::from_secs(10));
+        assert_eq!(info.num_pending, pending);
+    }
+
+    let st = status(&h).await;
+    assert_eq!(st.phase, Some(PipelinePhase::Pending));
+    let c = conditions(&st.conditions);
+    assert_eq!(c["SpecValid"].0, "True");
+    assert_eq!(c["Ready"], ("False".into(), "WorkersNotReady".into()));
+    assert_eq!(st.lag, Some(5));
+    assert_eq!(st.splits.len(), 2);
+    assert_eq!(h.event_reasons(NAME).await, vec!["Created"]);
+
+    // Workers become ready: splits are assigned, the pipeline runs.
+    h.run_workers(NAME, 2).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let a = assignment(&h).await;
+    assert_eq!(a.generation, 1);
+    assert_eq!(a.splits_of("orders-copy-worker-0").count(), 1);
+    assert_eq!(a.splits_of("orders-copy-worker-1").count(), 1);
+    let st = status(&h).await;
+    assert_eq!(st.phase, Some(PipelinePhase::Running));
+    assert_eq!(st.ready_replicas, 2);
+    assert_eq!(conditions(&st.conditions)["Ready"].0, "True");
+    assert_eq!(conditions(&st.conditions)["Progressing"].0, "False");
+    assert!(st.splits.iter().all(|s| s.owner.is_some()));
+    h.assert_calls_permitted();
+}
+
+#[tokio::test]
+async fn reconcile_of_a_pipeline_already_as_desired_makes_no_writes() {
+    let h = setup().await;
+    running(&h).await;
+    // A worker committed a checkpoint (with the clock's full precision) since the last resync.
+    write_checkpoint(
+        &h,
+        &Checkpoint {
+            id: 1,
+            time: Some(jiff::Timestamp::now()),
+            splits: BTreeMap::from([(
+                "orders.eu".into(),
+                SplitPosition {
+                    position: 1,
+                    generation: 1,
+                    ..Default::default()
+                },
+            )]),
+        },
+    )
+    .await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let created_before = consumer(&h, "orders.eu").await.unwrap().created;
+    h.clear_calls();
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert_eq!(h.writes(), vec![], "a reconcile with nothing to do wrote");
+    assert!(!h.calls.lock().unwrap().is_empty(), "it did read");
+    assert_eq!(
+        consumer(&h, "orders.eu").await.unwrap().created,
+        created_before
+    );
+    h.assert_calls_permitted();
+}
+
+#[tokio::test]
+async fn spec_change_rolls_the_workers() {
+    let h = setup().await;
+    running(&h).await;
+    let before = hash(&h.deployment("orders-copy-worker").await.unwrap());
+    h.edit_pipeline(NAME, json!({"spec": {"steps": [{"map": "{id: .id}"}]}}))
+        .await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let after = h.deployment("orders-copy-worker").await.unwrap();
+    assert_ne!(
+        hash(&after),
+        before,
+        "the configuration hash rolls the pods"
+    );
+    let config = h.config_map(&names::config_map(NAME)).await.unwrap();
+    assert!(config.data.unwrap()[names::CONFIG_KEY].contains("{id: .id}"));
+    let st = status(&h).await;
+    assert_eq!(
+        conditions(&st.conditions)["Progressing"],
+        ("True".into(), "RollingOut".into())
+    );
+    assert!(h.event_reasons(NAME).await.contains(&"Rolled".to_owned()));
+    // The rollout completes.
+    h.run_workers(NAME, 2).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert_eq!(
+        conditions(&status(&h).await.conditions)["Progressing"].0,
+        "False"
+    );
+}
+
+#[tokio::test]
+async fn suspend_stops_the_workers_and_resume_starts_them_again() {
+    let h = setup().await;
+    running(&h).await;
+    let checkpoint = Checkpoint {
+        id: 4,
+        time: Some(jiff::Timestamp::now()),
+        splits: BTreeMap::from([(
+            "orders.eu".into(),
+            SplitPosition {
+                position: 2,
+                generation: 1,
+                ..Default::default()
+            },
+        )]),
+    };
+    write_checkpoint(&h, &checkpoint).await;
+
+    h.edit_pipeline(NAME, json!({"spec": {"suspend": true}}))
+        .await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let d = h.deployment("orders-copy-worker").await.unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(0));
+    h.run_workers(NAME, 0).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let st = status(&h).await;
+    assert_eq!(st.phase, Some(PipelinePhase::Suspended));
+    assert_eq!(
+        conditions(&st.conditions)["Ready"],
+        ("False".into(), "Suspended".into())
+    );
+    assert_eq!(
+        st.splits[0].position, 2,
+        "positions are kept while suspended"
+    );
+
+    h.edit_pipeline(NAME, json!({"spec": {"suspend": false}}))
+        .await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let d = h.deployment("orders-copy-worker").await.unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(2));
+    h.run_workers(NAME, 2).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let st = status(&h).await;
+    assert_eq!(st.phase, Some(PipelinePhase::Running));
+    assert_eq!(st.splits[0].position, 2);
+}
+
+#[tokio::test]
+async fn delete_removes_consumers_keeps_the_checkpoint_and_a_new_pipeline_resumes() {
+    let h = setup().await;
+    running(&h).await;
+    let checkpoint = Checkpoint {
+        id: 9,
+        time: Some(jiff::Timestamp::now()),
+        splits: BTreeMap::from([(
+            "orders.eu".into(),
+            SplitPosition {
+                position: 2,
+                generation: 1,
+                ..Default::default()
+            },
+        )]),
+    };
+    write_checkpoint(&h, &checkpoint).await;
+
+    let h = h.mark_deleted::<Pipeline>(NAME).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert!(h.api::<Pipeline>().get_opt(NAME).await.unwrap().is_none());
+    assert!(
+        consumer(&h, "orders.eu").await.is_none(),
+        "consumers removed"
+    );
+    assert!(consumer(&h, "orders.us").await.is_none());
+    assert!(
+        h.deployment("orders-copy-worker").await.is_none(),
+        "owned objects go"
+    );
+    assert!(h.config_map(&names::config_map(NAME)).await.is_none());
+    let kept = h.config_map(&names::checkpoint_config_map(NAME)).await;
+    assert!(kept.is_some(), "the checkpoint outlives the Pipeline");
+    h.assert_calls_permitted();
+
+    // Applied again (a GitOps re-sync): the split resumes after its committed position.
+    h.create_pipeline(orders()).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let info = consumer(&h, "orders.eu").await.unwrap();
+    assert_eq!(
+        info.config.deliver_policy,
+        DeliverPolicy::ByStartSequence { start_sequence: 3 }
+    );
+    assert_eq!(status(&h).await.splits[0].position, 2);
+}
+
+#[tokio::test]
+async fn reset_annotation_discards_the_checkpoint_and_recreates_consumers() {
+    let h = setup().await;
+    running(&h).await;
+    write_checkpoint(
+        &h,
+        &Checkpoint {
+            id: 3,
+            time: Some(jiff::Timestamp::now()),
+            splits: BTreeMap::from([(
+                "orders.eu".into(),
+                SplitPosition {
+                    position: 2,
+                    generation: 1,
+                    ..Default::default()
+                },
+            )]),
+        },
+    )
+    .await;
+    let hash_before = hash(&h.deployment("orders-copy-worker").await.unwrap());
+    let generation_before = assignment(&h).await.generation;
+    h.edit_pipeline(
+        NAME,
+        json!({"metadata": {"annotations": {names::RESET_ANNOTATION: "2026-11-26"}}}),
+    )
+    .await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+
+    let cm = h
+        .config_map(&names::checkpoint_config_map(NAME))
+        .await
+        .unwrap();
+    assert_eq!(
+        cm.metadata.annotations.as_ref().unwrap()[RESET_APPLIED_ANNOTATION],
+        "2026-11-26"
+    );
+    let checkpoint: Checkpoint =
+        serde_json::from_str(&cm.data.unwrap()[names::CHECKPOINT_KEY]).unwrap();
+    let generation = assignment(&h).await.generation;
+    assert!(generation > generation_before);
+    assert_eq!(checkpoint.splits["orders.eu"].position, 0);
+    assert_eq!(checkpoint.splits["orders.eu"].generation, generation);
+    let info = consumer(&h, "orders.eu").await.unwrap();
+    assert_eq!(info.config.deliver_policy, DeliverPolicy::All);
+    assert_eq!(
+        info.num_pending, 3,
+        "the consumer starts again from the start"
+    );
+    assert_ne!(
+        hash(&h.deployment("orders-copy-worker").await.unwrap()),
+        hash_before
+    );
+    assert!(h.event_reasons(NAME).await.contains(&"Reset".to_owned()));
+
+    // The same value again resets nothing.
+    h.clear_calls();
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert!(
+        !h.writes()
+            .iter()
+            .any(|c| c.resource == "configmaps" && c.verb == "update"),
+        "a reset happens once per value"
+    );
+}
+
+#[tokio::test]
+async fn invalid_field_is_reported_and_waits_for_a_change() {
+    let h = setup().await;
+    h.create_pipeline(pipeline(NAME, spec(&["orders..eu"])))
+        .await;
+    let action = h.reconcile_pipeline(NAME).await.unwrap();
+    assert_eq!(action, Action::await_change(), "no hot requeue");
+    let st = status(&h).await;
+    assert_eq!(st.phase, Some(PipelinePhase::Failed));
+    let c = conditions(&st.conditions);
+    assert_eq!(c["SpecValid"], ("False".into(), "InvalidSpec".into()));
+    assert_eq!(c["Ready"], ("False".into(), "InvalidSpec".into()));
+    let message = &st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("spec.source.jetstream.filterSubjects[0]"),
+        "{message}"
+    );
+    assert!(h.deployment("orders-copy-worker").await.is_none());
+    assert_eq!(h.event_reasons(NAME).await, vec!["InvalidSpec"]);
+    assert_eq!(h.ctx.metrics.errors_of("pipeline", "invalid_spec"), 1);
+
+    // Reconciled again unchanged: no new Event, no write.
+    h.clear_calls();
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert_eq!(h.writes(), vec![]);
+
+    // Fixed: it runs.
+    h.edit_pipeline(
+        NAME,
+        json!({"spec": {"source": {"jetstream": {"filterSubjects": ["orders.eu"]}}}}),
+    )
+    .await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert!(h.deployment("orders-copy-worker").await.is_some());
+    assert_eq!(
+        conditions(&status(&h).await.conditions)["SpecValid"].0,
+        "True"
+    );
+}
+
+#[tokio::test]
+async fn step_that_does_not_compile_is_reported() {
+    let h = setup().await;
+    let mut p = orders();
+    p.spec.steps[0].map = Some(".id |".into());
+    h.create_pipeline(p).await;
+    let action = h.reconcile_pipeline(NAME).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    let st = status(&h).await;
+    assert_eq!(
+        conditions(&st.conditions)["SpecValid"],
+        ("False".into(), "InvalidStep".into())
+    );
+    let message = &st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "SpecValid")
+        .unwrap()
+        .message;
+    assert!(message.contains("spec.steps[0]"), "{message}");
+    assert!(h.deployment("orders-copy-worker").await.is_none());
+}
+
+#[tokio::test]
+async fn missing_streams_are_reported_and_retried() {
+    let h = Harness::new().await;
+    h.create_pipeline(orders()).await;
+    let action = h.reconcile_pipeline(NAME).await.unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(15)),
+        "retried: a stream may appear"
+    );
+    let st = status(&h).await;
+    assert_eq!(st.phase, Some(PipelinePhase::Pending));
+    let c = conditions(&st.conditions);
+    assert_eq!(c["SpecValid"].0, "True");
+    assert_eq!(c["Ready"], ("False".into(), "SourceStreamNotFound".into()));
+    let message = &st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("ORDERS_COPY"),
+        "both streams are named: {message}"
+    );
+
+    let js = h.nats.jetstream().await;
+    nats_stream(&js, "ORDERS", &["orders.>"], Duration::from_secs(120)).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let c = conditions(&status(&h).await.conditions);
+    assert_eq!(c["Ready"], ("False".into(), "SinkStreamNotFound".into()));
+    assert!(h.deployment("orders-copy-worker").await.is_none());
+
+    nats_stream(&js, "ORDERS_COPY", &["copy.>"], Duration::from_secs(120)).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert!(h.deployment("orders-copy-worker").await.is_some());
+}
+
+#[tokio::test]
+async fn short_duplicate_window_is_a_warning_condition() {
+    let h = Harness::new().await;
+    let js = h.nats.jetstream().await;
+    nats_stream(&js, "ORDERS", &["orders.>"], Duration::from_secs(120)).await;
+    nats_stream(&js, "ORDERS_COPY", &["copy.>"], Duration::from_secs(10)).await;
+    h.create_pipeline(orders()).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let st = status(&h).await;
+    let c = conditions(&st.conditions);
+    assert_eq!(
+        c["Degraded"],
+        ("True".into(), "DuplicateWindowTooShort".into())
+    );
+    assert_eq!(c["SpecValid"].0, "True");
+    assert!(
+        h.deployment("orders-copy-worker").await.is_some(),
+        "it still runs"
+    );
+}
+
+#[tokio::test]
+async fn conflict_on_the_assignment_write_is_retried_from_a_fresh_read() {
+    let h = setup().await;
+    h.create_pipeline(orders()).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    h.run_workers(NAME, 2).await;
+
+    // Another writer (an operator replica that was leader a moment ago) publishes an
+    // assignment just before this reconcile writes its own.
+    let assignment_name = names::assignment_config_map(NAME);
+    h.before_request("patch", &assignment_name, |raw| async move {
+        let other = Assignment {
+            generation: 5,
+            owners: BTreeMap::from([("orders.eu".into(), "gone-pod".into())]),
+        };
+        kube::Api::<ConfigMap>::namespaced(raw, NS)
+            .patch(
+                &names::assignment_config_map(NAME),
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"data": {
+                    names::ASSIGNMENT_KEY: serde_json::to_string(&other).unwrap()
+                }})),
+            )
+            .await
+            .unwrap();
+    });
+    let err = h.reconcile_pipeline(NAME).await.unwrap_err();
+    assert_eq!(err.category(), "conflict", "{err}");
+    assert!(err.is_conflict());
+    assert_eq!(
+        h.ctx.backoff("any", &err),
+        Duration::from_secs(1),
+        "retried promptly"
+    );
+    assert_eq!(assignment(&h).await.generation, 5, "the other write stands");
+
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let a = assignment(&h).await;
+    assert_eq!(
+        a.generation, 6,
+        "the next generation after the other writer's"
+    );
+    assert!(
+        a.owners
+            .values()
+            .all(|o| o.starts_with("orders-copy-worker-"))
+    );
+    assert_eq!(a.owners.len(), 2);
+}
+
+#[tokio::test]
+async fn a_pod_leaving_moves_only_its_splits() {
+    let h = setup().await;
+    let four = ["orders.eu", "orders.us", "orders.apac", "orders.latam"];
+    h.create_pipeline(pipeline(NAME, spec(&four))).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    h.run_workers(NAME, 2).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let before = assignment(&h).await;
+    assert_eq!(before.splits_of("orders-copy-worker-0").count(), 2);
+    assert_eq!(before.splits_of("orders-copy-worker-1").count(), 2);
+
+    h.run_workers(NAME, 1).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let after = assignment(&h).await;
+    assert_eq!(after.generation, before.generation + 1);
+    assert!(after.owners.values().all(|o| o == "orders-copy-worker-0"));
+    for split in before.splits_of("orders-copy-worker-0") {
+        assert_eq!(after.owners[split], "orders-copy-worker-0");
+    }
+    let st = status(&h).await;
+    assert!(
+        st.splits
+            .iter()
+            .all(|s| s.owner.as_deref() == Some("orders-copy-worker-0"))
+    );
+    assert_eq!(st.assignment_generation, Some(after.generation));
+}
+
+#[tokio::test]
+async fn stale_checkpoint_sets_checkpoint_stale() {
+    let h = setup().await;
+    running(&h).await;
+    let old = Checkpoint {
+        id: 3,
+        time: Some(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(3600)),
+        splits: BTreeMap::new(),
+    };
+    write_checkpoint(&h, &old).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let st = status(&h).await;
+    assert_eq!(
+        conditions(&st.conditions)["CheckpointStale"],
+        ("True".into(), "NoRecentCheckpoint".into())
+    );
+    assert_eq!(st.last_checkpoint.as_ref().unwrap().id, 3);
+    assert_eq!(
+        st.phase,
+        Some(PipelinePhase::Running),
+        "stale is reported, not fatal"
+    );
+
+    let fresh = Checkpoint {
+        id: 4,
+        time: Some(jiff::Timestamp::now()),
+        splits: BTreeMap::new(),
+    };
+    write_checkpoint(&h, &fresh).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let st = status(&h).await;
+    assert_eq!(conditions(&st.conditions)["CheckpointStale"].0, "False");
+    assert_eq!(st.last_checkpoint.unwrap().id, 4);
+}
+
+#[tokio::test]
+async fn bounded_run_that_finished_succeeds_and_stops_its_workers() {
+    let h = setup().await;
+    let mut spec = spec(&["orders.eu"]);
+    spec["source"]["bound"] = json!({"streamEnd": true});
+    h.create_pipeline(pipeline(NAME, spec)).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    h.run_workers(NAME, 2).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    write_checkpoint(
+        &h,
+        &Checkpoint {
+            id: 2,
+            time: Some(jiff::Timestamp::now()),
+            splits: BTreeMap::from([(
+                "orders.eu".into(),
+                SplitPosition {
+                    position: 4,
+                    generation: 1,
+                    finished: true,
+                    ..Default::default()
+                },
+            )]),
+        },
+    )
+    .await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let d = h.deployment("orders-copy-worker").await.unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(0));
+    let st = status(&h).await;
+    assert_eq!(st.phase, Some(PipelinePhase::Succeeded));
+    assert_eq!(
+        conditions(&st.conditions)["Ready"],
+        ("True".into(), "Succeeded".into())
+    );
+}
