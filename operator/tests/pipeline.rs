@@ -707,3 +707,126 @@ async fn bounded_run_that_finished_succeeds_and_stops_its_workers() {
         ("True".into(), "Succeeded".into())
     );
 }
+
+#[tokio::test]
+async fn consumer_deleted_behind_the_operators_back_is_recreated_after_the_checkpoint() {
+    let h = setup().await;
+    running(&h).await;
+    write_checkpoint(
+        &h,
+        &Checkpoint {
+            id: 2,
+            time: Some(jiff::Timestamp::now()),
+            splits: BTreeMap::from([(
+                "orders.eu".into(),
+                SplitPosition {
+                    position: 2,
+                    generation: 1,
+                    ..Default::default()
+                },
+            )]),
+        },
+    )
+    .await;
+    let js = h.nats.jetstream().await;
+    let stream = js.get_stream("ORDERS").await.unwrap();
+    stream
+        .delete_consumer(&consumer_name(NS, NAME, "orders.eu"))
+        .await
+        .unwrap();
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let info = consumer(&h, "orders.eu").await.expect("recreated");
+    assert_eq!(
+        info.config.deliver_policy,
+        DeliverPolicy::ByStartSequence { start_sequence: 3 }
+    );
+    assert_eq!(info.num_pending, 1, "only what follows the checkpoint");
+}
+
+#[tokio::test]
+async fn split_by_subject_follows_the_subjects_in_the_stream() {
+    let h = setup().await;
+    let mut spec = spec(&["orders.*"]);
+    spec["source"]["jetstream"]["splitBy"] = json!("Subject");
+    h.create_pipeline(pipeline(NAME, spec)).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let names: Vec<String> = status(&h)
+        .await
+        .splits
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, vec!["orders.eu", "orders.us"]);
+    assert!(consumer(&h, "orders.us").await.is_some());
+
+    // A new subject appears: a new split with its own consumer.
+    let js = h.nats.jetstream().await;
+    js.publish("orders.apac", "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let names: Vec<String> = status(&h)
+        .await
+        .splits
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, vec!["orders.apac", "orders.eu", "orders.us"]);
+    assert_eq!(consumer(&h, "orders.apac").await.unwrap().num_pending, 1);
+}
+
+#[tokio::test]
+async fn core_source_runs_without_consumers() {
+    let h = setup().await;
+    h.create_pipeline(pipeline(
+        NAME,
+        json!({
+            "source": {"core": {"subjects": ["sensors.>"]}},
+            "sink": {"jetstream": {"stream": "ORDERS_COPY", "subject": "copy.{{subject}}"}},
+        }),
+    ))
+    .await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let d = h
+        .deployment("orders-copy-worker")
+        .await
+        .expect("deployment");
+    assert_eq!(d.spec.unwrap().replicas, Some(1));
+    let st = status(&h).await;
+    assert_eq!(st.splits.len(), 1);
+    assert_eq!(st.splits[0].name, "sensors.>");
+    assert_eq!(st.lag, None, "no consumer, no lag");
+    let js = h.nats.jetstream().await;
+    let orders = js.get_stream("ORDERS").await.unwrap();
+    assert_eq!(orders.cached_info().state.consumer_count, 0);
+}
+
+#[tokio::test]
+async fn nats_unreachable_is_an_error_retried_with_growing_backoff() {
+    let mut h = setup().await;
+    h.create_pipeline(orders()).await;
+    h.nats.stop();
+    let p = std::sync::Arc::new(h.pipeline(NAME).await);
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        let err = jetflow_operator::pipeline::reconcile(p.clone(), h.ctx.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(err.category(), "nats_connect", "{err}");
+        let action = jetflow_operator::controller::error_policy(
+            p.clone(),
+            &err,
+            h.ctx.clone(),
+            jetflow_operator::pipeline::CONTROLLER,
+        );
+        waits.push(action);
+    }
+    assert_eq!(
+        waits,
+        [5, 10, 20].map(|s| Action::requeue(Duration::from_secs(s))),
+        "5 s doubling"
+    );
+    assert_eq!(h.ctx.metrics.errors_of("pipeline", "nats_connect"), 3);
+}
