@@ -1,11 +1,67 @@
 //! `jetflow-worker`: runs a pipeline's split readers, steps, sink and checkpoints.
+//!
+//! This file only parses flags and wires the parts together: the manifest is loaded and
+//! validated (exit code 2 when invalid), the NATS connection opened, the HTTP endpoints served,
+//! SIGTERM and SIGINT turned into a cancellation, and the runner's outcome into an exit code:
+//! 0 after a clean stop, 1 on a failure, 2 for an invalid or unsupported pipeline, 3 when splits
+//! stopped on failed messages (error policy `Stop`).
 
-use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use jetflow_crds::Pipeline;
+use jetflow_worker::http::Health;
+use jetflow_worker::{FileStore, Metrics, RunError, RunOutcome, Runner, RunnerConfig};
+use tokio_util::sync::CancellationToken;
 
 /// jetflow's data plane: runs one Pipeline's splits.
 #[derive(Parser, Debug)]
 #[command(name = "jetflow-worker", version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format: text for a terminal, json for pods.
+    #[arg(
+        long,
+        global = true,
+        env = "JETFLOW_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs a pipeline until SIGTERM or SIGINT.
+    Run(RunArgs),
+    /// Validates a pipeline manifest (the checks `run` does before any message moves).
+    Check(ManifestArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ManifestArgs {
+    /// The manifest holding the Pipeline (other documents are ignored).
+    #[arg(short = 'f', long = "file", env = "JETFLOW_PIPELINE_FILE")]
+    file: PathBuf,
+    /// The Pipeline to run when the manifest holds several.
+    #[arg(long, env = "JETFLOW_PIPELINE")]
+    pipeline: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    manifest: ManifestArgs,
     /// NATS URL for a pipeline whose connection names none.
     #[arg(
         long,
@@ -13,11 +69,201 @@ struct Args {
         default_value = "nats://127.0.0.1:4222"
     )]
     nats: String,
+    /// Folder of the file checkpoint store.
+    #[arg(
+        long,
+        env = "JETFLOW_CHECKPOINT_DIR",
+        default_value = ".jetflow/checkpoints"
+    )]
+    checkpoint_dir: PathBuf,
+    /// This worker's id, written as the owner into checkpoints (default: the host name).
+    #[arg(long, env = "JETFLOW_WORKER_ID")]
+    worker_id: Option<String>,
+    /// Folder of the Secrets a connection refers to, as `<dir>/<secret>/<key>`.
+    #[arg(
+        long,
+        env = "JETFLOW_SECRETS_DIR",
+        default_value = "/var/run/secrets/jetflow"
+    )]
+    secrets_dir: PathBuf,
+    /// Address of /metrics, /healthz and /readyz; `0` picks a free loopback port.
+    #[arg(long, env = "JETFLOW_METRICS_ADDR", default_value = "127.0.0.1:9090")]
+    metrics_addr: String,
+    /// How long a shutdown may take to drain, checkpoint and acknowledge.
+    #[arg(long, env = "JETFLOW_SHUTDOWN_TIMEOUT", default_value = "25s")]
+    shutdown_timeout: jetflow_crds::Duration,
 }
 
-fn main() -> anyhow::Result<()> {
+/// A pipeline that cannot run: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Invalid(String);
+
+fn load(args: &ManifestArgs) -> Result<Pipeline, Invalid> {
+    let pipeline = jetflow_crds::manifest::load_pipeline(&args.file, args.pipeline.as_deref())
+        .map_err(|e| Invalid(e.to_string()))?;
+    let name = pipeline.metadata.name.clone().unwrap_or_default();
+    jetflow_crds::validate::pipeline(&pipeline)
+        .map_err(|e| Invalid(format!("pipeline {name} is invalid: {e}")))?;
+    jetflow_steps::check(&pipeline.spec.steps)
+        .map_err(|e| Invalid(format!("pipeline {name} is invalid: {e}")))?;
+    Ok(pipeline)
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt().init();
-    tracing::info!(nats = %args.nats, "jetflow-worker starting");
-    Ok(())
+    init_logs(args.log_format);
+    match args.command {
+        Command::Check(manifest) => match load(&manifest) {
+            Ok(p) => {
+                println!(
+                    "pipeline {} is valid",
+                    p.metadata.name.as_deref().unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run(run_args) => {
+            let pipeline = match load(&run_args.manifest) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the async runtime");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(run_args, pipeline)) {
+                Ok(code) => code,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn metrics_addr(text: &str) -> anyhow::Result<SocketAddr> {
+    if text == "0" {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
+    text.parse()
+        .with_context(|| format!("--metrics-addr {text:?} is not an address like 127.0.0.1:9090"))
+}
+
+async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
+    let name = pipeline.metadata.name.clone().unwrap_or_default();
+    let namespace = pipeline
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    let worker_id = args
+        .worker_id
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("worker-{}", std::process::id()));
+    let cancel = CancellationToken::new();
+    let metrics = Metrics::new();
+    let health = Arc::new(Health::default());
+    let (bound, http) = jetflow_worker::http::serve(
+        metrics_addr(&args.metrics_addr)?,
+        metrics.clone(),
+        health.clone(),
+        cancel.child_token(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {}", args.metrics_addr))?;
+    tracing::info!(pipeline = %name, worker = %worker_id, metrics = %bound, "jetflow-worker starting");
+
+    let secrets = jetflow_nats::Secrets::new(&args.secrets_dir);
+    let client = jetflow_nats::connect(
+        pipeline.spec.connection.as_ref(),
+        &args.nats,
+        &secrets,
+        &format!("jetflow-worker {namespace}/{name} {worker_id}"),
+    )
+    .await?;
+    let store = Arc::new(FileStore::new(&args.checkpoint_dir, &namespace, &name));
+    tracing::info!(checkpoint = %store.path().display(), "checkpoint store");
+    let splits = jetflow_crds::split::static_splits(&pipeline.spec);
+    let config = RunnerConfig {
+        pipeline,
+        worker_id,
+        generation: 0,
+        shutdown_timeout: args.shutdown_timeout.get(),
+    };
+    let runner = match Runner::new(config, client.clone(), store, metrics, health).await {
+        Ok(r) => r,
+        Err(e @ (RunError::Unsupported(_) | RunError::Steps(_) | RunError::Template(_))) => {
+            tracing::error!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    let signals = cancel.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: draining splits for a final checkpoint");
+        signals.cancel();
+    });
+
+    let outcome = runner.run(splits, cancel.clone()).await;
+    cancel.cancel();
+    let _ = client.flush().await;
+    let _ = http.await;
+    match outcome {
+        Ok(RunOutcome::Completed) => {
+            tracing::info!("stopped cleanly");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(RunOutcome::Stopped(reasons)) => {
+            for (split, reason) in reasons {
+                tracing::error!(split, reason, "split stopped on a failed message");
+            }
+            Ok(ExitCode::from(3))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

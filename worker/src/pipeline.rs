@@ -1,0 +1,536 @@
+//! Running a pipeline: a set of splits, each one straight line from source to sink, and the
+//! checkpoints that commit their positions.
+//!
+//! ```text
+//!   JetStream stream
+//!     │  one durable pull consumer per split (AckPolicy::All)
+//!     ▼
+//!   split reader task ── bounded channel ──▶ split task ──────────────────────▶ sink
+//!   (pull batches, drop redeliveries)        steps, error policy,       (publish, acks
+//!                                            window of unconfirmed       awaited in order)
+//!                                            outputs → position
+//!                                                    │ snapshot (position, ack token)
+//!                                                    ▼
+//!                                    checkpoint (every interval, in the runner):
+//!                                    barrier → positions confirmed by the sink
+//!                                    → compare-and-swap write to the store
+//!                                    → cumulative ack of the source at each position
+//! ```
+//!
+//! The [`Runner`] owns the split set and can grow or shrink it at run time
+//! ([`Runner::start_split`], [`Runner::stop_split`]): a split that leaves is drained, its final
+//! position committed and acknowledged before it is forgotten; a split that arrives starts at
+//! its committed position. Every checkpoint write carries the worker's id and its assignment
+//! generation ([`Runner::set_generation`]).
+//!
+//! Shutdown ([`Runner::run`] when its token fires): stop pulling, let each split confirm what
+//! it has in flight, take a final checkpoint, acknowledge, return. A split that stopped on a
+//! failed message (error policy `Stop`) keeps its last good position; when every split has
+//! stopped the run ends with [`RunOutcome::Stopped`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures::future::join_all;
+use jetflow_crds::Pipeline;
+use jetflow_crds::checkpoint::SplitPosition;
+use jetflow_crds::pipeline::StartPosition;
+use jetflow_crds::split::{Split, consumer_name};
+use jetflow_steps::Steps;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{CheckpointStore, Committer, StoreError};
+use crate::http::Health;
+use crate::metrics::Metrics;
+use crate::sink::dead_letter::DeadLetters;
+use crate::sink::headers::MessageIds;
+use crate::sink::jetstream::JetStreamSink;
+use crate::sink::{Sink, SubjectTemplate, TemplateError};
+use crate::source::jetstream::{ConsumerSettings, JetStreamAcker, JetStreamReader};
+use crate::source::{SourceAcker, SplitReader};
+use crate::split::{Control, Shared, SplitError, SplitSnapshot, SplitTask};
+
+/// Why a pipeline could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The pipeline uses something this worker does not run.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// A step does not compile.
+    #[error(transparent)]
+    Steps(#[from] jetflow_steps::CompileError),
+    /// The sink's subject template is invalid.
+    #[error("spec.sink.jetstream.subject: {0}")]
+    Template(#[from] TemplateError),
+    /// The checkpoint store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A split failed.
+    #[error(transparent)]
+    Split(#[from] SplitError),
+    /// A split task ended unexpectedly.
+    #[error("split {split}: its task ended unexpectedly")]
+    SplitLost {
+        /// The split.
+        split: String,
+    },
+    /// The splits did not drain within the shutdown deadline.
+    #[error("splits {splits:?} did not finish within the shutdown deadline")]
+    ShutdownTimeout {
+        /// The splits still running.
+        splits: Vec<String>,
+    },
+}
+
+impl RunError {
+    /// A stable category for metrics and events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Unsupported(_) => "unsupported",
+            Self::Steps(_) => "steps",
+            Self::Template(_) => "template",
+            Self::Store(e) => e.category(),
+            Self::Split(_) | Self::SplitLost { .. } => "split",
+            Self::ShutdownTimeout { .. } => "shutdown_timeout",
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Stopped on request (or every split finished), after a final checkpoint.
+    Completed,
+    /// Splits stopped on failed messages (error policy `Stop`), with the reasons.
+    Stopped(BTreeMap<String, String>),
+}
+
+/// The worker's identity and settings for one pipeline run.
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// The pipeline (validated).
+    pub pipeline: Pipeline,
+    /// This worker's id: the owner written into checkpoints.
+    pub worker_id: String,
+    /// The assignment generation the worker holds (0 locally).
+    pub generation: u64,
+    /// How long a shutdown may take before the run gives up on draining.
+    pub shutdown_timeout: Duration,
+}
+
+struct SplitHandle {
+    control: mpsc::Sender<Control>,
+    cancel: CancellationToken,
+    task: JoinHandle<Result<SplitSnapshot, SplitError>>,
+    reader: JoinHandle<()>,
+    committed: Arc<AtomicU64>,
+    stopped: Option<String>,
+}
+
+/// Runs one pipeline's splits and checkpoints them.
+pub struct Runner<S: Sink> {
+    shared: Arc<Shared<S>>,
+    js: jetstream::Context,
+    acker: Arc<dyn SourceAcker>,
+    committer: Committer,
+    metrics: Metrics,
+    health: Arc<Health>,
+    namespace: String,
+    name: String,
+    stream: String,
+    spec_start: StartPosition,
+    settings: ConsumerSettings,
+    interval: Duration,
+    worker_id: String,
+    generation: u64,
+    shutdown_timeout: Duration,
+    splits: BTreeMap<String, SplitHandle>,
+    cancel: CancellationToken,
+}
+
+impl Runner<JetStreamSink> {
+    /// Prepares a run of a JetStream-to-JetStream pipeline: compiles the steps and the sink's
+    /// subject template, finds where dead letters go, and reads the checkpoint. No message
+    /// moves until splits are started.
+    pub async fn new(
+        config: RunnerConfig,
+        client: async_nats::Client,
+        store: Arc<dyn CheckpointStore>,
+        metrics: Metrics,
+        health: Arc<Health>,
+    ) -> Result<Self, RunError> {
+        let pipeline = &config.pipeline;
+        let spec = &pipeline.spec;
+        let source = spec.source.jetstream.as_ref().ok_or(RunError::Unsupported(
+            "spec.source: only JetStream sources are supported by this worker",
+        ))?;
+        if spec.source.bound.is_some() {
+            return Err(RunError::Unsupported(
+                "spec.source.bound: bounded runs are not supported by this worker yet",
+            ));
+        }
+        let sink_spec = spec.sink.jetstream.as_ref().ok_or(RunError::Unsupported(
+            "spec.sink: only JetStream sinks are supported by this worker",
+        ))?;
+        let steps = Steps::compile(&spec.steps)?;
+        let template = SubjectTemplate::compile(&sink_spec.subject)?;
+        let max_pending = usize::try_from(sink_spec.max_pending)
+            .unwrap_or(1024)
+            .max(1);
+        let sink = JetStreamSink::new(client.clone(), &sink_spec.stream);
+        let dead_letters = DeadLetters::new(client.clone(), &pipeline.dead_letter_subject()).await;
+        let interval = spec.checkpoint.interval.get();
+        let settings = ConsumerSettings::new(interval, source.batch_size as usize);
+        let js = jetstream::new(client);
+        let committer = Committer::open(store).await?;
+        let shared = Arc::new(Shared {
+            source_stream: source.stream.clone(),
+            steps,
+            template,
+            sink,
+            dead_letters,
+            policy: spec.errors.policy,
+            max_pending,
+        });
+        Ok(Self {
+            shared,
+            acker: Arc::new(JetStreamAcker::new(js.clone(), Duration::from_secs(5))),
+            js,
+            committer,
+            metrics,
+            health,
+            namespace: pipeline
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_owned()),
+            name: pipeline
+                .metadata
+                .name
+                .clone()
+                .unwrap_or_else(|| "pipeline".to_owned()),
+            stream: source.stream.clone(),
+            spec_start: source.start.clone(),
+            settings,
+            interval,
+            worker_id: config.worker_id,
+            generation: config.generation,
+            shutdown_timeout: config.shutdown_timeout,
+            splits: BTreeMap::new(),
+            cancel: CancellationToken::new(),
+        })
+    }
+}
+
+impl<S: Sink> Runner<S> {
+    /// The splits running now, by name.
+    pub fn splits(&self) -> impl Iterator<Item = &str> {
+        self.splits.keys().map(String::as_str)
+    }
+
+    /// The last committed checkpoint.
+    pub fn checkpoint_state(&self) -> &jetflow_crds::checkpoint::Checkpoint {
+        self.committer.checkpoint()
+    }
+
+    /// Sets the assignment generation written with the next checkpoints.
+    pub fn set_generation(&mut self, generation: u64) {
+        self.generation = generation;
+    }
+
+    /// Starts reading `split` at its committed position (or the spec's start without one).
+    pub fn start_split(&mut self, split: Split) {
+        if self.splits.contains_key(&split.name) {
+            return;
+        }
+        let position = self
+            .committer
+            .checkpoint()
+            .splits
+            .get(&split.name)
+            .map_or(0, |p| p.position);
+        let committed = Arc::new(AtomicU64::new(position));
+        let metrics = self.metrics.split(&split.name);
+        metrics
+            .position
+            .set(i64::try_from(position).unwrap_or(i64::MAX));
+        let cancel = self.cancel.child_token();
+        let consumer = consumer_name(&self.namespace, &self.name, &split.name);
+        tracing::info!(split = %split.name, consumer, position, "starting split");
+
+        let mut reader = JetStreamReader::new(
+            self.js.clone(),
+            &self.stream,
+            split.clone(),
+            consumer,
+            self.settings.clone(),
+            self.spec_start.clone(),
+            committed.clone(),
+            metrics.clone(),
+        );
+        let (tx, rx) = mpsc::channel(self.settings.batch.max(64));
+        let reader_cancel = cancel.clone();
+        let split_name = split.name.clone();
+        let reader_metrics = metrics.clone();
+        let reader_task = tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    _ = reader_cancel.cancelled() => break,
+                    next = reader.next() => next,
+                };
+                match next {
+                    Ok(Some(message)) => {
+                        let sent = tokio::select! {
+                            _ = reader_cancel.cancelled() => break,
+                            sent = tx.send(message) => sent,
+                        };
+                        if sent.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        reader_metrics.error(e.category());
+                        tracing::error!(split = %split_name, error = %e, "split reader failed");
+                        break;
+                    }
+                }
+            }
+        });
+
+        let (control_tx, control_rx) = mpsc::channel(4);
+        let ids = MessageIds::new(&self.namespace, &self.name, &split.name);
+        let task = SplitTask::new(self.shared.clone(), &split.name, ids, metrics, position);
+        let task = tokio::spawn(task.run(rx, control_rx, cancel.clone()));
+        self.splits.insert(
+            split.name.clone(),
+            SplitHandle {
+                control: control_tx,
+                cancel,
+                task,
+                reader: reader_task,
+                committed,
+                stopped: None,
+            },
+        );
+    }
+
+    /// Stops a split: drains it, commits and acknowledges its final position, forgets it.
+    pub async fn stop_split(&mut self, name: &str) -> Result<(), RunError> {
+        let Some(handle) = self.splits.remove(name) else {
+            return Ok(());
+        };
+        handle.cancel.cancel();
+        let _ = handle.reader.await;
+        let snapshot = handle.task.await.map_err(|_| RunError::SplitLost {
+            split: name.to_owned(),
+        })??;
+        let finals = BTreeMap::from([(name.to_owned(), (snapshot, handle.committed))]);
+        self.commit_and_ack(finals, Instant::now()).await?;
+        self.metrics.remove_split(name);
+        Ok(())
+    }
+
+    /// Takes a checkpoint of every split: asks each for its confirmed position, commits the
+    /// positions that moved, then acknowledges the source up to them.
+    pub async fn checkpoint(&mut self) -> Result<(), RunError> {
+        let started = Instant::now();
+        let mut waiting = Vec::with_capacity(self.splits.len());
+        for (name, handle) in &self.splits {
+            let (tx, rx) = oneshot::channel();
+            let sent = handle.control.send(Control::Snapshot(tx)).await.is_ok();
+            waiting.push((name.clone(), sent, rx));
+        }
+        let mut snapshots = BTreeMap::new();
+        for (name, sent, rx) in waiting {
+            let result = if sent { rx.await.ok() } else { None };
+            match result {
+                Some(Ok(snapshot)) => {
+                    let handle = self.splits.get_mut(&name).expect("split present");
+                    if let (Some(reason), None) = (&snapshot.stopped, &handle.stopped) {
+                        handle.stopped = Some(reason.clone());
+                    }
+                    snapshots.insert(name.clone(), (snapshot, handle.committed.clone()));
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => {
+                    // The task ended: surface its error.
+                    let handle = self.splits.remove(&name).expect("split present");
+                    handle.cancel.cancel();
+                    return match handle.task.await {
+                        Ok(Err(e)) => Err(e.into()),
+                        _ => Err(RunError::SplitLost { split: name }),
+                    };
+                }
+            }
+        }
+        self.commit_and_ack(snapshots, started).await
+    }
+
+    async fn commit_and_ack(
+        &mut self,
+        snapshots: BTreeMap<String, (SplitSnapshot, Arc<AtomicU64>)>,
+        started: Instant,
+    ) -> Result<(), RunError> {
+        let updates: BTreeMap<String, SplitPosition> = snapshots
+            .iter()
+            .filter(|(_, (s, committed))| s.position > committed.load(Ordering::Acquire))
+            .map(|(name, (s, _))| {
+                (
+                    name.clone(),
+                    SplitPosition {
+                        position: s.position,
+                        owner: Some(self.worker_id.clone()),
+                        generation: self.generation,
+                        finished: s.finished,
+                    },
+                )
+            })
+            .collect();
+        if !updates.is_empty() {
+            let id = match self.committer.commit(&updates).await {
+                Ok(c) => c.id,
+                Err(e) => {
+                    self.metrics.checkpoint_failures.inc();
+                    return Err(e.into());
+                }
+            };
+            // Only now, with the positions durable, may the source forget the messages.
+            let acks = updates.keys().map(|name| {
+                let (snapshot, committed) = &snapshots[name];
+                committed.store(snapshot.position, Ordering::Release);
+                let metrics = self.metrics.split(name);
+                metrics
+                    .position
+                    .set(i64::try_from(snapshot.position).unwrap_or(i64::MAX));
+                let acker = self.acker.clone();
+                async move {
+                    if let Err(e) = acker.ack(&snapshot.ack).await {
+                        // Not fatal: recovery comes from the checkpoint; the consumer is
+                        // recreated at the position if it disagrees.
+                        metrics.error("ack");
+                        tracing::warn!(split = %name, error = %e, "acknowledgement not confirmed");
+                    }
+                }
+            });
+            join_all(acks).await;
+            self.metrics.checkpoint_committed(id);
+            tracing::debug!(id, splits = updates.len(), "checkpoint committed");
+        } else {
+            // Nothing moved: the committed checkpoint is still current.
+            self.metrics.last_checkpoint.set(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or_default(),
+            );
+        }
+        self.metrics
+            .checkpoint_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    fn stopped(&self) -> BTreeMap<String, String> {
+        self.splits
+            .iter()
+            .filter_map(|(name, h)| h.stopped.clone().map(|r| (name.clone(), r)))
+            .collect()
+    }
+
+    /// Runs `splits` until `cancel` fires or every split has stopped, checkpointing at the
+    /// pipeline's interval, then shuts down with a final checkpoint.
+    pub async fn run(
+        mut self,
+        splits: Vec<Split>,
+        cancel: CancellationToken,
+    ) -> Result<RunOutcome, RunError> {
+        for split in splits {
+            self.start_split(split);
+        }
+        self.health.set_ready(true);
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        let mut failure = None;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            match self.checkpoint().await {
+                Ok(()) => {}
+                Err(RunError::Store(e)) => {
+                    // The next interval tries again; nothing is acknowledged meanwhile.
+                    tracing::warn!(error = %e, "checkpoint failed");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "split failed; shutting down");
+                    failure = Some(e);
+                    break;
+                }
+            }
+            if !self.splits.is_empty() && self.stopped().len() == self.splits.len() {
+                tracing::error!("every split stopped on a failed message; shutting down");
+                break;
+            }
+        }
+        self.health.set_ready(false);
+        let deadline = self.shutdown_timeout;
+        let shutdown = self.shutdown();
+        let result = tokio::time::timeout(deadline, shutdown).await;
+        match (failure, result) {
+            (Some(e), _) => Err(e),
+            (None, Err(_)) => Err(RunError::ShutdownTimeout { splits: Vec::new() }),
+            (None, Ok(result)) => result,
+        }
+    }
+
+    /// Drains every split and takes the final checkpoint.
+    async fn shutdown(&mut self) -> Result<RunOutcome, RunError> {
+        let started = Instant::now();
+        self.cancel.cancel();
+        let stopped = self.stopped();
+        let splits = std::mem::take(&mut self.splits);
+        let mut finals = BTreeMap::new();
+        let mut error = None;
+        for (name, handle) in splits {
+            let _ = handle.reader.await;
+            match handle.task.await {
+                Ok(Ok(snapshot)) => {
+                    finals.insert(name, (snapshot, handle.committed));
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(split = %name, error = %e, "split failed while draining");
+                    error.get_or_insert(RunError::Split(e));
+                }
+                Err(_) => {
+                    error.get_or_insert(RunError::SplitLost { split: name });
+                }
+            }
+        }
+        let mut stopped_now: BTreeMap<String, String> = finals
+            .iter()
+            .filter_map(|(n, (s, _))| s.stopped.clone().map(|r| (n.clone(), r)))
+            .collect();
+        stopped_now.extend(stopped);
+        self.commit_and_ack(finals, started).await?;
+        tracing::info!(
+            checkpoint = self.committer.checkpoint().id,
+            "final checkpoint taken"
+        );
+        if let Some(e) = error {
+            return Err(e);
+        }
+        if stopped_now.is_empty() {
+            Ok(RunOutcome::Completed)
+        } else {
+            Ok(RunOutcome::Stopped(stopped_now))
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Dead letters: where the error policy `Dlq` sends a message that failed in the steps.
+//!
+//! The original message (subject, headers, payload untouched) goes to the dead-letter subject
+//! with headers that say what failed: `Jetflow-Error-Step`, `Jetflow-Error-Kind`,
+//! `Jetflow-Error`, and its source (`Jetflow-Source-Stream`, `-Subject`, `-Sequence`). When a
+//! stream captures the dead-letter subject the publish is a JetStream publish with a message
+//! id, confirmed by its ack like any output; otherwise it is a core publish that the checkpoint
+//! flushes. Either way the failed message counts as processed only once its dead letter is
+//! confirmed.
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::{HeaderMap, HeaderName, HeaderValue, Subject};
+
+use super::headers::output_headers;
+use super::{Confirmation, SinkError};
+use crate::source::SourceMessage;
+
+/// What failed, for the dead letter's headers.
+#[derive(Clone, Copy, Debug)]
+pub struct Failure<'a> {
+    /// The failing step's name (or `sink.subject` for the sink's subject template).
+    pub step: &'a str,
+    /// A stable kind (`parse`, `eval`, `template`).
+    pub kind: &'a str,
+    /// The error text.
+    pub message: &'a str,
+}
+
+/// Where dead letters go.
+#[derive(Clone, Debug)]
+pub struct DeadLetters {
+    subject: Subject,
+    target: Target,
+}
+
+#[derive(Clone, Debug)]
+enum Target {
+    JetStream(jetstream::Context),
+    Core(async_nats::Client),
+}
+
+fn single_line(text: &str) -> HeaderValue {
+    // Header values must stay on one line.
+    text.replace(['\r', '\n'], " ").as_str().into()
+}
+
+impl DeadLetters {
+    /// Dead letters to `subject`, through JetStream when a stream captures the subject.
+    pub async fn new(client: async_nats::Client, subject: &str) -> Self {
+        let js = jetstream::new(client.clone());
+        let target = match js.stream_by_subject(subject).await {
+            Ok(stream) => {
+                tracing::info!(subject, stream, "dead letters go to a stream");
+                Target::JetStream(js)
+            }
+            Err(_) => {
+                tracing::info!(
+                    subject,
+                    "no stream captures the dead-letter subject; dead letters are core publishes"
+                );
+                Target::Core(client)
+            }
+        };
+        Self {
+            subject: Subject::from(subject),
+            target,
+        }
+    }
+
+    /// The dead-letter subject.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// Sends the dead letter of `message`, read from `stream`.
+    pub async fn send(
+        &self,
+        message: &SourceMessage,
+        stream: &str,
+        id: String,
+        failure: Failure<'_>,
+    ) -> Result<Confirmation, SinkError> {
+        let mut headers: HeaderMap = output_headers(
+            message.headers.as_ref(),
+            id,
+            stream,
+            &message.subject,
+            message.seq,
+        );
+        headers.insert(HeaderName::from_static("Jetflow-Error-Step"), failure.step);
+        headers.insert(HeaderName::from_static("Jetflow-Error-Kind"), failure.kind);
+        headers.insert(
+            HeaderName::from_static("Jetflow-Error"),
+            single_line(failure.message),
+        );
+        let payload = message.payload.clone();
+        match &self.target {
+            Target::JetStream(js) => {
+                let publish = PublishMessage::build().payload(payload).headers(headers);
+                js.send_publish(self.subject.clone(), publish)
+                    .await
+                    .map(Confirmation::Ack)
+                    .map_err(|source| SinkError::Publish {
+                        subject: self.subject.to_string(),
+                        source,
+                    })
+            }
+            Target::Core(client) => {
+                // The message id stays: harmless without a stream, and useful to a reader.
+                client
+                    .publish_with_headers(self.subject.clone(), headers, payload)
+                    .await
+                    .map(|()| Confirmation::Done)
+                    .map_err(|source| SinkError::CorePublish {
+                        subject: self.subject.to_string(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// Flushes core dead letters (a checkpoint calls this before it commits).
+    pub async fn flush(&self) -> Result<(), SinkError> {
+        match &self.target {
+            Target::JetStream(_) => Ok(()),
+            Target::Core(client) => client
+                .flush()
+                .await
+                .map_err(|source| SinkError::Flush { source }),
+        }
+    }
+}

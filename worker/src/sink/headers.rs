@@ -1,0 +1,138 @@
+//! What every output carries: a deterministic `Nats-Msg-Id` and headers naming its source.
+//!
+//! The message id is `<namespace>/<pipeline>:<split hash>:<source sequence>:<output index>`:
+//! the same source message yields the same ids however often it is replayed, so the sink
+//! stream's duplicate window drops a replay. The split hash is the FNV-1a hash of the split's
+//! name that also names its consumer.
+
+use std::fmt::Write;
+
+use async_nats::header::NATS_MESSAGE_ID;
+use async_nats::{HeaderMap, HeaderName, HeaderValue};
+
+/// `Jetflow-Source-Stream`: the stream an output was read from.
+pub fn source_stream() -> HeaderName {
+    HeaderName::from_static("Jetflow-Source-Stream")
+}
+
+/// `Jetflow-Source-Subject`: the subject of the source message.
+pub fn source_subject() -> HeaderName {
+    HeaderName::from_static("Jetflow-Source-Subject")
+}
+
+/// `Jetflow-Source-Sequence`: the stream sequence of the source message.
+pub fn source_sequence() -> HeaderName {
+    HeaderName::from_static("Jetflow-Source-Sequence")
+}
+
+/// Header names a source message may carry that must not reach the sink: they are
+/// instructions to the stream that stored the source message (expectations, its message id),
+/// and would make the sink refuse the output or deduplicate it wrongly.
+const NOT_FORWARDED: [&str; 6] = [
+    "Nats-Msg-Id",
+    "Nats-Expected-Stream",
+    "Nats-Expected-Last-Msg-Id",
+    "Nats-Expected-Last-Sequence",
+    "Nats-Expected-Last-Subject-Sequence",
+    "Nats-Expected-Last-Subject-Sequence-Subject",
+];
+
+/// Builds the message ids of one split.
+#[derive(Clone, Debug)]
+pub struct MessageIds {
+    prefix: String,
+}
+
+impl MessageIds {
+    /// The ids of `split` of pipeline `namespace/pipeline`.
+    pub fn new(namespace: &str, pipeline: &str, split: &str) -> Self {
+        Self {
+            prefix: format!(
+                "{namespace}/{pipeline}:{:016x}:",
+                jetflow_crds::split::fnv1a(split.as_bytes())
+            ),
+        }
+    }
+
+    /// The id of output `index` of the source message at `seq`.
+    pub fn id(&self, seq: u64, index: usize) -> String {
+        let mut id = String::with_capacity(self.prefix.len() + 24);
+        id.push_str(&self.prefix);
+        let _ = write!(id, "{seq}:{index}");
+        id
+    }
+
+    /// The id of the dead letter of the source message at `seq`.
+    pub fn dead_letter_id(&self, seq: u64) -> String {
+        let mut id = String::with_capacity(self.prefix.len() + 24);
+        id.push_str(&self.prefix);
+        let _ = write!(id, "{seq}:dlq");
+        id
+    }
+}
+
+/// The headers of an output: the headers it already has (from the source or the steps, less
+/// the stream instructions), the message id and the source headers.
+pub fn output_headers(
+    carried: Option<&HeaderMap>,
+    id: String,
+    stream: &str,
+    subject: &str,
+    seq: u64,
+) -> HeaderMap {
+    let mut headers = match carried {
+        Some(h) if !h.is_empty() => {
+            let mut out = HeaderMap::new();
+            for (name, values) in h.iter() {
+                if NOT_FORWARDED
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(name.as_ref()))
+                {
+                    continue;
+                }
+                for value in values {
+                    out.append(name.clone(), value.clone());
+                }
+            }
+            out
+        }
+        _ => HeaderMap::new(),
+    };
+    headers.insert(NATS_MESSAGE_ID, id);
+    headers.insert(source_stream(), stream);
+    headers.insert(source_subject(), subject);
+    headers.insert(source_sequence(), HeaderValue::from(seq));
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_deterministic_per_split_sequence_and_index() {
+        let ids = MessageIds::new("default", "copy", "orders.>");
+        assert_eq!(ids.id(7, 0), ids.id(7, 0));
+        assert_ne!(ids.id(7, 0), ids.id(7, 1));
+        assert_ne!(
+            ids.id(7, 0),
+            MessageIds::new("default", "copy", "orders.eu.>").id(7, 0)
+        );
+        assert!(ids.id(42, 3).starts_with("default/copy:"));
+        assert!(ids.id(42, 3).ends_with(":42:3"));
+    }
+
+    #[test]
+    fn stream_instructions_are_not_forwarded() {
+        let mut carried = HeaderMap::new();
+        carried.insert("Nats-Msg-Id", "original");
+        carried.insert("Nats-Expected-Last-Sequence", "3");
+        carried.insert("Trace", "abc");
+        let h = output_headers(Some(&carried), "id-1".into(), "orders", "orders.eu", 9);
+        assert_eq!(h.get(NATS_MESSAGE_ID).unwrap().as_str(), "id-1");
+        assert!(h.get("Nats-Expected-Last-Sequence").is_none());
+        assert_eq!(h.get("Trace").unwrap().as_str(), "abc");
+        assert_eq!(h.get(source_sequence()).unwrap().as_str(), "9");
+        assert_eq!(h.get(source_subject()).unwrap().as_str(), "orders.eu");
+    }
+}

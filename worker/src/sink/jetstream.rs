@@ -1,0 +1,70 @@
+//! The JetStream sink: publishes with a message id and returns the publish ack to wait for.
+//!
+//! Publishes are pipelined: `send` only hands the message to the connection, and the ack is
+//! awaited later, in order, by the split task's bounded window. Each publish also names the
+//! stream it expects (`Nats-Expected-Stream`), so an output whose subject another stream
+//! captures fails instead of landing in the wrong place. A duplicate ack (the stream already
+//! held the id) counts as confirmed.
+
+use async_nats::header::NATS_EXPECTED_STREAM;
+use async_nats::jetstream::{self, message::PublishMessage};
+
+use super::{Confirmation, OutputMessage, Sink, SinkError};
+
+/// Far above any sum of split windows (`maxPending` is at most 100,000 per split).
+const CONTEXT_ACK_LIMIT: usize = 1 << 24;
+
+/// Publishes to a JetStream stream.
+#[derive(Clone, Debug)]
+pub struct JetStreamSink {
+    js: jetstream::Context,
+    stream: String,
+}
+
+impl JetStreamSink {
+    /// A sink into `stream` over `client`. The split tasks' windows bound the unconfirmed
+    /// publishes; the context's own limit is lifted far above their sum, because a split
+    /// blocked on it could not poll the acks that would free it (a deadlock across splits).
+    pub fn new(client: async_nats::Client, stream: &str) -> Self {
+        let js = jetstream::ContextBuilder::new()
+            .max_ack_inflight(CONTEXT_ACK_LIMIT)
+            .build(client);
+        Self {
+            js,
+            stream: stream.to_owned(),
+        }
+    }
+
+    /// The stream written to.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+}
+
+impl Sink for JetStreamSink {
+    async fn send(&self, message: OutputMessage) -> Result<Confirmation, SinkError> {
+        let OutputMessage {
+            subject,
+            mut headers,
+            payload,
+        } = message;
+        headers.insert(NATS_EXPECTED_STREAM, self.stream.as_str());
+        let publish = PublishMessage::build().payload(payload).headers(headers);
+        match self.js.send_publish(subject.clone(), publish).await {
+            Ok(ack) => Ok(Confirmation::Ack(ack)),
+            Err(source) => Err(SinkError::Publish {
+                subject: subject.to_string(),
+                source,
+            }),
+        }
+    }
+
+    async fn flush(&self) -> Result<(), SinkError> {
+        // Every publish is confirmed by its own ack.
+        Ok(())
+    }
+
+    fn deduplicates(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,134 @@
+//! Sources: reading a split and acknowledging what a checkpoint committed, as two traits.
+//!
+//! A [`SplitReader`] yields one split's messages in stream order, each with its position (the
+//! stream sequence) and an [`AckToken`]; it hides the connector's transient failures (missed
+//! heartbeats, a deleted consumer) and never yields a message at or below one it already
+//! yielded. A [`SourceAcker`] acknowledges cumulatively, once the checkpoint that covers a
+//! position is committed. One file per connector translates between NATS and these types.
+
+pub mod jetstream;
+
+use std::future::Future;
+
+use async_nats::{HeaderMap, Subject};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+/// One message read from a split.
+#[derive(Debug)]
+pub struct SourceMessage {
+    /// The subject it was published on.
+    pub subject: Subject,
+    /// Its headers.
+    pub headers: Option<HeaderMap>,
+    /// Its payload.
+    pub payload: Bytes,
+    /// Its position: the stream sequence.
+    pub seq: u64,
+    /// What acknowledges it (and, cumulatively, everything before it).
+    pub ack: AckToken,
+}
+
+/// What a source needs to acknowledge a message: for JetStream its reply subject.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AckToken(pub Option<Subject>);
+
+/// Reads one split.
+pub trait SplitReader: Send + 'static {
+    /// The next message; `Ok(None)` when the split has ended (a bounded run reached its bound).
+    /// Transient failures are retried inside; an error is one the reader cannot get past.
+    fn next(&mut self) -> impl Future<Output = Result<Option<SourceMessage>, SourceError>> + Send;
+}
+
+/// Acknowledges a split's messages up to a position.
+pub trait SourceAcker: Send + Sync + 'static {
+    /// Acknowledges the message of `token` and everything before it, and waits for the
+    /// server's confirmation.
+    fn ack<'a>(&'a self, token: &'a AckToken) -> BoxFuture<'a, Result<(), SourceError>>;
+}
+
+/// Why a source failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The source stream could not be looked up.
+    #[error("split {split}: cannot look up stream {stream}: {source}")]
+    GetStream {
+        /// The split.
+        split: String,
+        /// The stream.
+        stream: String,
+        /// The client's error.
+        source: async_nats::jetstream::context::GetStreamError,
+    },
+    /// The split's consumer could not be read.
+    #[error("split {split}: cannot read consumer {consumer}: {source}")]
+    ConsumerInfo {
+        /// The split.
+        split: String,
+        /// The consumer.
+        consumer: String,
+        /// The client's error.
+        source: async_nats::jetstream::context::ConsumerInfoError,
+    },
+    /// The split's consumer could not be deleted (to recreate it at the checkpoint).
+    #[error("split {split}: cannot delete consumer {consumer}: {source}")]
+    DeleteConsumer {
+        /// The split.
+        split: String,
+        /// The consumer.
+        consumer: String,
+        /// The client's error.
+        source: async_nats::jetstream::stream::ConsumerError,
+    },
+    /// The split's consumer could not be created.
+    #[error("split {split}: cannot create consumer {consumer}: {source}")]
+    CreateConsumer {
+        /// The split.
+        split: String,
+        /// The consumer.
+        consumer: String,
+        /// The client's error.
+        source: async_nats::jetstream::stream::ConsumerError,
+    },
+    /// Pulling from the consumer could not start.
+    #[error("split {split}: cannot pull from consumer {consumer}: {source}")]
+    Pull {
+        /// The split.
+        split: String,
+        /// The consumer.
+        consumer: String,
+        /// The client's error.
+        source: async_nats::jetstream::consumer::StreamError,
+    },
+    /// A start time could not be converted.
+    #[error("split {split}: invalid start time {time}: {source}")]
+    StartTime {
+        /// The split.
+        split: String,
+        /// The time.
+        time: String,
+        /// The conversion error.
+        source: async_nats::Error,
+    },
+    /// An acknowledgement was not confirmed.
+    #[error("cannot acknowledge: {source}")]
+    Ack {
+        /// The client's error.
+        source: async_nats::Error,
+    },
+}
+
+impl SourceError {
+    /// A stable category for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::GetStream { .. } => "get_stream",
+            Self::ConsumerInfo { .. } => "consumer_info",
+            Self::DeleteConsumer { .. } => "delete_consumer",
+            Self::CreateConsumer { .. } => "create_consumer",
+            Self::Pull { .. } => "pull",
+            Self::StartTime { .. } => "start_time",
+            Self::Ack { .. } => "ack",
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! One split's task: messages from its reader pass through the steps into the sink, and a
+//! bounded, ordered window of unconfirmed outputs decides how far the split has got.
+//!
+//! ```text
+//!  reader task ──(bounded channel)──▶ split task: steps ─▶ sink.send ─▶ window ─▶ position
+//!                                            │ (failure)                   ▲
+//!                                            └─▶ error policy: dead letter ┘ / skip / stop
+//! ```
+//!
+//! The position is the last source sequence whose outputs, and those of every message before
+//! it, are confirmed by the sink; with its ack token it is what a checkpoint takes from the
+//! split ([`Control::Snapshot`]). Taking it never stops the split: outputs after it simply stay
+//! in the window. The window holds at most `max_pending` outputs, so a slow sink slows the
+//! reader rather than growing memory.
+//!
+//! An output whose publish fails, or whose ack is an error, is published again (same message
+//! id, so the sink keeps one copy) a few times with a backoff; if it still fails the split ends
+//! with an error and its position stays before that message, so nothing after it is ever
+//! acknowledged to the source.
+//!
+//! Shutdown: when the split's token is cancelled the task stops taking messages, waits for
+//! every output in the window to be confirmed, flushes the sink and returns its final
+//! snapshot.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::context::PublishError;
+use async_nats::{HeaderMap, Subject};
+use bytes::Bytes;
+use jetflow_crds::pipeline::ErrorAction;
+use jetflow_steps::{Input, Steps};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::SplitMetrics;
+use crate::sink::dead_letter::{DeadLetters, Failure};
+use crate::sink::headers::{MessageIds, output_headers};
+use crate::sink::{Confirmation, OutputMessage, Sink, SinkError, SubjectTemplate};
+use crate::source::{AckToken, SourceMessage};
+
+/// How often a failed publish is tried again before the split gives up.
+const PUBLISH_ATTEMPTS: u32 = 4;
+/// At most this many messages are taken from the reader at once.
+const RECEIVE_CHUNK: usize = 256;
+/// Skipped messages are logged at most this often (with a count).
+const SKIP_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What a pipeline's split tasks share.
+pub struct Shared<S> {
+    /// The source stream's name (for output headers).
+    pub source_stream: String,
+    /// The compiled steps.
+    pub steps: Steps,
+    /// The sink's subject template.
+    pub template: SubjectTemplate,
+    /// The sink.
+    pub sink: S,
+    /// Where failed messages go under the `Dlq` policy.
+    pub dead_letters: DeadLetters,
+    /// The error policy.
+    pub policy: ErrorAction,
+    /// Outputs awaiting confirmation, at most.
+    pub max_pending: usize,
+}
+
+/// A split's state as a checkpoint takes it.
+#[derive(Clone, Debug, Default)]
+pub struct SplitSnapshot {
+    /// Last source sequence fully processed and confirmed (0: none since the start).
+    pub position: u64,
+    /// Acknowledges the message at `position` (and, cumulatively, all before it).
+    pub ack: AckToken,
+    /// Set when the split stopped on a failed message (error policy `Stop`).
+    pub stopped: Option<String>,
+    /// The reader ended (a bounded split reached its bound).
+    pub finished: bool,
+}
+
+/// Requests to a split task.
+#[derive(Debug)]
+pub enum Control {
+    /// Flush the sink and report the split's snapshot.
+    Snapshot(oneshot::Sender<Result<SplitSnapshot, SplitError>>),
+}
+
+/// Why a split task failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SplitError {
+    /// An output could not be delivered after retries.
+    #[error("split {split}: message {seq} could not be delivered: {source}")]
+    Deliver {
+        /// The split.
+        split: String,
+        /// The source sequence.
+        seq: u64,
+        /// The last error.
+        source: SinkError,
+    },
+    /// The sink could not be flushed for a checkpoint.
+    #[error("split {split}: {source}")]
+    Flush {
+        /// The split.
+        split: String,
+        /// The sink's error.
+        source: SinkError,
+    },
+}
+
+type AckFuture = Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send>>;
+
+/// One unconfirmed output (or the marker of a message without outputs).
+struct InFlight {
+    seq: u64,
+    /// The last entry of its source message: confirming it completes the message.
+    last: bool,
+    ack: AckToken,
+    kind: Kind,
+    confirm: Option<AckFuture>,
+}
+
+/// One output of a source message, kept until confirmed.
+struct Output {
+    index: usize,
+    source_subject: Subject,
+    subject: Subject,
+    /// Headers from the source or the steps (the output's own are added when sending).
+    carried: Option<HeaderMap>,
+    payload: Bytes,
+}
+
+/// What to publish again if the confirmation fails.
+enum Kind {
+    /// A message without outputs (filtered or skipped).
+    Marker,
+    Output(Output),
+    DeadLetter {
+        message: Box<SourceMessage>,
+        step: String,
+        kind: &'static str,
+        error: String,
+    },
+}
+
+fn ack_future(confirmation: Confirmation) -> Option<AckFuture> {
+    match confirmation {
+        Confirmation::Done => None,
+        Confirmation::Ack(_) => Some(Box::pin(confirmation.wait())),
+    }
+}
+
+/// What the window yielded.
+#[derive(Default)]
+struct Confirmed {
+    advanced: Option<(u64, AckToken)>,
+    outputs: u64,
+    bytes: u64,
+    failed: Option<Box<(InFlight, PublishError)>>,
+}
+
+/// Pops every confirmed entry at the head of the window.
+fn poll_window(window: &mut VecDeque<InFlight>, cx: &mut Context<'_>) -> Poll<Confirmed> {
+    let mut done = Confirmed::default();
+    let mut popped = false;
+    while let Some(head) = window.front_mut() {
+        if let Some(confirm) = head.confirm.as_mut() {
+            match confirm.as_mut().poll(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Err(e)) => {
+                    let entry = window.pop_front().expect("the head exists");
+                    done.failed = Some(Box::new((entry, e)));
+                    return Poll::Ready(done);
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+        }
+        let entry = window.pop_front().expect("the head exists");
+        popped = true;
+        complete(&mut done, entry);
+    }
+    if popped {
+        Poll::Ready(done)
+    } else {
+        Poll::Pending
+    }
+}
+
+fn complete(done: &mut Confirmed, entry: InFlight) {
+    if let Kind::Output(output) = &entry.kind {
+        done.outputs += 1;
+        done.bytes += output.payload.len() as u64;
+    }
+    if entry.last {
+        done.advanced = Some((entry.seq, entry.ack));
+    }
+}
+
+enum Event {
+    Window(Confirmed),
+    Control(Control),
+    Cancel,
+    Received(usize),
+}
+
+/// A split task's state.
+pub struct SplitTask<S> {
+    shared: Arc<Shared<S>>,
+    name: String,
+    ids: MessageIds,
+    metrics: SplitMetrics,
+    window: VecDeque<InFlight>,
+    snapshot: SplitSnapshot,
+    skipped_since_log: u64,
+    last_skip_log: Option<Instant>,
+}
+
+impl<S: Sink> SplitTask<S> {
+    /// A task for split `name` whose committed position is `position`.
+    pub fn new(
+        shared: Arc<Shared<S>>,
+        name: &str,
+        ids: MessageIds,
+        metrics: SplitMetrics,
+        position: u64,
+    ) -> Self {
+        let capacity = shared.max_pending.min(4096);
+        Self {
+            shared,
+            name: name.to_owned(),
+            ids,
+            metrics,
+            window: VecDeque::with_capacity(capacity),
+            snapshot: SplitSnapshot {
+                position,
+                ..Default::default()
+            },
+            skipped_since_log: 0,
+            last_skip_log: None,
+        }
+    }
+
+    /// Runs until `cancel` fires (or the reader ends), then drains the window and returns the
+    /// final snapshot.
+    pub async fn run(
+        mut self,
+        mut messages: mpsc::Receiver<SourceMessage>,
+        mut control: mpsc::Receiver<Control>,
+        cancel: CancellationToken,
+    ) -> Result<SplitSnapshot, SplitError> {
+        let mut buf: Vec<SourceMessage> = Vec::with_capacity(RECEIVE_CHUNK);
+        let mut draining = false;
+        loop {
+            let room = self.shared.max_pending.saturating_sub(self.window.len());
+            let accepting = !draining && self.snapshot.stopped.is_none() && room > 0;
+            let window = &mut self.window;
+            let event = tokio::select! {
+                biased;
+                done = std::future::poll_fn(|cx| poll_window(window, cx)), if !window.is_empty() => Event::Window(done),
+                Some(request) = control.recv() => Event::Control(request),
+                _ = cancel.cancelled(), if !draining => Event::Cancel,
+                n = messages.recv_many(&mut buf, room.min(RECEIVE_CHUNK)), if accepting => Event::Received(n),
+                else => Event::Cancel,
+            };
+            match event {
+                Event::Window(done) => self.confirmed(done).await?,
+                Event::Control(Control::Snapshot(reply)) => {
+                    let _ = reply.send(self.take_snapshot().await);
+                }
+                Event::Cancel => draining = true,
+                Event::Received(0) => {
+                    // The reader ended: the split is finished once its window drains.
+                    self.snapshot.finished = true;
+                    draining = true;
+                }
+                Event::Received(_) => {
+                    for message in buf.drain(..) {
+                        self.process(message).await?;
+                        if self.snapshot.stopped.is_some() {
+                            break;
+                        }
+                    }
+                    buf.clear();
+                }
+            }
+            if draining && self.window.is_empty() {
+                break;
+            }
+        }
+        self.take_snapshot().await
+    }
+
+    async fn take_snapshot(&mut self) -> Result<SplitSnapshot, SplitError> {
+        // Core publishes (and core dead letters) are delivered once flushed; what the window
+        // confirmed before the flush is what the snapshot reports.
+        let snapshot = self.snapshot.clone();
+        let flushed = async {
+            self.shared.sink.flush().await?;
+            self.shared.dead_letters.flush().await
+        };
+        flushed.await.map_err(|source| SplitError::Flush {
+            split: self.name.clone(),
+            source,
+        })?;
+        Ok(snapshot)
+    }
+
+    async fn confirmed(&mut self, mut done: Confirmed) -> Result<(), SplitError> {
+        if let Some(failed) = done.failed.take() {
+            let (entry, error) = *failed;
+            self.metrics.error("publish_ack");
+            tracing::warn!(split = %self.name, seq = entry.seq, error = %error, "publish not confirmed; publishing again");
+            let entry = self.redeliver(entry, error).await?;
+            complete(&mut done, entry);
+        }
+        self.metrics.messages_out.inc_by(done.outputs);
+        self.metrics.bytes_out.inc_by(done.bytes);
+        if let Some((seq, ack)) = done.advanced {
+            self.snapshot.position = seq;
+            self.snapshot.ack = ack;
+        }
+        Ok(())
+    }
+
+    /// Publishes a failed entry again until it is confirmed, or gives up.
+    async fn redeliver(
+        &mut self,
+        mut entry: InFlight,
+        error: PublishError,
+    ) -> Result<InFlight, SplitError> {
+        let mut last = SinkError::Confirm {
+            subject: String::new(),
+            source: error,
+        };
+        for attempt in 1..=PUBLISH_ATTEMPTS {
+            tokio::time::sleep(Duration::from_millis(100u64 << attempt)).await;
+            match resend(&self.shared, &self.ids, entry.seq, &entry.kind).await {
+                Ok(confirmation) => match confirmation.wait().await {
+                    Ok(()) => {
+                        entry.confirm = None;
+                        return Ok(entry);
+                    }
+                    Err(source) => {
+                        last = SinkError::Confirm {
+                            subject: String::new(),
+                            source,
+                        }
+                    }
+                },
+                Err(e) => last = e,
+            }
+            self.metrics.error(last.category());
+            tracing::warn!(split = %self.name, seq = entry.seq, attempt, error = %last, "publish failed again");
+        }
+        Err(SplitError::Deliver {
+            split: self.name.clone(),
+            seq: entry.seq,
+            source: last,
+        })
+    }
+
+    /// Sends an entry; a publish that cannot even be sent is retried like a failed ack.
+    async fn push(&mut self, mut entry: InFlight) -> Result<(), SplitError> {
+        match resend(&self.shared, &self.ids, entry.seq, &entry.kind).await {
+            Ok(confirmation) => entry.confirm = ack_future(confirmation),
+            Err(e) => {
+                self.metrics.error(e.category());
+                let error = match e {
+                    SinkError::Publish { source, .. } | SinkError::Confirm { source, .. } => source,
+                    other => {
+                        return Err(SplitError::Deliver {
+                            split: self.name.clone(),
+                            seq: entry.seq,
+                            source: other,
+                        });
+                    }
+                };
+                entry = self.redeliver(entry, error).await?;
+            }
+        }
+        self.window.push_back(entry);
+        Ok(())
+    }
+
+    async fn process(&mut self, message: SourceMessage) -> Result<(), SplitError> {
+        self.metrics.messages_in.inc();
+        self.metrics.bytes_in.inc_by(message.payload.len() as u64);
+        let shared = Arc::clone(&self.shared);
+        if shared.steps.is_passthrough() {
+            // Bytes pass through untouched: no parse, no copy.
+            let subject = match shared.template.render(&message.subject) {
+                Ok(s) => s,
+                Err(e) => {
+                    let text = e.to_string();
+                    return self.failed(message, "sink.subject", "template", text).await;
+                }
+            };
+            let SourceMessage {
+                subject: source_subject,
+                headers,
+                payload,
+                seq,
+                ack,
+            } = message;
+            return self
+                .push(InFlight {
+                    seq,
+                    last: true,
+                    ack,
+                    kind: Kind::Output(Output {
+                        index: 0,
+                        source_subject,
+                        subject,
+                        carried: headers,
+                        payload,
+                    }),
+                    confirm: None,
+                })
+                .await;
+        }
+
+        let outputs = shared.steps.apply(Input {
+            subject: &message.subject,
+            headers: message.headers.as_ref(),
+            payload: &message.payload,
+            seq: message.seq,
+        });
+        let outputs = match outputs {
+            Ok(outputs) => outputs,
+            Err(failure) => {
+                return self
+                    .failed(
+                        message,
+                        &failure.name,
+                        failure.kind.as_str(),
+                        failure.message,
+                    )
+                    .await;
+            }
+        };
+        // Render every subject first, so a message either goes out whole or fails whole.
+        let mut rendered = Vec::with_capacity(outputs.len());
+        for output in &outputs {
+            match shared
+                .template
+                .render(&Subject::from(output.subject.as_str()))
+            {
+                Ok(s) => rendered.push(s),
+                Err(e) => {
+                    let text = e.to_string();
+                    return self.failed(message, "sink.subject", "template", text).await;
+                }
+            }
+        }
+        if outputs.is_empty() {
+            // Filtered out: processed once everything before it is.
+            self.window.push_back(InFlight {
+                seq: message.seq,
+                last: true,
+                ack: message.ack,
+                kind: Kind::Marker,
+                confirm: None,
+            });
+            return Ok(());
+        }
+        let count = outputs.len();
+        for (index, (output, subject)) in outputs.into_iter().zip(rendered).enumerate() {
+            let last = index + 1 == count;
+            self.push(InFlight {
+                seq: message.seq,
+                last,
+                ack: if last {
+                    message.ack.clone()
+                } else {
+                    AckToken::default()
+                },
+                kind: Kind::Output(Output {
+                    index,
+                    source_subject: message.subject.clone(),
+                    subject,
+                    carried: output.headers,
+                    payload: output.payload,
+                }),
+                confirm: None,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Applies the error policy to a message that failed.
+    async fn failed(
+        &mut self,
+        message: SourceMessage,
+        step: &str,
+        kind: &'static str,
+        error: String,
+    ) -> Result<(), SplitError> {
+        self.metrics.error(match kind {
+            "parse" => "step_parse",
+            "eval" => "step_eval",
+            _ => "template",
+        });
+        match self.shared.policy {
+            ErrorAction::Dlq => {
+                tracing::debug!(split = %self.name, seq = message.seq, step, kind, error = %error, "message failed; sending it to the dead-letter subject");
+                self.metrics.error("dead_letter");
+                let seq = message.seq;
+                let ack = message.ack.clone();
+                self.push(InFlight {
+                    seq,
+                    last: true,
+                    ack,
+                    kind: Kind::DeadLetter {
+                        message: Box::new(message),
+                        step: step.to_owned(),
+                        kind,
+                        error,
+                    },
+                    confirm: None,
+                })
+                .await
+            }
+            ErrorAction::Skip => {
+                self.metrics.error("skipped");
+                self.skipped_since_log += 1;
+                let due = self
+                    .last_skip_log
+                    .is_none_or(|t| t.elapsed() >= SKIP_LOG_INTERVAL);
+                if due {
+                    tracing::warn!(split = %self.name, seq = message.seq, step, kind, error = %error, skipped = self.skipped_since_log, "skipping messages that fail");
+                    self.skipped_since_log = 0;
+                    self.last_skip_log = Some(Instant::now());
+                }
+                self.window.push_back(InFlight {
+                    seq: message.seq,
+                    last: true,
+                    ack: message.ack,
+                    kind: Kind::Marker,
+                    confirm: None,
+                });
+                Ok(())
+            }
+            ErrorAction::Stop => {
+                let reason = format!("message {} failed in {step}: {kind}: {error}", message.seq);
+                tracing::error!(split = %self.name, seq = message.seq, step, kind, error = %error, "split stopped: a message failed and the error policy is Stop; the last good position is kept");
+                self.metrics.stopped.set(1);
+                self.snapshot.stopped = Some(reason);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Sends (again) what an entry stands for. A free function, not a method: the task's window
+/// holds futures that are `Send` but not `Sync`, so `&SplitTask` cannot cross an await.
+async fn resend<S: Sink>(
+    shared: &Shared<S>,
+    ids: &MessageIds,
+    seq: u64,
+    kind: &Kind,
+) -> Result<Confirmation, SinkError> {
+    match kind {
+        Kind::Marker => Ok(Confirmation::Done),
+        Kind::Output(output) => send_output(shared, ids, seq, output).await,
+        Kind::DeadLetter {
+            message,
+            step,
+            kind,
+            error,
+        } => {
+            let failure = Failure {
+                step,
+                kind,
+                message: error,
+            };
+            shared
+                .dead_letters
+                .send(
+                    message,
+                    &shared.source_stream,
+                    ids.dead_letter_id(message.seq),
+                    failure,
+                )
+                .await
+        }
+    }
+}
+
+async fn send_output<S: Sink>(
+    shared: &Shared<S>,
+    ids: &MessageIds,
+    seq: u64,
+    output: &Output,
+) -> Result<Confirmation, SinkError> {
+    let headers = output_headers(
+        output.carried.as_ref(),
+        ids.id(seq, output.index),
+        &shared.source_stream,
+        &output.source_subject,
+        seq,
+    );
+    shared
+        .sink
+        .send(OutputMessage {
+            subject: output.subject.clone(),
+            headers,
+            payload: output.payload.clone(),
+        })
+        .await
+}
