@@ -6,4 +6,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/install-nats.sh
 export JETFLOW_NATS_SERVER="$root/.tools/bin/nats-server"
+# The end-to-end tests (e2e/local) run the jetflow-worker binary as separate processes; build
+# it first (same profile as the tests, so nothing is compiled twice).
+cargo build --locked -p jetflow-worker
 cargo test --workspace --locked "$@"
