@@ -194,3 +194,28 @@ async fn main() -> anyhow::Result<()> {
     let _ = http.await;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_charts_flags_parse() {
+        let args = Args::try_parse_from([
+            "jetflow-operator",
+            "--nats-url=nats://nats.nats.svc:4222",
+            "--worker-image=ghcr.io/jetflow-io/jetflow:0.1.0",
+            "--leader-election=false",
+            "--metrics-port=8081",
+            "--watch-namespace=shop",
+        ])
+        .unwrap();
+        assert!(!args.leader_election);
+        assert_eq!(args.metrics_port, Some(8081));
+        assert_eq!(args.namespace.as_deref(), Some("shop"));
+        assert_eq!(args.worker_image, "ghcr.io/jetflow-io/jetflow:0.1.0");
+        let defaults = Args::try_parse_from(["jetflow-operator"]).unwrap();
+        assert!(defaults.leader_election);
+        assert_eq!(defaults.namespace, None);
+    }
+}

@@ -362,6 +362,7 @@ async fn delete_removes_consumers_keeps_the_checkpoint_and_a_new_pipeline_resume
         DeliverPolicy::ByStartSequence { start_sequence: 3 }
     );
     assert_eq!(status(&h).await.splits[0].position, 2);
+    assert!(h.event_reasons(NAME).await.contains(&"Adopted".to_owned()));
 }
 
 #[tokio::test]

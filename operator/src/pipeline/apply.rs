@@ -125,13 +125,14 @@ async fn ready_workers(ctx: &Context, ns: &str, name: &str) -> Result<Vec<String
     Ok(ready)
 }
 
-/// Reads the checkpoint ConfigMap, creating it (empty) when it does not exist.
+/// Reads the checkpoint ConfigMap, creating it (empty) when it does not exist. Returns it and
+/// whether it already existed.
 async fn checkpoint_config_map(
     cms: &Api<ConfigMap>,
     name: &str,
     ns: &str,
     reset: Option<&str>,
-) -> Result<ConfigMap> {
+) -> Result<(ConfigMap, bool)> {
     let cm_name = names::checkpoint_config_map(name);
     let read = |source| Error::Read {
         kind: "ConfigMap",
@@ -139,13 +140,15 @@ async fn checkpoint_config_map(
         source,
     };
     if let Some(cm) = cms.get_opt(&cm_name).await.map_err(read)? {
-        return Ok(cm);
+        return Ok((cm, true));
     }
     let fresh = configmap::checkpoint_config_map(name, ns, &Checkpoint::default(), reset)?;
     match cms.create(&PostParams::default(), &fresh).await {
-        Ok(cm) => Ok(cm),
+        Ok(cm) => Ok((cm, false)),
         // Created by someone else meanwhile: use theirs.
-        Err(kube::Error::Api(s)) if s.code == 409 => cms.get(&cm_name).await.map_err(read),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            cms.get(&cm_name).await.map(|cm| (cm, true)).map_err(read)
+        }
         Err(source) => Err(Error::Apply {
             kind: "ConfigMap",
             name: cm_name.clone(),
@@ -165,7 +168,7 @@ async fn reset_checkpoint(
     splits: &[String],
     generation: u64,
     reset: &str,
-) -> Result<(ConfigMap, Checkpoint)> {
+) -> Result<Checkpoint> {
     let checkpoint = Checkpoint {
         id: 0,
         time: None,
@@ -186,15 +189,14 @@ async fn reset_checkpoint(
     let mut cm = configmap::checkpoint_config_map(name, ns, &checkpoint, Some(reset))?;
     cm.metadata.resource_version = live.metadata.resource_version.clone();
     let cm_name = cm.name_any();
-    let replaced = cms
-        .replace(&cm_name, &PostParams::default(), &cm)
+    cms.replace(&cm_name, &PostParams::default(), &cm)
         .await
         .map_err(|source| Error::Apply {
             kind: "ConfigMap",
             name: cm_name,
             source,
         })?;
-    Ok((replaced, checkpoint))
+    Ok(checkpoint)
 }
 
 /// Writes the status by server-side apply, only when it changed.
@@ -291,7 +293,25 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
     // Splits, checkpoint and assignment.
     let splits = splits(p, source.as_ref().and_then(Option::as_ref)).await?;
     let split_names: Vec<String> = splits.iter().map(|s| s.name.clone()).collect();
-    let mut checkpoint_cm = checkpoint_config_map(&cms, &name, ns, reset.as_deref()).await?;
+    let (checkpoint_cm, existed) = checkpoint_config_map(&cms, &name, ns, reset.as_deref()).await?;
+    let first_reconcile = p
+        .status
+        .as_ref()
+        .is_none_or(|s| s.observed_generation.is_none());
+    if existed && first_reconcile {
+        ctx.event(
+            p,
+            false,
+            "Adopted",
+            "Resume",
+            format!(
+                "adopted checkpoint ConfigMap {} left by an earlier Pipeline of this name; splits resume after its positions (annotate {} to start afresh)",
+                checkpoint_cm.name_any(),
+                names::RESET_ANNOTATION
+            ),
+        )
+        .await;
+    }
     let mut checkpoint: Checkpoint = decode(Some(&checkpoint_cm), names::CHECKPOINT_KEY)?;
     let applied_reset = checkpoint_cm
         .annotations()
@@ -321,7 +341,7 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
             consumers::remove_others(stream, &js_source.stream, ns, &name, &BTreeSet::new())
                 .await?;
         }
-        (checkpoint_cm, checkpoint) = reset_checkpoint(
+        checkpoint = reset_checkpoint(
             &cms,
             &checkpoint_cm,
             &name,
@@ -340,7 +360,6 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         )
         .await;
     }
-    let _ = &checkpoint_cm;
 
     // Consumers: one durable consumer per split of a JetStream source.
     let mut lags = BTreeMap::new();
