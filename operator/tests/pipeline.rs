@@ -831,3 +831,54 @@ async fn nats_unreachable_is_an_error_retried_with_growing_backoff() {
     );
     assert_eq!(h.ctx.metrics.errors_of("pipeline", "nats_connect"), 3);
 }
+
+#[tokio::test]
+async fn credentials_are_read_from_the_secret_the_connection_names() {
+    let nats = jetflow_testsupport::NatsServer::start_with("authorization { token: \"s3cret\" }");
+    let h = Harness::new_with_nats(nats).await;
+    let client = async_nats::ConnectOptions::with_token("s3cret".into())
+        .connect(h.nats.url())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    nats_stream(&js, "ORDERS", &["orders.>"], Duration::from_secs(120)).await;
+    nats_stream(&js, "ORDERS_COPY", &["copy.>"], Duration::from_secs(120)).await;
+    let mut secret = k8s_openapi::api::core::v1::Secret::default();
+    secret.metadata.name = Some("nats-token".into());
+    secret.string_data = Some(BTreeMap::from([("token".into(), "s3cret".into())]));
+    h.api::<k8s_openapi::api::core::v1::Secret>()
+        .create(&Default::default(), &secret)
+        .await
+        .unwrap();
+
+    let mut p = orders();
+    p.spec.connection = Some(jetflow_crds::Connection {
+        url: Some(h.nats.url()),
+        token: Some(jetflow_crds::SecretKeyRef {
+            name: "nats-token".into(),
+            key: "token".into(),
+        }),
+        ..Default::default()
+    });
+    h.create_pipeline(p).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let stream = js.get_stream("ORDERS").await.unwrap();
+    assert!(
+        stream
+            .consumer_info(consumer_name(NS, NAME, "orders.eu"))
+            .await
+            .is_ok(),
+        "the operator reached NATS with the Secret's token"
+    );
+    let d = h.deployment("orders-copy-worker").await.unwrap();
+    let mounts = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .volume_mounts
+        .clone()
+        .unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.mount_path == "/etc/jetflow/secrets/nats-token")
+    );
+    h.assert_calls_permitted();
+}

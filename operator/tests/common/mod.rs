@@ -115,7 +115,11 @@ fn builder() -> ClientBuilder {
 impl Harness {
     /// A fresh fake API and nats-server.
     pub async fn new() -> Harness {
-        let nats = NatsServer::start();
+        Self::new_with_nats(NatsServer::start()).await
+    }
+
+    /// A fresh fake API with the given nats-server.
+    pub async fn new_with_nats(nats: NatsServer) -> Harness {
         let raw = builder().build().await.expect("fake client");
         Self::with(nats, raw)
     }
