@@ -1,13 +1,15 @@
 //! Leader election on a coordination Lease in the in-memory API: one holder at a time, renewal,
 //! takeover after expiry, a lost race treated as "not leader", release on shutdown.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jetflow_operator::leader::{self, LeaseLock};
 use jetflow_operator::permissions::{Scope, allows};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use kube_fake_client::ClientBuilder;
+use kube_fake_client::{ClientBuilder, interceptor};
 use tokio::sync::watch;
 
 async fn leases() -> Api<Lease> {
@@ -59,21 +61,37 @@ async fn one_replica_leads_and_the_other_takes_over_after_expiry() {
 }
 
 #[tokio::test]
-async fn a_stale_write_loses_the_race() {
-    let api = leases().await;
+async fn a_takeover_that_loses_the_race_is_not_leadership() {
+    // Replica c takes the expired Lease over between b's read and b's write: b's write carries
+    // the resourceVersion it read, the API refuses it, and b does not lead.
+    let armed = Arc::new(AtomicBool::new(false));
+    let interceptors = {
+        let armed = armed.clone();
+        interceptor::Funcs::new().replace(move |ctx| {
+            if armed.swap(false, Ordering::SeqCst) {
+                let mut lease: Lease = serde_json::from_value(ctx.object.clone())
+                    .map_err(|e| kube_fake_client::Error::Internal(e.to_string()))?;
+                lease.spec.as_mut().unwrap().holder_identity = Some("operator-c".into());
+                ctx.client
+                    .update::<Lease>(ctx.namespace, &lease, &Default::default())?;
+            }
+            Ok(None)
+        })
+    };
+    let client = ClientBuilder::new()
+        .with_interceptor_funcs(interceptors)
+        .build()
+        .await
+        .unwrap();
+    let api: Api<Lease> = Api::namespaced(client, "jetflow-system");
     let ttl = Duration::from_secs(1);
     let a = LeaseLock::new(api.clone(), "l", "operator-a", ttl);
+    let b = LeaseLock::new(api.clone(), "l", "operator-b", ttl);
     assert!(a.try_acquire_or_renew().await.unwrap());
     tokio::time::sleep(ttl + Duration::from_millis(1100)).await;
 
-    // b read the expired Lease, then c took it over before b wrote: b's write carries the old
-    // resourceVersion and is refused.
-    let mut stale = api.get("l").await.unwrap();
-    let c = LeaseLock::new(api.clone(), "l", "operator-c", ttl);
-    assert!(c.try_acquire_or_renew().await.unwrap());
-    stale.spec.as_mut().unwrap().holder_identity = Some("operator-b".into());
-    let refused = api.replace("l", &Default::default(), &stale).await;
-    assert!(matches!(refused, Err(kube::Error::Api(s)) if s.code == 409));
+    armed.store(true, Ordering::SeqCst);
+    assert!(!b.try_acquire_or_renew().await.unwrap(), "b lost the race");
     assert_eq!(
         holder(&api.get("l").await.unwrap()).as_deref(),
         Some("operator-c")
