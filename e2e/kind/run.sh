@@ -270,15 +270,15 @@ example_backfill_bounded() {
 example_parallel_six_splits() {
   apply_example parallel-six-splits
   local region
-  for region in eu us apac latam mea anz; do publish "payments.$region.p" 50; done
-  wait_pipeline_ready payments-ledger
-  wait_until "payments-ledger to hold 300 messages" "$TIMEOUT" stream_has payments-ledger 300
-  check_pipeline_status payments-ledger 3
+  for region in eu us apac latam mea anz; do publish "transfers.$region.t" 50; done
+  wait_pipeline_ready transfers-ledger
+  wait_until "transfers-ledger to hold 300 messages" "$TIMEOUT" stream_has transfers-ledger 300
+  check_pipeline_status transfers-ledger 3
   local splits owners
-  splits="$(kubectl -n "$ns" get pipeline/payments-ledger -o json | jq '.status.splits | length')"
-  owners="$(kubectl -n "$ns" get pipeline/payments-ledger -o json | jq '[.status.splits[].owner] | unique | length')"
+  splits="$(kubectl -n "$ns" get pipeline/transfers-ledger -o json | jq '.status.splits | length')"
+  owners="$(kubectl -n "$ns" get pipeline/transfers-ledger -o json | jq '[.status.splits[].owner] | unique | length')"
   [[ "$splits" == 6 && "$owners" == 3 ]] || die "expected 6 splits over 3 workers, status shows $splits splits over $owners owners"
-  stream_has payments-ledger 300 || die "payments-ledger holds $(stream_messages payments-ledger), not 300"
+  stream_has transfers-ledger 300 || die "transfers-ledger holds $(stream_messages transfers-ledger), not 300"
 }
 
 example_credentials_secret() {
