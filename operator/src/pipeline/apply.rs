@@ -16,6 +16,7 @@ use jetflow_crds::checkpoint::{Checkpoint, SplitPosition};
 use jetflow_crds::condition::types;
 use jetflow_crds::split::{self, Split};
 use jetflow_crds::{Pipeline, PipelineStatus, names};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -362,33 +363,15 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
     }
 
     // Consumers: one durable consumer per split of a JetStream source.
-    let mut lags = BTreeMap::new();
-    if let (Some(js_source), Some(stream)) = (
+    let lags = match (
         &p.spec.source.jetstream,
         source.as_ref().and_then(Option::as_ref),
     ) {
-        let desired: BTreeMap<String, _> = splits
-            .iter()
-            .map(|s| {
-                let position = checkpoint.splits.get(&s.name).map(|p| p.position);
-                (
-                    s.name.clone(),
-                    consumers::config(ns, &name, &p.spec, s, position),
-                )
-            })
-            .collect();
-        let ensured = consumers::ensure(stream, &js_source.stream, &desired).await?;
-        let keep: BTreeSet<String> = desired
-            .values()
-            .filter_map(|c| c.durable_name.clone())
-            .collect();
-        consumers::remove_others(stream, &js_source.stream, ns, &name, &keep).await?;
-        lags = ensured
-            .infos
-            .iter()
-            .map(|(split, info)| (split.clone(), consumers::lag(info)))
-            .collect();
-    }
+        (Some(js_source), Some(stream)) => {
+            ensure_consumers(p, ns, &js_source.stream, stream, &splits, &checkpoint).await?
+        }
+        _ => BTreeMap::new(),
+    };
 
     // Build.
     let finished = status::finished(p, &split_names, Some(&checkpoint));
@@ -410,6 +393,84 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
     let hash = deployment::config_hash(&config, reset.as_deref());
 
     // Apply.
+    let dep = apply_children(
+        p,
+        ctx,
+        &inputs,
+        &config,
+        &hash,
+        &assignment,
+        assignment_cm.as_ref(),
+    )
+    .await?;
+
+    // Status.
+    let status = status::status(&Observed {
+        pipeline: p,
+        verdict: &verdict,
+        deployment: Some(&dep),
+        replicas,
+        checkpoint: Some(&checkpoint),
+        assignment: &assignment,
+        splits: &split_names,
+        lags: &lags,
+        finished,
+        min_stale: ctx.settings.min_checkpoint_stale,
+        now,
+    });
+    publish_status(api, p, status).await?;
+    Ok(Action::requeue(ctx.settings.pipeline_resync))
+}
+
+/// Ensures each split's consumer and removes the pipeline's others; returns each split's lag.
+async fn ensure_consumers(
+    p: &Pipeline,
+    ns: &str,
+    stream_name: &str,
+    stream: &async_nats::jetstream::stream::Stream,
+    splits: &[Split],
+    checkpoint: &Checkpoint,
+) -> Result<BTreeMap<String, u64>> {
+    let name = p.name_any();
+    let desired: BTreeMap<String, _> = splits
+        .iter()
+        .map(|s| {
+            let position = checkpoint.splits.get(&s.name).map(|p| p.position);
+            (
+                s.name.clone(),
+                consumers::config(ns, &name, &p.spec, s, position),
+            )
+        })
+        .collect();
+    let ensured = consumers::ensure(stream, stream_name, &desired).await?;
+    let keep: BTreeSet<String> = desired
+        .values()
+        .filter_map(|c| c.durable_name.clone())
+        .collect();
+    consumers::remove_others(stream, stream_name, ns, &name, &keep).await?;
+    Ok(ensured
+        .infos
+        .iter()
+        .map(|(split, info)| (split.clone(), consumers::lag(info)))
+        .collect())
+}
+
+/// Applies the child objects in order (RBAC and ConfigMaps before the Deployment), publishes
+/// the assignment when it changed, and reports what was created and rolled in Events. Returns
+/// the live Deployment.
+async fn apply_children(
+    p: &Pipeline,
+    ctx: &Context,
+    inputs: &Inputs<'_>,
+    config: &str,
+    hash: &str,
+    assignment: &Assignment,
+    assignment_cm: Option<&ConfigMap>,
+) -> Result<Deployment> {
+    let name = inputs.name;
+    let ns = inputs.namespace;
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let assignment_name = names::assignment_config_map(name);
     let mut created = Vec::new();
     let note = |created: &mut Vec<String>, outcome: Outcome, what: String| {
         if outcome == Outcome::Created {
@@ -418,49 +479,48 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
     };
     let sa = apply_object(
         &Api::namespaced(ctx.client.clone(), ns),
-        &rbac::service_account(&inputs),
+        &rbac::service_account(inputs),
         "ServiceAccount",
     )
     .await?;
     note(
         &mut created,
         sa.outcome,
-        format!("ServiceAccount {}", names::workers(&name)),
+        format!("ServiceAccount {}", names::workers(name)),
     );
     let role = apply_object(
         &Api::namespaced(ctx.client.clone(), ns),
-        &rbac::role(&inputs),
+        &rbac::role(inputs),
         "Role",
     )
     .await?;
     note(
         &mut created,
         role.outcome,
-        format!("Role {}", names::workers(&name)),
+        format!("Role {}", names::workers(name)),
     );
     let binding = apply_object(
         &Api::namespaced(ctx.client.clone(), ns),
-        &rbac::role_binding(&inputs),
+        &rbac::role_binding(inputs),
         "RoleBinding",
     )
     .await?;
     note(
         &mut created,
         binding.outcome,
-        format!("RoleBinding {}", names::workers(&name)),
+        format!("RoleBinding {}", names::workers(name)),
     );
-    let config_cm =
-        apply_object(&cms, &configmap::config_map(&inputs, &config), "ConfigMap").await?;
+    let config_cm = apply_object(&cms, &configmap::config_map(inputs, config), "ConfigMap").await?;
     note(
         &mut created,
         config_cm.outcome,
-        format!("ConfigMap {}", names::config_map(&name)),
+        format!("ConfigMap {}", names::config_map(name)),
     );
 
     // The assignment is written only when it changed, conditional on the version read, so two
     // operator replicas (a leadership handover) never both publish a generation.
-    let mut desired_assignment = configmap::assignment_config_map(&inputs, &assignment, None)?;
-    let unchanged = assignment_cm.as_ref().is_some_and(|live| {
+    let mut desired_assignment = configmap::assignment_config_map(inputs, assignment, None)?;
+    let unchanged = assignment_cm.is_some_and(|live| {
         serde_json::to_value(live)
             .ok()
             .zip(serde_json::to_value(&desired_assignment).ok())
@@ -489,14 +549,14 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
     let deployments = Api::namespaced(ctx.client.clone(), ns);
     let dep = apply_object(
         &deployments,
-        &deployment::deployment(&inputs, &hash),
+        &deployment::deployment(inputs, hash),
         "Deployment",
     )
     .await?;
     note(
         &mut created,
         dep.outcome,
-        format!("Deployment {}", names::workers(&name)),
+        format!("Deployment {}", names::workers(name)),
     );
     if !created.is_empty() {
         ctx.event(
@@ -525,22 +585,7 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         }
     }
 
-    // Status.
-    let status = status::status(&Observed {
-        pipeline: p,
-        verdict: &verdict,
-        deployment: Some(&dep.object),
-        replicas,
-        checkpoint: Some(&checkpoint),
-        assignment: &assignment,
-        splits: &split_names,
-        lags: &lags,
-        finished,
-        min_stale: ctx.settings.min_checkpoint_stale,
-        now,
-    });
-    publish_status(api, p, status).await?;
-    Ok(Action::requeue(ctx.settings.pipeline_resync))
+    Ok(dep.object)
 }
 
 /// The cleanup branch: deletes the pipeline's consumers. The owned objects go with the
