@@ -7,7 +7,7 @@
 #   3. starts a nats-server with JetStream on a free loopback port, its store in a temporary
 #      folder,
 #   4. creates the example's streams from the example's Stream manifests,
-#   5. publishes sample orders,
+#   5. publishes sample orders (paid and pending ones),
 #   6. runs `jetflow-worker run -f examples/<example>.yaml` on the example's Pipeline,
 #   7. prints the transformed output and, after a graceful stop (SIGTERM, final checkpoint),
 #      the last checkpoint,
@@ -99,11 +99,14 @@ step "creating the streams of $manifest"
 # Sample input and what to show, per example.
 case "$example" in
   enrich-jq)
-    pipeline="orders-enriched"
-    sink="orders-enriched"
+    # Six paid orders become summaries; two pending ones are filtered out by the first step.
+    pipeline="orders-enrich"
+    sink="orders-summary"
     expected=6
     "$tools" publish --nats "$url" --subjects orders.eu.created,orders.us.created \
-      --count 6 --body '{"id": "o-{n}", "customer": {"name": "Customer {n}", "tier": "gold"}, "items": [{"sku": "sku-{n}", "qty": {n}, "price": 9.5}], "currency": "EUR"}'
+      --count 6 --body '{"order_id": "o-{n}", "qty": {n}, "price": 2.5, "status": "paid", "customer": {"name": "Customer {n}"}}'
+    "$tools" publish --nats "$url" --subjects orders.eu.created \
+      --count 2 --body '{"order_id": "p-{n}", "qty": 1, "price": 9.0, "status": "pending", "customer": {"name": "Someone"}}'
     ;;
   passthrough)
     pipeline="orders-copy"
