@@ -289,6 +289,46 @@ example_credentials_secret() {
   check_pipeline_status invoices-archive 1
 }
 
+example_enrich_jq() {
+  apply_example enrich-jq
+  publish orders.eu.created 10 '{"order_id": "o-{{ Count }}", "qty": 2, "price": 2.5, "status": "paid", "customer": {"name": "Ada"}}'
+  publish orders.us.created 5 '{"order_id": "p-{{ Count }}", "qty": 1, "price": 9, "status": "pending", "customer": {"name": "Bob"}}'
+  wait_pipeline_ready orders-enrich
+  wait_until "orders-summary to hold the 10 paid orders" "$TIMEOUT" stream_has orders-summary 10
+  check_pipeline_status orders-enrich 1
+  nats_box nats stream get orders-summary --last-for summary.orders.eu.created --json \
+    | jq -e '.data | @base64d | fromjson | .total == 5 and .customer == "Ada" and .region == "eu"' >/dev/null \
+    || die "orders-summary does not hold the enriched order"
+  stream_has orders-summary 10 || die "orders-summary holds $(stream_messages orders-summary), not 10"
+}
+
+example_route_by_field() {
+  apply_example route-by-field
+  publish events.auth 6 '{"tenant": "acme", "type": "login", "n": {{ Count }}}'
+  publish events.billing 3 '{"tenant": "globex", "type": "invoice", "n": {{ Count }}}'
+  publish events.auth 1 '{"type": "login"}'
+  wait_pipeline_ready events-by-tenant
+  wait_until "tenant-events to hold 9 routed events" "$TIMEOUT" stream_has tenant-events 9
+  wait_until "events-dlq to hold the unroutable event" "$TIMEOUT" stream_has events-dlq 1
+  nats_box nats stream subjects tenant-events --json \
+    | jq -e '."tenants.acme.auth" == 6 and ."tenants.globex.billing" == 3' >/dev/null \
+    || die "tenant-events subjects are not tenants.<tenant>.<service>"
+  check_pipeline_status events-by-tenant 1
+}
+
+example_dead_letter() {
+  apply_example dead-letter
+  publish payments.card 8 '{"id": "p-{{ Count }}", "amount": 12.5}'
+  publish payments.card 2 '{"id": "q-{{ Count }}", "amount": "12,50"}'
+  wait_pipeline_ready payments-cents
+  wait_until "payments-cents to hold 8 payments" "$TIMEOUT" stream_has payments-cents 8
+  wait_until "payments-dlq to hold 2 dead letters" "$TIMEOUT" stream_has payments-dlq 2
+  nats_box nats stream get payments-dlq --last-for dlq.payments --json \
+    | jq -e '.hdrs | @base64d | test("Jetflow-Error-Step: amount-in-cents")' >/dev/null \
+    || die "the dead letter lacks its Jetflow-Error-Step header"
+  check_pipeline_status payments-cents 1
+}
+
 # Examples without a dedicated check above: the Streams and the Pipeline become Ready and the
 # Pipeline takes a checkpoint.
 example_generic() {
