@@ -749,8 +749,14 @@ async fn split_by_subject_follows_the_subjects_in_the_stream() {
     let h = setup().await;
     let mut spec = spec(&["orders.*"]);
     spec["source"]["jetstream"]["splitBy"] = json!("Subject");
+    spec["source"]["jetstream"]["discoveryInterval"] = json!("5s");
     h.create_pipeline(pipeline(NAME, spec)).await;
-    h.reconcile_pipeline(NAME).await.unwrap();
+    let action = h.reconcile_pipeline(NAME).await.unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(5)),
+        "discovery interval"
+    );
     let names: Vec<String> = status(&h)
         .await
         .splits

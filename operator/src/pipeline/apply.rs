@@ -419,7 +419,15 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         now,
     });
     publish_status(api, p, status).await?;
-    Ok(Action::requeue(ctx.settings.pipeline_resync))
+    // With splits following the stream's subjects, look for new subjects as often as asked.
+    let resync = match &p.spec.source.jetstream {
+        Some(js) if split::is_dynamic(&p.spec) => ctx
+            .settings
+            .pipeline_resync
+            .min(js.discovery_interval.get()),
+        _ => ctx.settings.pipeline_resync,
+    };
+    Ok(Action::requeue(resync))
 }
 
 /// Ensures each split's consumer and removes the pipeline's others; returns each split's lag.
