@@ -1,0 +1,308 @@
+//! The error policies end to end: the jetflow-worker binary against a real nats-server, with a
+//! payload that is not JSON and with an expression that fails at run time, under `Dlq`, `Skip`
+//! and `Stop`.
+
+mod common;
+mod steps_support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use common::*;
+use jetflow_testsupport::NatsServer;
+use steps_support::{metric, metrics, wait_for_positions, wait_ready};
+
+/// The source messages: good ones around one that is not JSON (index 2) and one whose `.a.b`
+/// fails because `.a` is a string (index 4).
+const MESSAGES: [&str; 6] = [
+    r#"{"a": {"b": 1}}"#,
+    r#"{"a": {"b": 2}}"#,
+    r#"{"a": "#,
+    r#"{"a": {"b": 3}}"#,
+    r#"{"a": "text"}"#,
+    r#"{"a": {"b": 4}}"#,
+];
+const MALFORMED: usize = 2;
+const FAILING: usize = 4;
+
+fn manifest(name: &str, policy: &str, map: &str) -> String {
+    format!(
+        r#"
+apiVersion: jetflow.io/v1alpha1
+kind: Pipeline
+metadata:
+  name: {name}
+spec:
+  source:
+    jetstream:
+      stream: in
+  steps:
+    - name: keep-all
+      filter: 'true'
+    - name: extract
+      map: '{map}'
+  sink:
+    jetstream:
+      stream: out
+      subject: "out.{{{{token(2)}}}}"
+  errors:
+    policy: {policy}
+    deadLetterSubject: dlq.{name}
+  checkpoint:
+    interval: 300ms
+"#
+    )
+}
+
+async fn setup(server: &NatsServer, messages: &[&str]) -> (jetstream::Context, Vec<u64>) {
+    let js = server.jetstream().await;
+    create_stream(&js, "in", &["in.*"]).await;
+    create_stream(&js, "out", &["out.>"]).await;
+    create_stream(&js, "dlq", &["dlq.>"]).await;
+    let mut seqs = Vec::new();
+    for m in messages {
+        let ack = js
+            .publish("in.data", Bytes::copy_from_slice(m.as_bytes()))
+            .await
+            .expect("publish");
+        seqs.push(ack.await.expect("publish ack").sequence);
+    }
+    (js, seqs)
+}
+
+fn position(checkpoints: &Path, name: &str) -> u64 {
+    let checkpoint = read_checkpoint(checkpoints, name);
+    assert!(checkpoint.splits.len() <= 1, "{checkpoint:?}");
+    checkpoint
+        .splits
+        .values()
+        .map(|p| p.position)
+        .next()
+        .unwrap_or(0)
+}
+
+fn values_b(records: &[SinkRecord]) -> Vec<i64> {
+    records
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+            v["b"].as_i64().unwrap()
+        })
+        .collect()
+}
+
+fn header(r: &SinkRecord, name: &str) -> String {
+    r.headers
+        .get(name)
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_else(|| panic!("header {name} missing: {:?}", r.headers))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_policy_sends_failed_messages_with_their_error_to_the_dead_letter_stream() {
+    let server = NatsServer::start();
+    let (js, seqs) = setup(&server, &MESSAGES).await;
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let path = write_manifest(dir.path(), &manifest("errs-dlq", "Dlq", "{b: .a.b}"));
+    let mut worker = Worker::start(&path, &server.url(), &checkpoints, &[]);
+    wait_for_len(&js, "out", 4, Duration::from_secs(60)).await;
+    wait_for_len(&js, "dlq", 2, Duration::from_secs(60)).await;
+    wait_for_positions(&checkpoints, "errs-dlq", &[seqs[5]]).await;
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "exit {status}; log:\n{}",
+        worker.log_text()
+    );
+
+    let out = read_all(&js, "out").await;
+    assert_eq!(values_b(&out), [1, 2, 3, 4]);
+
+    let dead = read_all(&js, "dlq").await;
+    assert_eq!(dead.len(), 2, "each failed message once");
+    let malformed = &dead[0];
+    assert_eq!(malformed.subject, "dlq.errs-dlq");
+    assert_eq!(
+        malformed.payload,
+        MESSAGES[MALFORMED].as_bytes(),
+        "original bytes"
+    );
+    assert_eq!(header(malformed, "Jetflow-Error-Step"), "keep-all");
+    assert_eq!(header(malformed, "Jetflow-Error-Kind"), "parse");
+    assert!(
+        header(malformed, "Jetflow-Error").contains("payload is not JSON"),
+        "{:?}",
+        malformed.headers
+    );
+    assert_eq!(header(malformed, "Jetflow-Source-Stream"), "in");
+    assert_eq!(header(malformed, "Jetflow-Source-Subject"), "in.data");
+    assert_eq!(
+        header(malformed, "Jetflow-Source-Sequence"),
+        seqs[MALFORMED].to_string()
+    );
+
+    let failing = &dead[1];
+    assert_eq!(failing.payload, MESSAGES[FAILING].as_bytes());
+    assert_eq!(header(failing, "Jetflow-Error-Step"), "extract");
+    assert_eq!(header(failing, "Jetflow-Error-Kind"), "eval");
+    assert!(
+        header(failing, "Jetflow-Error").contains("cannot index"),
+        "{:?}",
+        failing.headers
+    );
+    assert_eq!(
+        header(failing, "Jetflow-Source-Sequence"),
+        seqs[FAILING].to_string()
+    );
+
+    // Restarted, the worker resumes after its checkpoint: no dead letter twice.
+    let mut worker = Worker::start(&path, &server.url(), &checkpoints, &[]);
+    wait_ready(&mut worker).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "exit {status}; log:\n{}",
+        worker.log_text()
+    );
+    assert_eq!(stream_len(&js, "dlq").await, 2);
+    assert_eq!(stream_len(&js, "out").await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_policy_drops_failed_messages_and_counts_them() {
+    let server = NatsServer::start();
+    let (js, seqs) = setup(&server, &MESSAGES).await;
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let path = write_manifest(dir.path(), &manifest("errs-skip", "Skip", "{b: .a.b}"));
+    let mut worker = Worker::start(&path, &server.url(), &checkpoints, &[]);
+    wait_for_len(&js, "out", 4, Duration::from_secs(60)).await;
+    wait_for_positions(&checkpoints, "errs-skip", &[seqs[5]]).await;
+
+    let text = metrics(&worker);
+    assert_eq!(
+        metric(&text, &["jetflow_worker_errors_total", "step_parse"]),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &["jetflow_worker_errors_total", "step_eval"]),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &["jetflow_worker_errors_total", "skipped"]),
+        2,
+        "{text}"
+    );
+
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "exit {status}; log:\n{}",
+        worker.log_text()
+    );
+    assert_eq!(values_b(&read_all(&js, "out").await), [1, 2, 3, 4]);
+    assert_eq!(stream_len(&js, "dlq").await, 0, "nothing dead-lettered");
+    let log = worker.log_text();
+    assert!(log.contains("skipping messages that fail"), "{log}");
+}
+
+/// Under `Stop`, the worker stops at the failing message (exit code 3) with its position just
+/// before it; restarted unchanged it stops there again; once the pipeline is changed to get
+/// past it (`fixed_policy`, `fixed_map`) the rest arrives, each message once.
+async fn stop_policy_keeps_the_failing_message(
+    failing: usize,
+    fixed_policy: &str,
+    fixed_map: &str,
+    expected_out: &[i64],
+    expected_dead: u64,
+) {
+    let server = NatsServer::start();
+    // Only the good messages and the one failing message under test.
+    let messages: Vec<&str> = MESSAGES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i == failing || ![MALFORMED, FAILING].contains(i))
+        .map(|(_, m)| *m)
+        .collect();
+    let bad = messages
+        .iter()
+        .position(|m| *m == MESSAGES[failing])
+        .unwrap();
+    let (js, seqs) = setup(&server, &messages).await;
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let name = "errs-stop";
+    let path = write_manifest(dir.path(), &manifest(name, "Stop", "{b: .a.b}"));
+
+    for run in 0..2 {
+        let mut worker = Worker::start(&path, &server.url(), &checkpoints, &[]);
+        let status = worker.wait(Duration::from_secs(60));
+        let log = worker.log_text();
+        assert_eq!(
+            status.code(),
+            Some(3),
+            "run {run}: exit {status}; log:\n{log}"
+        );
+        assert!(log.contains("split stopped"), "run {run}: {log}");
+        assert_eq!(
+            position(&checkpoints, name),
+            seqs[bad - 1],
+            "run {run}: the position stays before the failing message"
+        );
+        let out = read_all(&js, "out").await;
+        assert_eq!(
+            values_b(&out),
+            expected_out[..bad],
+            "run {run}: only what came before, once"
+        );
+        assert_eq!(stream_len(&js, "dlq").await, 0);
+    }
+
+    let path = write_manifest(dir.path(), &manifest(name, fixed_policy, fixed_map));
+    let mut worker = Worker::start(&path, &server.url(), &checkpoints, &[]);
+    wait_for_len(
+        &js,
+        "out",
+        expected_out.len() as u64,
+        Duration::from_secs(60),
+    )
+    .await;
+    wait_for_positions(&checkpoints, name, &[*seqs.last().unwrap()]).await;
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "exit {status}; log:\n{}",
+        worker.log_text()
+    );
+    let out = read_all(&js, "out").await;
+    assert_eq!(values_b(&out), expected_out, "every message once, in order");
+    let ids: BTreeSet<&str> = out.iter().map(|r| r.msg_id.as_str()).collect();
+    assert_eq!(ids.len(), out.len());
+    assert_eq!(stream_len(&js, "dlq").await, expected_dead);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_policy_stops_at_a_malformed_payload_and_loses_nothing() {
+    // No step can read a payload that is not JSON: switching the policy to Dlq gets past it.
+    stop_policy_keeps_the_failing_message(MALFORMED, "Dlq", "{b: .a.b}", &[1, 2, 3, 4], 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_policy_stops_at_a_failing_expression_and_loses_nothing() {
+    // Fixed expression: the failing message now maps to b = 0.
+    stop_policy_keeps_the_failing_message(
+        FAILING,
+        "Stop",
+        "{b: (.a.b? // 0)}",
+        &[1, 2, 3, 0, 4],
+        0,
+    )
+    .await;
+}
