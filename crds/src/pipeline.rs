@@ -234,14 +234,16 @@ pub struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 
-    /// A jq expression over the JSON payload; the message is kept when it yields `true`.
-    /// `$subject`, `$headers` and `$seq` are available.
+    /// A jq expression over the JSON payload; the message is kept when its first output is
+    /// `true`, dropped on `false`, `null` or no output; any other value fails the message.
+    /// `$subject`, `$headers` (header name to first value) and `$seq` are available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub filter: Option<String>,
 
     /// A jq expression whose output replaces the payload; several outputs make several
-    /// messages. `$subject`, `$headers` and `$seq` are available.
+    /// messages, in order, each with its output index in its message id; no output drops the
+    /// message. `$subject`, `$headers` (header name to first value) and `$seq` are available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub map: Option<String>,
