@@ -50,10 +50,13 @@ impl Msg {
     }
 
     fn globals(&mut self, jq: &Jq, seq: u64) -> Globals {
-        let subject = self
-            .subject_var
-            .get_or_insert_with(|| Val::from(self.subject.clone()))
-            .clone();
+        let subject = if jq.uses_subject {
+            self.subject_var
+                .get_or_insert_with(|| Val::from(self.subject.clone()))
+                .clone()
+        } else {
+            Val::Null
+        };
         let headers = if jq.uses_headers {
             self.headers_var
                 .get_or_insert_with(|| headers_value(self.headers.as_ref()))

@@ -49,8 +49,10 @@ impl Globals {
 /// A compiled jq expression.
 pub(crate) struct Jq {
     filter: jaq_core::Filter<Data>,
-    /// Whether the expression mentions `$headers`; building that object costs an allocation
-    /// per header, so it is skipped for expressions that never read it.
+    /// Whether the expression mentions `$subject` or `$headers`: building those values costs
+    /// allocations per message, so they are skipped (left `null`) for expressions that never
+    /// read them. A mention inside a string literal only costs the allocation.
+    pub uses_subject: bool,
     pub uses_headers: bool,
 }
 
@@ -82,6 +84,7 @@ impl Jq {
             .map_err(|errs| compile_errors(code, errs))?;
         Ok(Jq {
             filter,
+            uses_subject: code.contains("$subject"),
             uses_headers: code.contains("$headers"),
         })
     }
