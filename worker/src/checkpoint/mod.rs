@@ -6,10 +6,12 @@
 //! [`Checkpoint::merged`], so that a position never moves backwards and a writer holding an
 //! older assignment generation is refused, whatever the store.
 //!
-//! Locally the store is a file ([`FileStore`]); in a cluster it is a ConfigMap, implemented by
-//! the operator side behind the same trait. Stores do no retries of their own: a failed write
-//! fails the checkpoint, and the source stays unacknowledged until a later one succeeds.
+//! Locally the store is a file ([`FileStore`]); in a cluster it is the pipeline's checkpoint
+//! ConfigMap ([`ConfigMapStore`]), behind the same trait. Stores do no retries of their own: a
+//! failed write fails the checkpoint, and the source stays unacknowledged until a later one
+//! succeeds.
 
+pub mod configmap;
 pub mod file;
 
 use std::collections::BTreeMap;
@@ -17,6 +19,7 @@ use std::collections::BTreeMap;
 use futures::future::BoxFuture;
 use jetflow_crds::checkpoint::{Checkpoint, MergeError, SplitPosition};
 
+pub use configmap::ConfigMapStore;
 pub use file::FileStore;
 
 /// An opaque version of a stored checkpoint, compared on write: the checkpoint id for a file, a

@@ -1,0 +1,158 @@
+//! The in-memory Kubernetes API the in-cluster store tests run against (kube-fake-client:
+//! objects, resourceVersions, 409 on a stale replace), with every request a worker's client
+//! sends recorded together with the status the API answered, so that tests can see conflicts
+//! happen and check the worker's calls against its Role.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use jetflow_crds::assignment::Assignment;
+use jetflow_crds::checkpoint::Checkpoint;
+use jetflow_crds::names;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+
+/// The namespace the tests use.
+pub const NS: &str = "shop";
+
+/// One request a worker's client sent, and the answer's status code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    /// HTTP method.
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// Status code of the answer (0 when the request failed before an answer).
+    pub status: u16,
+}
+
+/// The fake API and the clients on it.
+pub struct FakeApi {
+    /// The test's own client (what the operator and users would do).
+    pub raw: kube::Client,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl FakeApi {
+    /// An empty fake API.
+    pub async fn new() -> FakeApi {
+        let raw = kube_fake_client::ClientBuilder::new()
+            .build()
+            .await
+            .expect("fake client");
+        FakeApi {
+            raw,
+            calls: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// A client for a worker: its requests go to the same fake API and are recorded.
+    pub fn worker_client(&self) -> kube::Client {
+        let raw = self.raw.clone();
+        let calls = self.calls.clone();
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let raw = raw.clone();
+            let calls = calls.clone();
+            async move {
+                let method = req.method().to_string();
+                let path = req.uri().path().to_owned();
+                let result = raw.send(req).await;
+                let status = result.as_ref().map_or(0, |r| r.status().as_u16());
+                calls.lock().unwrap().push(Call {
+                    method,
+                    path,
+                    status,
+                });
+                result
+            }
+        });
+        kube::Client::new(service, NS)
+    }
+
+    /// Every request the worker clients sent so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// How many worker requests were answered with `status`.
+    pub fn count_status(&self, status: u16) -> usize {
+        self.calls().iter().filter(|c| c.status == status).count()
+    }
+
+    /// ConfigMaps in the test namespace.
+    pub fn config_maps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.raw.clone(), NS)
+    }
+
+    /// Creates the checkpoint ConfigMap of `pipeline` as the operator does: no owner, the
+    /// pipeline label, an annotation, and the empty checkpoint.
+    pub async fn create_checkpoint(&self, pipeline: &str) -> ConfigMap {
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(names::checkpoint_config_map(pipeline)),
+                namespace: Some(NS.to_owned()),
+                labels: Some(BTreeMap::from([(
+                    names::PIPELINE_LABEL.to_owned(),
+                    pipeline.to_owned(),
+                )])),
+                annotations: Some(BTreeMap::from([(
+                    "jetflow.io/reset-applied".to_owned(),
+                    "r1".to_owned(),
+                )])),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                names::CHECKPOINT_KEY.to_owned(),
+                serde_json::to_string(&Checkpoint::default()).unwrap(),
+            )])),
+            ..Default::default()
+        };
+        self.config_maps()
+            .create(&PostParams::default(), &cm)
+            .await
+            .expect("create checkpoint ConfigMap")
+    }
+
+    /// The checkpoint as stored in `pipeline`'s ConfigMap.
+    pub async fn checkpoint(&self, pipeline: &str) -> Checkpoint {
+        let cm = self
+            .config_maps()
+            .get(&names::checkpoint_config_map(pipeline))
+            .await
+            .expect("checkpoint ConfigMap");
+        serde_json::from_str(&cm.data.unwrap()[names::CHECKPOINT_KEY]).expect("checkpoint JSON")
+    }
+
+    /// Publishes `assignment` into `pipeline`'s assignment ConfigMap, as the operator does
+    /// (created on first use, then patched).
+    pub async fn publish_assignment(&self, pipeline: &str, assignment: &Assignment) {
+        let name = names::assignment_config_map(pipeline);
+        let data = BTreeMap::from([(
+            names::ASSIGNMENT_KEY.to_owned(),
+            serde_json::to_string(assignment).unwrap(),
+        )]);
+        let api = self.config_maps();
+        if api.get_opt(&name).await.unwrap().is_some() {
+            let patch = serde_json::json!({ "data": data });
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .expect("patch assignment");
+        } else {
+            let cm = ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some(name),
+                    namespace: Some(NS.to_owned()),
+                    ..Default::default()
+                },
+                data: Some(data),
+                ..Default::default()
+            };
+            api.create(&PostParams::default(), &cm)
+                .await
+                .expect("create assignment");
+        }
+    }
+}
