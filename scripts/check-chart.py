@@ -20,6 +20,9 @@ What it checks:
   an unknown key, a wrong enum), both in Helm's schema check and in a render;
 * the chart's crds/ equal crds/generated/ byte for byte, Helm loads them as CRDs, and each is a
   valid apiextensions.k8s.io/v1 CustomResourceDefinition;
+* e2e/kind/run.sh parses, and on a machine without Docker, kind, helm or kubectl it fails fast
+  (exit 2, naming what is missing) before touching anything; the workflows run the scripts
+  they are meant to run;
 * every document of examples/*.yaml validates: jetflow kinds against the CRD's
   openAPIV3Schema (structurally, with unknown fields rejected as `kubectl apply
   --validate=strict` would), other kinds (a Secret) against the Kubernetes schemas. The CEL
@@ -33,7 +36,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -488,6 +494,43 @@ def check_examples(report: Report) -> None:
         report.check(f"CRD schema rejects {label}", rejected)
 
 
+def check_e2e_scripts(report: Report) -> None:
+    script = ROOT / "e2e" / "kind" / "run.sh"
+    report.check("e2e/kind/run.sh parses (bash -n)", lambda: expect(
+        subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0,
+        "bash -n failed"))
+
+    def fails_fast_without_tools() -> None:
+        # A PATH with only what the preflight itself needs: no docker, kind, helm, kubectl.
+        with tempfile.TemporaryDirectory() as bindir:
+            for tool in ("dirname",):
+                found = subprocess.run(["bash", "-c", f"command -v {tool}"],
+                                       capture_output=True, text=True).stdout.strip()
+                os.symlink(found, os.path.join(bindir, tool))
+            env = {"PATH": bindir, "HOME": os.environ.get("HOME", "/tmp")}
+            bash = subprocess.run(["bash", "-c", "command -v bash"], capture_output=True,
+                                  text=True).stdout.strip()
+            result = subprocess.run([bash, str(script)], env=env, capture_output=True,
+                                    text=True, timeout=30)
+        expect(result.returncode == 2, f"exit {result.returncode}: {result.stderr}")
+        for tool in ("docker", "kind", "helm", "kubectl"):
+            expect(tool in result.stderr, f"does not name {tool}: {result.stderr}")
+    report.check("e2e/kind/run.sh fails fast with a clear message without Docker and kind",
+                 fails_fast_without_tools)
+
+    def workflows() -> None:
+        folder = ROOT / ".github" / "workflows"
+        runs = {}
+        for path in sorted(folder.glob("*.yml")):
+            flow = yaml.safe_load(path.read_text())
+            steps = [step for job in flow["jobs"].values() for step in job["steps"]]
+            runs[path.name] = " ".join(step.get("run", "") for step in steps)
+        expect("bash .ci/run" in runs.get("ci.yml", ""), f"ci.yml does not run .ci/run: {runs}")
+        expect("bash e2e/kind/run.sh" in runs.get("e2e-kind.yml", ""),
+               f"e2e-kind.yml does not run e2e/kind/run.sh: {runs}")
+    report.check(".github/workflows run .ci/run and e2e/kind/run.sh", workflows)
+
+
 def main() -> int:
     started = time.monotonic()
     report = Report()
@@ -495,6 +538,7 @@ def main() -> int:
     check_chart(report)
     check_crds(report)
     check_examples(report)
+    check_e2e_scripts(report)
     print(f"check-chart: {len(report.skipped)} skipped, took {time.monotonic() - started:.1f}s")
     print(f"chart: {report.passed} passed, {report.failed} failed")
     return 1 if report.failed else 0
