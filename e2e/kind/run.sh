@@ -22,6 +22,7 @@
 #   KIND_NODE_IMAGE=...     node image (default kindest/node:v1.32.2, the version the chart
 #                           checks validate against)
 #   TIMEOUT=180s            per wait
+#   NATS_CHART_VERSION=...  pin the NATS chart (default: the repository's latest)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -32,7 +33,7 @@ ARTIFACTS="${ARTIFACTS:-$here/artifacts}"
 IMAGE="${IMAGE:-jetflow:e2e}"
 KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.32.2}"
 TIMEOUT="${TIMEOUT:-180s}"
-NATS_CHART_VERSION="${NATS_CHART_VERSION:-1.3.7}"
+NATS_CHART_VERSION="${NATS_CHART_VERSION:-}"  # empty: the chart repository's latest 1.x
 
 log() { printf '\n=== %s\n' "$*" >&2; }
 die() { printf 'e2e-kind: %s\n' "$*" >&2; exit 1; }
@@ -134,9 +135,9 @@ log "image $IMAGE"
 docker build -t "$IMAGE" "$root"
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
-log "NATS with JetStream (official chart nats/nats $NATS_CHART_VERSION)"
+log "NATS with JetStream (official chart nats/nats ${NATS_CHART_VERSION:-latest})"
 helm repo add nats https://nats-io.github.io/k8s/helm/charts/ --force-update >/dev/null
-helm upgrade --install nats nats/nats --version "$NATS_CHART_VERSION" \
+helm upgrade --install nats nats/nats ${NATS_CHART_VERSION:+--version "$NATS_CHART_VERSION"} \
   --namespace nats --create-namespace \
   -f "$here/nats-values.yaml" --wait --timeout 5m
 kubectl -n nats rollout status deploy/nats-box --timeout="$TIMEOUT"
