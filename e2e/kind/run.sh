@@ -33,7 +33,7 @@ ARTIFACTS="${ARTIFACTS:-$here/artifacts}"
 IMAGE="${IMAGE:-jetflow:e2e}"
 KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.32.2}"
 TIMEOUT="${TIMEOUT:-180s}"
-NATS_CHART_VERSION="${NATS_CHART_VERSION:-}"  # empty: the chart repository's latest 1.x
+NATS_CHART_VERSION="${NATS_CHART_VERSION:-}"  # empty: the repository's latest
 
 log() { printf '\n=== %s\n' "$*" >&2; }
 die() { printf 'e2e-kind: %s\n' "$*" >&2; exit 1; }
