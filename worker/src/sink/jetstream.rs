@@ -1,12 +1,11 @@
 //! The JetStream sink: publishes with a message id and returns the publish ack to wait for.
 //!
 //! Publishes are pipelined: `send` only hands the message to the connection, and the ack is
-//! awaited later, in order, by the split task's bounded window. Each publish also names the
-//! stream it expects (`Nats-Expected-Stream`), so an output whose subject another stream
-//! captures fails instead of landing in the wrong place. A duplicate ack (the stream already
-//! held the id) counts as confirmed.
+//! awaited later, in order, by the split task's bounded window. A duplicate ack (the stream
+//! already held the id) counts as confirmed. The ack names the stream that stored the output;
+//! no `Nats-Expected-Stream` header is sent with each message, since it costs the server a
+//! header per message, and the operator checks that the sink stream captures the subjects.
 
-use async_nats::header::NATS_EXPECTED_STREAM;
 use async_nats::jetstream::{self, message::PublishMessage};
 
 use super::{Confirmation, OutputMessage, Sink, SinkError};
@@ -45,10 +44,9 @@ impl Sink for JetStreamSink {
     async fn send(&self, message: OutputMessage) -> Result<Confirmation, SinkError> {
         let OutputMessage {
             subject,
-            mut headers,
+            headers,
             payload,
         } = message;
-        headers.insert(NATS_EXPECTED_STREAM, self.stream.as_str());
         let publish = PublishMessage::build().payload(payload).headers(headers);
         match self.js.send_publish(subject.clone(), publish).await {
             Ok(ack) => Ok(Confirmation::Ack(ack)),

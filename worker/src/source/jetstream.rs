@@ -124,6 +124,10 @@ pub fn consumer_config(
         // stall the split at rate × interval.
         max_ack_pending: -1,
         max_deliver: -1,
+        // Recovery comes from jetflow's checkpoint, not from the consumer's state, so the
+        // server need not persist that state: with thousands of messages pending between two
+        // checkpoints, writing it to disk would cost the server more than the messages.
+        memory_storage: true,
         ..Default::default()
     })
 }
