@@ -12,7 +12,9 @@
 //! wires the runner, the HTTP endpoints ([`http`]) and the signals together. Nothing here spawns
 //! a task per message or queues without bound: every channel and window has a capacity.
 
+pub mod assignment;
 pub mod checkpoint;
+pub mod discovery;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;

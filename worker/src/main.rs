@@ -3,8 +3,10 @@
 //! This file only parses flags and wires the parts together: the manifest is loaded and
 //! validated (exit code 2 when invalid), the NATS connection opened, the HTTP endpoints served,
 //! SIGTERM and SIGINT turned into a cancellation, and the runner's outcome into an exit code:
-//! 0 after a clean stop, 1 on a failure, 2 for an invalid or unsupported pipeline, 3 when splits
-//! stopped on failed messages (error policy `Stop`).
+//! 0 after a clean stop (or a bounded run whose splits all finished, after a summary on
+//! stdout), 1 on a failure, 2 for an invalid or unsupported pipeline, 3 when splits stopped on
+//! failed messages (error policy `Stop`), 4 when NATS refused the connection's credentials or
+//! they could not be read (the message names the `connection` field to check).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,7 +16,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use jetflow_crds::Pipeline;
+use jetflow_nats::ConnectError;
+use jetflow_worker::assignment::{self, FileAssignment};
 use jetflow_worker::http::Health;
+use jetflow_worker::pipeline::Membership;
 use jetflow_worker::{FileStore, Metrics, RunError, RunOutcome, Runner, RunnerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +48,7 @@ enum LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Runs a pipeline until SIGTERM or SIGINT.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Validates a pipeline manifest (the checks `run` does before any message moves).
     Check(ManifestArgs),
 }
@@ -92,6 +97,14 @@ struct RunArgs {
     /// How long a shutdown may take to drain, checkpoint and acknowledge.
     #[arg(long, env = "JETFLOW_SHUTDOWN_TIMEOUT", default_value = "25s")]
     shutdown_timeout: jetflow_crds::Duration,
+    /// A JSON file `{"generation": N, "owners": {"<split>": "<worker id>"}}` saying which
+    /// worker owns each split, read again every 500 ms; the worker runs only its own splits.
+    /// Without it the worker owns every split.
+    #[arg(long, env = "JETFLOW_ASSIGNMENT_FILE")]
+    assignment_file: Option<PathBuf>,
+    /// How long a split this worker gains waits for its previous owner to release it.
+    #[arg(long, env = "JETFLOW_HANDOVER_TIMEOUT", default_value = "15s")]
+    handover_timeout: jetflow_crds::Duration,
 }
 
 /// A pipeline that cannot run: exit code 2.
@@ -157,7 +170,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(run_args, pipeline)) {
+            match runtime.block_on(run(*run_args, pipeline)) {
                 Ok(code) => code,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -202,16 +215,28 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
     tracing::info!(pipeline = %name, worker = %worker_id, metrics = %bound, "jetflow-worker starting");
 
     let secrets = jetflow_nats::Secrets::new(&args.secrets_dir);
-    let client = jetflow_nats::connect(
+    let client = match jetflow_nats::connect(
         pipeline.spec.connection.as_ref(),
         &args.nats,
         &secrets,
         &format!("jetflow-worker {namespace}/{name} {worker_id}"),
     )
-    .await?;
+    .await
+    {
+        Ok(client) => client,
+        Err(
+            e @ (ConnectError::Authentication { .. }
+            | ConnectError::ReadSecret { .. }
+            | ConnectError::Credentials { .. }),
+        ) => {
+            tracing::error!("{e}");
+            return Ok(ExitCode::from(4));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let store = Arc::new(FileStore::new(&args.checkpoint_dir, &namespace, &name));
     tracing::info!(checkpoint = %store.path().display(), "checkpoint store");
-    let splits = jetflow_crds::split::static_splits(&pipeline.spec);
+    let membership = membership(&args, &pipeline, &client, &worker_id, &cancel).await?;
     let config = RunnerConfig {
         pipeline,
         worker_id,
@@ -220,7 +245,12 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
     };
     let runner = match Runner::new(config, client.clone(), store, metrics, health).await {
         Ok(r) => r,
-        Err(e @ (RunError::Unsupported(_) | RunError::Steps(_) | RunError::Template(_))) => {
+        Err(
+            e @ (RunError::Unsupported(_)
+            | RunError::Steps(_)
+            | RunError::Template(_)
+            | RunError::Bound(_)),
+        ) => {
             tracing::error!("{e}");
             return Ok(ExitCode::from(2));
         }
@@ -234,13 +264,30 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
         signals.cancel();
     });
 
-    let outcome = runner.run(splits, cancel.clone()).await;
+    let outcome = runner.run_with(membership, cancel.clone()).await;
     cancel.cancel();
     let _ = client.flush().await;
     let _ = http.await;
     match outcome {
         Ok(RunOutcome::Completed) => {
             tracing::info!("stopped cleanly");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(RunOutcome::Finished(summary)) => {
+            let total: u64 = summary.iter().map(|s| s.messages).sum();
+            for s in &summary {
+                println!(
+                    "split {}: {} messages, final position {}{}",
+                    s.split,
+                    s.messages,
+                    s.position,
+                    if s.finished { "" } else { " (not finished)" }
+                );
+            }
+            println!(
+                "bounded run finished: {} splits, {total} messages",
+                summary.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Ok(RunOutcome::Stopped(reasons)) => {
@@ -251,6 +298,65 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The splits this worker starts with and where their changes come from: the subjects in the
+/// stream for `splitBy: Subject` (looked up again every discovery interval), and the
+/// assignment file when there is one.
+async fn membership(
+    args: &RunArgs,
+    pipeline: &Pipeline,
+    client: &async_nats::Client,
+    worker_id: &str,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Membership> {
+    let spec = &pipeline.spec;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut watching = false;
+    let splits = match &spec.source.jetstream {
+        Some(source) if jetflow_crds::split::is_dynamic(spec) => {
+            let js = async_nats::jetstream::new(client.clone());
+            let splits =
+                jetflow_worker::discovery::subjects(&js, &source.stream, &source.filter_subjects)
+                    .await?;
+            tracing::info!(splits = splits.len(), interval = %source.discovery_interval, "splits follow the subjects in the stream");
+            jetflow_worker::discovery::watch(
+                js,
+                source.stream.clone(),
+                source.filter_subjects.clone(),
+                splits.clone(),
+                source.discovery_interval.get(),
+                tx.clone(),
+                cancel.child_token(),
+            );
+            watching = true;
+            splits
+        }
+        _ => jetflow_crds::split::static_splits(spec),
+    };
+    let assignment = match &args.assignment_file {
+        Some(path) => {
+            let source = Arc::new(FileAssignment::new(path));
+            let initial = assignment::initial(source.as_ref()).await?;
+            tracing::info!(file = %path.display(), generation = initial.generation, owned = initial.splits_of(worker_id).count(), "following the assignment file");
+            assignment::watch(
+                source,
+                initial.clone(),
+                assignment::POLL_INTERVAL,
+                tx.clone(),
+                cancel.child_token(),
+            );
+            watching = true;
+            Some(initial)
+        }
+        None => None,
+    };
+    Ok(Membership::new(
+        splits,
+        assignment,
+        watching.then_some(rx),
+        args.handover_timeout.get(),
+    ))
 }
 
 async fn wait_for_signal() {

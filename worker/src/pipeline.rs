@@ -37,7 +37,6 @@ use async_nats::jetstream;
 use futures::future::join_all;
 use jetflow_crds::Pipeline;
 use jetflow_crds::checkpoint::SplitPosition;
-use jetflow_crds::pipeline::StartPosition;
 use jetflow_crds::split::{Split, consumer_name};
 use jetflow_steps::Steps;
 use tokio::sync::{mpsc, oneshot};
@@ -47,13 +46,21 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::{CheckpointStore, Committer, StoreError};
 use crate::http::Health;
 use crate::metrics::Metrics;
+use crate::sink::core::{CoreSink, PipelineSink};
 use crate::sink::dead_letter::DeadLetters;
 use crate::sink::headers::MessageIds;
 use crate::sink::jetstream::JetStreamSink;
 use crate::sink::{Sink, SubjectTemplate, TemplateError};
-use crate::source::jetstream::{ConsumerSettings, JetStreamAcker, JetStreamReader};
+use crate::source::bounded::{BoundError, BoundSpec};
+use crate::source::core::CoreSource;
+use crate::source::jetstream::ConsumerSettings;
+use crate::source::readers::Readers;
 use crate::source::{SourceAcker, SplitReader};
 use crate::split::{Control, Shared, SplitError, SplitSnapshot, SplitTask};
+
+mod control;
+
+pub use control::{Change, Membership, SplitSummary};
 
 /// Why a pipeline could not run.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +74,9 @@ pub enum RunError {
     /// The sink's subject template is invalid.
     #[error("spec.sink.jetstream.subject: {0}")]
     Template(#[from] TemplateError),
+    /// The source's bound is invalid.
+    #[error(transparent)]
+    Bound(#[from] BoundError),
     /// The checkpoint store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -94,6 +104,7 @@ impl RunError {
             Self::Unsupported(_) => "unsupported",
             Self::Steps(_) => "steps",
             Self::Template(_) => "template",
+            Self::Bound(_) => "bound",
             Self::Store(e) => e.category(),
             Self::Split(_) | Self::SplitLost { .. } => "split",
             Self::ShutdownTimeout { .. } => "shutdown_timeout",
@@ -108,6 +119,8 @@ pub enum RunOutcome {
     Completed,
     /// Splits stopped on failed messages (error policy `Stop`), with the reasons.
     Stopped(BTreeMap<String, String>),
+    /// A bounded run: every owned split reached its bound (or had done so in an earlier run).
+    Finished(Vec<SplitSummary>),
 }
 
 /// The worker's identity and settings for one pipeline run.
@@ -135,15 +148,13 @@ struct SplitHandle {
 /// Runs one pipeline's splits and checkpoints them.
 pub struct Runner<S: Sink> {
     shared: Arc<Shared<S>>,
-    js: jetstream::Context,
+    readers: Readers,
     acker: Arc<dyn SourceAcker>,
     committer: Committer,
     metrics: Metrics,
     health: Arc<Health>,
     namespace: String,
     name: String,
-    stream: String,
-    spec_start: StartPosition,
     settings: ConsumerSettings,
     interval: Duration,
     worker_id: String,
@@ -153,10 +164,10 @@ pub struct Runner<S: Sink> {
     cancel: CancellationToken,
 }
 
-impl Runner<JetStreamSink> {
-    /// Prepares a run of a JetStream-to-JetStream pipeline: compiles the steps and the sink's
-    /// subject template, finds where dead letters go, and reads the checkpoint. No message
-    /// moves until splits are started.
+impl Runner<PipelineSink> {
+    /// Prepares a run of a pipeline (JetStream or Core source, JetStream or Core sink): compiles
+    /// the steps and the sink's subject template, finds where dead letters go, and reads the
+    /// checkpoint. No message moves until splits are started.
     pub async fn new(
         config: RunnerConfig,
         client: async_nats::Client,
@@ -166,30 +177,63 @@ impl Runner<JetStreamSink> {
     ) -> Result<Self, RunError> {
         let pipeline = &config.pipeline;
         let spec = &pipeline.spec;
-        let source = spec.source.jetstream.as_ref().ok_or(RunError::Unsupported(
-            "spec.source: only JetStream sources are supported by this worker",
-        ))?;
-        if spec.source.bound.is_some() {
-            return Err(RunError::Unsupported(
-                "spec.source.bound: bounded runs are not supported by this worker yet",
-            ));
-        }
-        let sink_spec = spec.sink.jetstream.as_ref().ok_or(RunError::Unsupported(
-            "spec.sink: only JetStream sinks are supported by this worker",
-        ))?;
-        let steps = Steps::compile(&spec.steps)?;
-        let template = SubjectTemplate::compile(&sink_spec.subject)?;
-        let max_pending = usize::try_from(sink_spec.max_pending)
-            .unwrap_or(1024)
-            .max(1);
-        let sink = JetStreamSink::new(client.clone(), &sink_spec.stream);
-        let dead_letters = DeadLetters::new(client.clone(), &pipeline.dead_letter_subject()).await;
         let interval = spec.checkpoint.interval.get();
-        let settings = ConsumerSettings::new(interval, source.batch_size as usize);
-        let js = jetstream::new(client);
+        let (readers, source_stream, settings) = match (&spec.source.jetstream, &spec.source.core) {
+            (Some(source), _) => {
+                let settings = ConsumerSettings::new(interval, source.batch_size as usize);
+                let readers = Readers::JetStream {
+                    js: jetstream::new(client.clone()),
+                    stream: source.stream.clone(),
+                    settings: settings.clone(),
+                    start: source.start.clone(),
+                    bound: spec.source.bound.as_ref().map(BoundSpec::new).transpose()?,
+                };
+                (readers, source.stream.clone(), settings)
+            }
+            (None, Some(core)) if spec.source.bound.is_none() => {
+                let readers = Readers::Core(CoreSource {
+                    client: client.clone(),
+                    queue_group: core.queue_group.clone(),
+                    subscribed: Arc::default(),
+                });
+                // A Core source has no stream: the source stream header stays empty.
+                (readers, String::new(), ConsumerSettings::new(interval, 256))
+            }
+            (None, Some(_)) => {
+                return Err(RunError::Unsupported(
+                    "spec.source.bound: only a JetStream source can be bounded",
+                ));
+            }
+            (None, None) => {
+                return Err(RunError::Unsupported(
+                    "spec.source: set source.jetstream or source.core",
+                ));
+            }
+        };
+        let (sink, template, max_pending) = match (&spec.sink.jetstream, &spec.sink.core) {
+            (Some(sink), _) => (
+                PipelineSink::JetStream(JetStreamSink::new(client.clone(), &sink.stream)),
+                &sink.subject,
+                sink.max_pending,
+            ),
+            (None, Some(sink)) => (
+                PipelineSink::Core(CoreSink::new(client.clone())),
+                &sink.subject,
+                1024,
+            ),
+            (None, None) => {
+                return Err(RunError::Unsupported(
+                    "spec.sink: set sink.jetstream or sink.core",
+                ));
+            }
+        };
+        let steps = Steps::compile(&spec.steps)?;
+        let template = SubjectTemplate::compile(template)?;
+        let max_pending = usize::try_from(max_pending).unwrap_or(1024).max(1);
+        let dead_letters = DeadLetters::new(client.clone(), &pipeline.dead_letter_subject()).await;
         let committer = Committer::open(store).await?;
         let shared = Arc::new(Shared {
-            source_stream: source.stream.clone(),
+            source_stream,
             steps,
             template,
             sink,
@@ -199,8 +243,8 @@ impl Runner<JetStreamSink> {
         });
         Ok(Self {
             shared,
-            acker: Arc::new(JetStreamAcker::new(js.clone(), Duration::from_secs(5))),
-            js,
+            acker: readers.acker(),
+            readers,
             committer,
             metrics,
             health,
@@ -214,8 +258,6 @@ impl Runner<JetStreamSink> {
                 .name
                 .clone()
                 .unwrap_or_else(|| "pipeline".to_owned()),
-            stream: source.stream.clone(),
-            spec_start: source.start.clone(),
             settings,
             interval,
             worker_id: config.worker_id,
@@ -263,16 +305,9 @@ impl<S: Sink> Runner<S> {
         let consumer = consumer_name(&self.namespace, &self.name, &split.name);
         tracing::info!(split = %split.name, consumer, position, "starting split");
 
-        let mut reader = JetStreamReader::new(
-            self.js.clone(),
-            &self.stream,
-            split.clone(),
-            consumer,
-            self.settings.clone(),
-            self.spec_start.clone(),
-            committed.clone(),
-            metrics.clone(),
-        );
+        let mut reader = self
+            .readers
+            .open(&split, consumer, committed.clone(), metrics.clone());
         let (tx, rx) = mpsc::channel(self.settings.batch.max(64));
         let reader_cancel = cancel.clone();
         let split_name = split.name.clone();
@@ -350,7 +385,10 @@ impl<S: Sink> Runner<S> {
         for (name, sent, rx) in waiting {
             let result = if sent { rx.await.ok() } else { None };
             match result {
-                Some(Ok(snapshot)) => {
+                Some(Ok(mut snapshot)) => {
+                    // Only a split whose task ended is finished; a live one may still be
+                    // draining up to its bound.
+                    snapshot.finished = false;
                     let handle = self.splits.get_mut(&name).expect("split present");
                     if let (Some(reason), None) = (&snapshot.stopped, &handle.stopped) {
                         handle.stopped = Some(reason.clone());
@@ -359,13 +397,19 @@ impl<S: Sink> Runner<S> {
                 }
                 Some(Err(e)) => return Err(e.into()),
                 None => {
-                    // The task ended: surface its error.
+                    // The task ended: a bounded split that reached its bound is committed as
+                    // finished; any other end is an error.
                     let handle = self.splits.remove(&name).expect("split present");
                     handle.cancel.cancel();
-                    return match handle.task.await {
-                        Ok(Err(e)) => Err(e.into()),
-                        _ => Err(RunError::SplitLost { split: name }),
-                    };
+                    let _ = handle.reader.await;
+                    match handle.task.await {
+                        Ok(Ok(snapshot)) if snapshot.finished => {
+                            tracing::info!(split = %name, position = snapshot.position, "split reached its bound");
+                            snapshots.insert(name, (snapshot, handle.committed));
+                        }
+                        Ok(Err(e)) => return Err(e.into()),
+                        _ => return Err(RunError::SplitLost { split: name }),
+                    }
                 }
             }
         }
@@ -379,7 +423,9 @@ impl<S: Sink> Runner<S> {
     ) -> Result<(), RunError> {
         let updates: BTreeMap<String, SplitPosition> = snapshots
             .iter()
-            .filter(|(_, (s, committed))| s.position > committed.load(Ordering::Acquire))
+            .filter(|(_, (s, committed))| {
+                s.position > committed.load(Ordering::Acquire) || s.finished
+            })
             .map(|(name, (s, _))| {
                 (
                     name.clone(),
@@ -446,22 +492,54 @@ impl<S: Sink> Runner<S> {
     /// Runs `splits` until `cancel` fires or every split has stopped, checkpointing at the
     /// pipeline's interval, then shuts down with a final checkpoint.
     pub async fn run(
-        mut self,
+        self,
         splits: Vec<Split>,
         cancel: CancellationToken,
     ) -> Result<RunOutcome, RunError> {
-        for split in splits {
-            self.start_split(split);
-        }
+        self.run_with(Membership::fixed(splits), cancel).await
+    }
+
+    /// Like [`Runner::run`], with a split set that changes while it runs (new subjects, a new
+    /// assignment; see [`Membership`]). A bounded run ends when every owned split finished.
+    pub async fn run_with(
+        mut self,
+        mut membership: Membership,
+        cancel: CancellationToken,
+    ) -> Result<RunOutcome, RunError> {
+        self.reconcile(&mut membership).await?;
+        self.wait_subscribed(Duration::from_secs(10)).await;
         self.health.set_ready(true);
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         let mut failure = None;
+        let bounded = self.readers.is_bounded();
         loop {
+            if self.bounded_done(&membership) {
+                tracing::info!("every split reached its bound");
+                break;
+            }
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = ticker.tick() => {}
+                wake = membership.wake(bounded) => {
+                    let result = match wake {
+                        control::Wake::Change(change) => self.change_membership(&mut membership, change).await,
+                        control::Wake::Poll => self.poll(&mut membership).await,
+                    };
+                    match result {
+                        Ok(()) => {}
+                        Err(RunError::Store(e)) => {
+                            tracing::warn!(error = %e, "split set change not applied; trying again");
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "split failed; shutting down");
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                    continue;
+                }
             }
             match self.checkpoint().await {
                 Ok(()) => {}
@@ -487,6 +565,9 @@ impl<S: Sink> Runner<S> {
         match (failure, result) {
             (Some(e), _) => Err(e),
             (None, Err(_)) => Err(RunError::ShutdownTimeout { splits: Vec::new() }),
+            (None, Ok(Ok(RunOutcome::Completed))) if bounded => {
+                Ok(RunOutcome::Finished(self.summary(&membership)))
+            }
             (None, Ok(result)) => result,
         }
     }

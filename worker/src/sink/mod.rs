@@ -7,6 +7,7 @@
 //! only when every output before and including it is confirmed; only then can a checkpoint
 //! cover it. One file per connector; [`headers`] builds what every output carries.
 
+pub mod core;
 pub mod dead_letter;
 pub mod headers;
 pub mod jetstream;

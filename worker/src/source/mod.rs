@@ -6,7 +6,10 @@
 //! yielded. A [`SourceAcker`] acknowledges cumulatively, once the checkpoint that covers a
 //! position is committed. One file per connector translates between NATS and these types.
 
+pub mod bounded;
+pub mod core;
 pub mod jetstream;
+pub mod readers;
 
 use std::future::Future;
 

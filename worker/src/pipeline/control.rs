@@ -1,0 +1,451 @@
+//! Which splits this worker runs, and how the set changes while it runs.
+//!
+//! ```text
+//!   discovery task ──Change::Splits──┐
+//!   (splitBy: Subject)               ├──▶ Membership ──▶ runner: start_split / release
+//!   assignment source ─Change::Assignment┘   owned = candidates ∩ assigned to this worker
+//!   (--assignment-file)                              − splits finished (bounded runs)
+//! ```
+//!
+//! The candidates are the source's splits (the filters, or the subjects found in the stream);
+//! the assignment, when there is one, says which of them this worker owns; without one the
+//! worker owns them all. On every change the runner reconciles:
+//!
+//! - a split it runs but no longer owns (given to another worker, or whose subject left the
+//!   stream) is drained, its final position committed and acknowledged, and a release record
+//!   written, all before it is forgotten: the record is the split's position committed under
+//!   the new assignment generation, which tells the new owner that the old one has stopped;
+//! - a split it gains starts at its committed position, read from the store again, but only
+//!   once the previous owner released it (its checkpoint entry carries the new generation, or
+//!   this worker wrote it last); a previous owner that never answers (it was killed) is given
+//!   up on after the handover timeout, and from then on the generation check of the checkpoint
+//!   refuses whatever that stale owner might still try to commit.
+//!
+//! A bounded run ends when every owned split is finished; the outcome carries a summary.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use jetflow_crds::assignment::Assignment;
+use jetflow_crds::checkpoint::SplitPosition;
+use jetflow_crds::split::Split;
+use tokio::sync::mpsc;
+
+use super::{RunError, Runner};
+use crate::checkpoint::Committer;
+use crate::sink::Sink;
+
+/// How often a worker waiting for a split's release reads the checkpoint again, and how often
+/// a bounded run looks for splits that reached their bound.
+const POLL: Duration = Duration::from_millis(200);
+
+/// A change of the splits a worker may run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The source's splits now (all of them, not a difference).
+    Splits(Vec<Split>),
+    /// A new assignment of splits to workers.
+    Assignment(Assignment),
+}
+
+/// One split's result at the end of a bounded run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitSummary {
+    /// The split.
+    pub split: String,
+    /// Messages this run processed.
+    pub messages: u64,
+    /// The final committed position.
+    pub position: u64,
+    /// Whether the split reached its bound.
+    pub finished: bool,
+}
+
+/// The split set of a run: candidates, assignment, splits waiting for their release.
+pub struct Membership {
+    candidates: BTreeMap<String, Split>,
+    assignment: Option<Assignment>,
+    /// The owners before the latest assignment (who must release a split this worker gains).
+    previous: Option<Assignment>,
+    changes: Option<mpsc::Receiver<Change>>,
+    waiting: BTreeMap<String, Instant>,
+    handover_timeout: Duration,
+    started: bool,
+}
+
+/// What the run loop woke up for.
+pub(super) enum Wake {
+    Change(Change),
+    Poll,
+}
+
+impl Membership {
+    /// A fixed set of splits, all owned.
+    pub fn fixed(splits: Vec<Split>) -> Self {
+        Self::new(splits, None, None, Duration::ZERO)
+    }
+
+    /// Candidates `splits`, the `assignment` in force (none: this worker owns every split),
+    /// later changes from `changes`, and how long a gained split waits for its previous owner
+    /// to release it.
+    pub fn new(
+        splits: Vec<Split>,
+        assignment: Option<Assignment>,
+        changes: Option<mpsc::Receiver<Change>>,
+        handover_timeout: Duration,
+    ) -> Self {
+        Self {
+            candidates: splits.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            assignment,
+            previous: None,
+            changes,
+            waiting: BTreeMap::new(),
+            handover_timeout,
+            started: false,
+        }
+    }
+
+    fn owns(&self, worker: &str, split: &str) -> bool {
+        self.assignment
+            .as_ref()
+            .is_none_or(|a| a.owners.get(split).is_some_and(|owner| owner == worker))
+    }
+
+    /// The splits this worker should run now, given what the checkpoint says is finished.
+    fn desired(&self, worker: &str, finished: &BTreeSet<&str>) -> BTreeMap<String, Split> {
+        self.candidates
+            .iter()
+            .filter(|(name, _)| self.owns(worker, name) && !finished.contains(name.as_str()))
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect()
+    }
+
+    /// Whether `split`, gained under the current assignment, may start: its previous owner
+    /// released it, there was none, or the handover timed out.
+    fn released(&self, worker: &str, split: &str, entry: Option<&SplitPosition>) -> bool {
+        let generation = self.assignment.as_ref().map_or(0, |a| a.generation);
+        if let Some(entry) = entry
+            && (entry.owner.as_deref() == Some(worker) || entry.generation >= generation)
+        {
+            return true;
+        }
+        let previous_owner = match &self.previous {
+            Some(previous) => previous.owners.get(split).map(String::as_str),
+            // The first assignment this worker sees: whoever committed last may still run it.
+            None => entry.and_then(|e| e.owner.as_deref()),
+        };
+        if previous_owner.is_none_or(|owner| owner == worker) {
+            return true;
+        }
+        self.waiting
+            .get(split)
+            .is_some_and(|since| since.elapsed() >= self.handover_timeout)
+    }
+
+    pub(super) async fn wake(&mut self, polling: bool) -> Wake {
+        let poll = async {
+            if polling || !self.waiting.is_empty() {
+                tokio::time::sleep(POLL).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let changes = async {
+            match self.changes.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            change = changes => match change {
+                Some(change) => Wake::Change(change),
+                None => {
+                    // The sources of changes ended: keep the last state.
+                    self.changes = None;
+                    Wake::Poll
+                }
+            },
+            _ = poll => Wake::Poll,
+        }
+    }
+
+    fn apply(&mut self, change: Change) {
+        match change {
+            Change::Splits(splits) => {
+                self.candidates = splits.into_iter().map(|s| (s.name.clone(), s)).collect();
+            }
+            Change::Assignment(assignment) => {
+                if let Some(current) = &self.assignment
+                    && current.generation >= assignment.generation
+                {
+                    if *current != assignment {
+                        tracing::warn!(
+                            generation = assignment.generation,
+                            "ignoring an assignment that is not newer than the one in force"
+                        );
+                    }
+                    return;
+                }
+                self.previous = self.assignment.replace(assignment);
+            }
+        }
+    }
+}
+
+impl<S: Sink> Runner<S> {
+    /// Applies a change to the split set and reconciles.
+    pub(super) async fn change_membership(
+        &mut self,
+        membership: &mut Membership,
+        change: Change,
+    ) -> Result<(), RunError> {
+        if let Change::Assignment(a) = &change {
+            tracing::info!(
+                generation = a.generation,
+                owned = a.splits_of(&self.worker_id).count(),
+                "assignment changed"
+            );
+        }
+        membership.apply(change);
+        self.reconcile(membership).await
+    }
+
+    /// Starts the splits this worker should run and releases those it should not.
+    pub(super) async fn reconcile(&mut self, membership: &mut Membership) -> Result<(), RunError> {
+        if let Some(assignment) = &membership.assignment {
+            self.set_generation(assignment.generation);
+        }
+        let initial = !membership.started;
+        membership.started = true;
+        // Positions may have moved under other owners: read them again (not needed for the
+        // first start, the committer was just opened).
+        if !initial {
+            self.committer = Committer::open(self.committer.store().clone()).await?;
+        }
+        let checkpoint = self.committer.checkpoint().clone();
+        let finished: BTreeSet<&str> = checkpoint
+            .splits
+            .iter()
+            .filter(|(_, p)| p.finished)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let desired = membership.desired(&self.worker_id, &finished);
+
+        let leaving: Vec<String> = self
+            .splits
+            .keys()
+            .filter(|name| !desired.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in leaving {
+            self.release_split(&name).await?;
+        }
+        membership
+            .waiting
+            .retain(|name, _| desired.contains_key(name));
+
+        let mut started = 0;
+        for (name, split) in desired {
+            if self.splits.contains_key(&name) {
+                continue;
+            }
+            let entry = self.committer.checkpoint().splits.get(&name);
+            if initial && membership.assignment.is_none()
+                || membership.released(&self.worker_id, &name, entry)
+            {
+                if membership.waiting.remove(&name).is_some() {
+                    tracing::info!(split = %name, "previous owner released the split (or timed out)");
+                }
+                self.start_split(split);
+                started += 1;
+            } else {
+                membership.waiting.entry(name.clone()).or_insert_with(|| {
+                    tracing::info!(split = %name, "waiting for the previous owner to release the split");
+                    Instant::now()
+                });
+            }
+        }
+        if started > 0 && !initial {
+            tracing::info!(started, running = self.splits.len(), "splits started");
+        }
+        Ok(())
+    }
+
+    /// Stops a split this worker no longer owns: drained, committed, acknowledged, and a
+    /// release record under the current generation written, before it is forgotten.
+    async fn release_split(&mut self, name: &str) -> Result<(), RunError> {
+        tracing::info!(split = %name, generation = self.generation, "releasing split");
+        self.stop_split(name).await?;
+        let entry = self.committer.checkpoint().splits.get(name).cloned();
+        if entry
+            .as_ref()
+            .is_none_or(|e| e.generation < self.generation)
+        {
+            let record = SplitPosition {
+                position: entry.as_ref().map_or(0, |e| e.position),
+                owner: Some(self.worker_id.clone()),
+                generation: self.generation,
+                finished: entry.as_ref().is_some_and(|e| e.finished),
+            };
+            let updates = BTreeMap::from([(name.to_owned(), record)]);
+            if let Err(e) = self.committer.commit(&updates).await {
+                // A newer owner already moved it on: nothing left to release.
+                tracing::warn!(split = %name, error = %e, "release record not written");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a bounded run is over: every split this worker owns has finished.
+    pub(super) fn bounded_done(&self, membership: &Membership) -> bool {
+        if !self.readers.is_bounded() || !self.splits.is_empty() || !membership.waiting.is_empty() {
+            return false;
+        }
+        let finished: BTreeSet<&str> = self
+            .committer
+            .checkpoint()
+            .splits
+            .iter()
+            .filter(|(_, p)| p.finished)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        membership.desired(&self.worker_id, &finished).is_empty()
+    }
+
+    /// Between checkpoints: commits splits that reached their bound, and starts gained splits
+    /// whose previous owner has released them.
+    pub(super) async fn poll(&mut self, membership: &mut Membership) -> Result<(), RunError> {
+        if self.splits.values().any(|h| h.task.is_finished()) {
+            self.checkpoint().await?;
+        }
+        if !membership.waiting.is_empty() {
+            self.reconcile(membership).await?;
+        }
+        Ok(())
+    }
+
+    /// Per owned split: messages processed in this run and the committed position.
+    pub(super) fn summary(&self, membership: &Membership) -> Vec<SplitSummary> {
+        let checkpoint = self.committer.checkpoint();
+        membership
+            .candidates
+            .keys()
+            .filter(|name| membership.owns(&self.worker_id, name))
+            .map(|name| {
+                let entry = checkpoint.splits.get(name);
+                SplitSummary {
+                    split: name.clone(),
+                    messages: self.metrics.split(name).messages_in.get(),
+                    position: entry.map_or(0, |e| e.position),
+                    finished: entry.is_some_and(|e| e.finished),
+                }
+            })
+            .collect()
+    }
+
+    /// Waits (at most `timeout`) until every Core split's subscription is registered, so that
+    /// readiness means that what is published now is received.
+    pub(super) async fn wait_subscribed(&self, timeout: Duration) {
+        if let Some(core) = self.readers.core() {
+            let n = self.splits.len();
+            if tokio::time::timeout(timeout, core.subscribed.wait_for(n))
+                .await
+                .is_err()
+            {
+                tracing::warn!(splits = n, "not every subscription registered in time");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(name: &str) -> Split {
+        Split {
+            name: name.into(),
+            subject: name.into(),
+        }
+    }
+
+    fn assignment(generation: u64, owners: &[(&str, &str)]) -> Assignment {
+        Assignment {
+            generation,
+            owners: owners
+                .iter()
+                .map(|(s, w)| ((*s).to_owned(), (*w).to_owned()))
+                .collect(),
+        }
+    }
+
+    fn entry(owner: &str, generation: u64) -> SplitPosition {
+        SplitPosition {
+            position: 10,
+            owner: Some(owner.into()),
+            generation,
+            finished: false,
+        }
+    }
+
+    #[test]
+    fn a_worker_runs_only_what_it_owns_and_not_what_finished() {
+        let m = Membership::new(
+            vec![split("a"), split("b"), split("c")],
+            Some(assignment(1, &[("a", "w1"), ("b", "w2"), ("c", "w1")])),
+            None,
+            Duration::from_secs(1),
+        );
+        let finished = BTreeSet::from(["c"]);
+        assert_eq!(m.desired("w1", &finished).keys().collect::<Vec<_>>(), ["a"]);
+        let all = Membership::fixed(vec![split("a"), split("b")]);
+        assert_eq!(all.desired("w9", &BTreeSet::new()).len(), 2);
+    }
+
+    #[test]
+    fn a_gained_split_waits_for_its_previous_owner() {
+        let mut m = Membership::new(
+            vec![split("a")],
+            Some(assignment(1, &[("a", "w1")])),
+            None,
+            Duration::from_secs(3600),
+        );
+        m.apply(Change::Assignment(assignment(2, &[("a", "w2")])));
+        // w1 committed under generation 1 and has not released it yet.
+        assert!(!m.released("w2", "a", Some(&entry("w1", 1))));
+        // w1's release record carries generation 2.
+        assert!(m.released("w2", "a", Some(&entry("w1", 2))));
+        // A split nobody owned before starts at once.
+        m.apply(Change::Assignment(assignment(
+            3,
+            &[("a", "w2"), ("b", "w2")],
+        )));
+        assert!(m.released("w2", "b", None));
+    }
+
+    #[test]
+    fn a_silent_previous_owner_is_given_up_on_after_the_timeout() {
+        let mut m = Membership::new(
+            vec![split("a")],
+            Some(assignment(1, &[("a", "w1")])),
+            None,
+            Duration::ZERO,
+        );
+        m.apply(Change::Assignment(assignment(2, &[("a", "w2")])));
+        assert!(!m.released("w2", "a", Some(&entry("w1", 1))));
+        m.waiting.insert("a".into(), Instant::now());
+        assert!(m.released("w2", "a", Some(&entry("w1", 1))));
+    }
+
+    #[test]
+    fn an_older_assignment_is_ignored() {
+        let mut m = Membership::new(
+            vec![split("a")],
+            Some(assignment(5, &[("a", "w1")])),
+            None,
+            Duration::ZERO,
+        );
+        m.apply(Change::Assignment(assignment(4, &[("a", "w2")])));
+        assert!(m.owns("w1", "a"));
+    }
+}

@@ -1,0 +1,271 @@
+//! Bounded runs: a split reader that ends at the pipeline's `source.bound`.
+//!
+//! The bound becomes an end sequence, the last stream sequence the split may process:
+//!
+//! - `sequence: N`: N;
+//! - `streamEnd: true`: the stream's last sequence when the split starts;
+//! - `time: T`: the last sequence stored at or before T, found by a binary search over the
+//!   stream (one message lookup per step). While T is still in the future the split reads on
+//!   unbounded, because everything it reads was stored before T; the search runs once T has
+//!   passed.
+//!
+//! A message past the end is not yielded: the reader ends ([`SplitReader::next`] returns
+//! `Ok(None)`), the split task drains and reports itself finished, and the runner commits the
+//! final position with `finished: true`. Since the split's consumer only delivers what its
+//! filter matches, the last message up to the end may lie well before it: when nothing arrives
+//! for a moment, the reader asks the consumer whether anything matching is still pending and,
+//! if not and the stream has reached the end, ends. A split whose filter holds nothing up to
+//! the bound therefore finishes at once.
+//!
+//! Errors: lookups that fail are logged and tried again at the next idle moment; the inner
+//! reader's errors pass through.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use jetflow_crds::pipeline::Bound;
+
+use super::{SourceError, SourceMessage, SplitReader};
+
+/// How long the reader waits for a message before it checks whether the split is done.
+const IDLE_CHECK: Duration = Duration::from_millis(300);
+
+/// Where a bound ends, as the runner configures it.
+#[derive(Clone, Debug)]
+pub struct BoundSpec {
+    kind: BoundKind,
+}
+
+#[derive(Clone, Debug)]
+enum BoundKind {
+    Sequence(u64),
+    StreamEnd,
+    Time(async_nats::datetime::DateTime),
+}
+
+/// Why a bound cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BoundError {
+    /// `bound.time` is not an RFC 3339 time.
+    #[error("spec.source.bound.time: {time:?} is not an RFC 3339 time: {source}")]
+    Time {
+        /// The text.
+        time: String,
+        /// The parse error.
+        source: async_nats::Error,
+    },
+    /// None of the bound's fields is set.
+    #[error("spec.source.bound: set exactly one of sequence, time and streamEnd: true")]
+    Empty,
+}
+
+impl BoundSpec {
+    /// The end of `bound`.
+    pub fn new(bound: &Bound) -> Result<Self, BoundError> {
+        let kind = if let Some(sequence) = bound.sequence {
+            BoundKind::Sequence(sequence)
+        } else if let Some(time) = &bound.time {
+            let text = time.0.to_string();
+            let time = async_nats::datetime::parse_rfc3339(&text)
+                .map_err(|source| BoundError::Time { time: text, source })?;
+            BoundKind::Time(time)
+        } else if bound.stream_end == Some(true) {
+            BoundKind::StreamEnd
+        } else {
+            return Err(BoundError::Empty);
+        };
+        Ok(Self { kind })
+    }
+}
+
+/// Looks up what the bound needs in the stream and the split's consumer.
+struct Lookup {
+    js: jetstream::Context,
+    stream_name: String,
+    consumer: String,
+    split: String,
+}
+
+/// Reads a split up to its bound, then ends.
+pub struct BoundedReader<R> {
+    inner: R,
+    lookup: Lookup,
+    bound: BoundSpec,
+    end: Option<u64>,
+    /// The last position yielded (or committed before the start).
+    last: u64,
+    done: bool,
+}
+
+impl<R: SplitReader> BoundedReader<R> {
+    /// Wraps `inner`, the reader of `split` through `consumer` in `stream_name`, which resumes
+    /// after the committed position `committed`.
+    pub fn new(
+        inner: R,
+        js: jetstream::Context,
+        stream_name: &str,
+        consumer: String,
+        split: &str,
+        bound: BoundSpec,
+        committed: u64,
+    ) -> Self {
+        Self {
+            inner,
+            lookup: Lookup {
+                js,
+                stream_name: stream_name.to_owned(),
+                consumer,
+                split: split.to_owned(),
+            },
+            bound,
+            end: None,
+            last: committed,
+            done: false,
+        }
+    }
+
+    /// Fixes the end sequence when it can be known; `None` while a time bound lies ahead.
+    async fn resolve(&mut self) -> Option<u64> {
+        if self.end.is_some() {
+            return self.end;
+        }
+        let end = match &self.bound.kind {
+            BoundKind::Sequence(n) => Some(*n),
+            BoundKind::StreamEnd => self.lookup.last_sequence().await,
+            BoundKind::Time(time) => {
+                let time = *time;
+                if async_nats::datetime::now() <= time {
+                    return None;
+                }
+                self.lookup.last_stored_at_or_before(time).await
+            }
+        };
+        if let Some(end) = end {
+            tracing::info!(split = %self.lookup.split, end, "bounded split ends at sequence");
+        }
+        self.end = end;
+        end
+    }
+
+    /// Whether everything the split's filter holds up to the end has been yielded.
+    async fn reached(&mut self) -> bool {
+        let Some(end) = self.resolve().await else {
+            return false;
+        };
+        if self.last >= end {
+            return true;
+        }
+        if self
+            .lookup
+            .last_sequence()
+            .await
+            .is_none_or(|last| last < end)
+        {
+            // The stream has not reached a sequence bound yet: more may come.
+            return false;
+        }
+        self.lookup.nothing_pending(self.last).await
+    }
+}
+
+impl Lookup {
+    /// The stream, with its info as of now.
+    async fn stream(&self) -> Option<jetstream::stream::Stream> {
+        match self.js.get_stream(&self.stream_name).await {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                tracing::warn!(split = %self.split, error = %e, "cannot look up the stream for the bound");
+                None
+            }
+        }
+    }
+
+    async fn last_sequence(&self) -> Option<u64> {
+        let stream = self.stream().await?;
+        Some(stream.cached_info().state.last_sequence)
+    }
+
+    /// Binary search for the last sequence stored at or before `time`. Invariant: every message
+    /// below `lo` was stored at or before `time`, every message at or above `hi` after it.
+    async fn last_stored_at_or_before(&self, time: async_nats::datetime::DateTime) -> Option<u64> {
+        let stream = self.stream().await?;
+        let state = stream.cached_info().state.clone();
+        if state.messages == 0 {
+            return Some(state.last_sequence);
+        }
+        let (mut lo, mut hi) = (state.first_sequence, state.last_sequence + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match stream.get_first_raw_message_by_subject(">", mid).await {
+                Ok(message) if message.time <= time => lo = message.sequence + 1,
+                Ok(_) => hi = mid,
+                // Nothing at or after `mid` any more (removed meanwhile): the end is below.
+                Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
+                    hi = mid
+                }
+                Err(e) => {
+                    tracing::warn!(split = %self.split, error = %e, "cannot look up a message for the time bound");
+                    return None;
+                }
+            }
+        }
+        Some(lo - 1)
+    }
+
+    /// Whether the consumer has nothing left to deliver and delivered nothing after `last`.
+    async fn nothing_pending(&self, last: u64) -> bool {
+        let Some(stream) = self.stream().await else {
+            return false;
+        };
+        match stream.consumer_info(&self.consumer).await {
+            Ok(info) => info.num_pending == 0 && info.delivered.stream_sequence <= last,
+            Err(e) => {
+                tracing::debug!(split = %self.split, error = %e, "consumer not readable yet");
+                false
+            }
+        }
+    }
+}
+
+impl<R: SplitReader> SplitReader for BoundedReader<R> {
+    async fn next(&mut self) -> Result<Option<SourceMessage>, SourceError> {
+        if self.done {
+            return Ok(None);
+        }
+        if let Some(end) = self.resolve().await
+            && self.last >= end
+        {
+            self.done = true;
+            return Ok(None);
+        }
+        loop {
+            match tokio::time::timeout(IDLE_CHECK, self.inner.next()).await {
+                Ok(Ok(Some(message))) => {
+                    let end = match self.end {
+                        Some(end) => Some(end),
+                        None => self.resolve().await,
+                    };
+                    if let Some(end) = end {
+                        if message.seq > end {
+                            // Not processed, not acknowledged: the split ends before it.
+                            self.done = true;
+                            return Ok(None);
+                        }
+                        if message.seq == end {
+                            self.done = true;
+                        }
+                    }
+                    self.last = message.seq;
+                    return Ok(Some(message));
+                }
+                Ok(other) => return other,
+                Err(_idle) => {
+                    if self.reached().await {
+                        self.done = true;
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Which reader a split gets: JetStream (bounded or not) or NATS Core, chosen once from the
+//! pipeline's `source` and applied to every split the runner starts.
+//!
+//! [`PipelineReader`] dispatches with one match per message; each connector stays in its own
+//! file ([`super::jetstream`], [`super::core`], [`super::bounded`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_nats::jetstream;
+use jetflow_crds::pipeline::StartPosition;
+use jetflow_crds::split::Split;
+
+use super::bounded::{BoundSpec, BoundedReader};
+use super::core::{CoreAcker, CoreReader, CoreSource};
+use super::jetstream::{ConsumerSettings, JetStreamAcker, JetStreamReader};
+use super::{SourceAcker, SourceError, SourceMessage, SplitReader};
+use crate::metrics::SplitMetrics;
+
+/// How long an acknowledgement may take to be confirmed.
+const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A pipeline's source, as the runner needs it to open split readers.
+#[derive(Clone, Debug)]
+pub enum Readers {
+    /// A JetStream stream, read through one durable consumer per split.
+    JetStream {
+        /// The context.
+        js: jetstream::Context,
+        /// The stream.
+        stream: String,
+        /// Consumer settings.
+        settings: ConsumerSettings,
+        /// Where a split without a checkpoint starts.
+        start: StartPosition,
+        /// Where each split stops, for a bounded run.
+        bound: Option<BoundSpec>,
+    },
+    /// NATS Core subjects.
+    Core(CoreSource),
+}
+
+impl Readers {
+    /// A reader of `split` through `consumer` (JetStream), resuming after `committed`.
+    pub fn open(
+        &self,
+        split: &Split,
+        consumer: String,
+        committed: Arc<AtomicU64>,
+        metrics: SplitMetrics,
+    ) -> PipelineReader {
+        match self {
+            Self::JetStream {
+                js,
+                stream,
+                settings,
+                start,
+                bound,
+            } => {
+                let position = committed.load(Ordering::Acquire);
+                let reader = JetStreamReader::new(
+                    js.clone(),
+                    stream,
+                    split.clone(),
+                    consumer.clone(),
+                    settings.clone(),
+                    start.clone(),
+                    committed,
+                    metrics,
+                );
+                match bound {
+                    None => PipelineReader::JetStream(Box::new(reader)),
+                    Some(bound) => PipelineReader::Bounded(Box::new(BoundedReader::new(
+                        reader,
+                        js.clone(),
+                        stream,
+                        consumer,
+                        &split.name,
+                        bound.clone(),
+                        position,
+                    ))),
+                }
+            }
+            Self::Core(source) => PipelineReader::Core(Box::new(CoreReader::new(
+                source.clone(),
+                split.clone(),
+                committed.load(Ordering::Acquire),
+                metrics,
+            ))),
+        }
+    }
+
+    /// What acknowledges the source after a checkpoint.
+    pub fn acker(&self) -> Arc<dyn SourceAcker> {
+        match self {
+            Self::JetStream { js, .. } => Arc::new(JetStreamAcker::new(js.clone(), ACK_TIMEOUT)),
+            Self::Core(_) => Arc::new(CoreAcker),
+        }
+    }
+
+    /// The Core source, if this is one.
+    pub fn core(&self) -> Option<&CoreSource> {
+        match self {
+            Self::Core(source) => Some(source),
+            Self::JetStream { .. } => None,
+        }
+    }
+
+    /// Whether splits end at a bound.
+    pub fn is_bounded(&self) -> bool {
+        matches!(self, Self::JetStream { bound: Some(_), .. })
+    }
+}
+
+/// One split's reader, whichever the source.
+pub enum PipelineReader {
+    /// An unbounded JetStream split.
+    JetStream(Box<JetStreamReader>),
+    /// A JetStream split that ends at a bound.
+    Bounded(Box<BoundedReader<JetStreamReader>>),
+    /// A NATS Core split.
+    Core(Box<CoreReader>),
+}
+
+impl SplitReader for PipelineReader {
+    async fn next(&mut self) -> Result<Option<SourceMessage>, SourceError> {
+        match self {
+            Self::JetStream(reader) => reader.next().await,
+            Self::Bounded(reader) => reader.next().await,
+            Self::Core(reader) => reader.next().await,
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Helpers for the Core, bounded, dynamic-split, ownership and authentication tests: worker
+//! processes with their own id and metrics address, readiness, Core subscribers.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::Worker;
+
+/// Starts `jetflow-worker run` as `worker_id` with `/readyz` on `metrics` (an address); its log
+/// goes to `<dir of checkpoints>/<worker_id>-<n>.log` and stdout to `.out`.
+pub fn spawn(
+    manifest: &Path,
+    nats: &str,
+    checkpoints: &Path,
+    worker_id: &str,
+    metrics: &str,
+    extra: &[&str],
+) -> Worker {
+    let dir = checkpoints.parent().unwrap_or(checkpoints);
+    let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    let log = dir.join(format!("{worker_id}-{n}.log"));
+    let out = dir.join(format!("{worker_id}-{n}.out"));
+    let child = Command::new(env!("CARGO_BIN_EXE_jetflow-worker"))
+        .arg("run")
+        .arg("-f")
+        .arg(manifest)
+        .arg("--nats")
+        .arg(nats)
+        .arg("--checkpoint-dir")
+        .arg(checkpoints)
+        .arg("--worker-id")
+        .arg(worker_id)
+        .arg("--metrics-addr")
+        .arg(metrics)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start jetflow-worker");
+    Worker { child, log }
+}
+
+/// A free loopback address for a worker's HTTP endpoints.
+pub fn free_addr() -> String {
+    format!("127.0.0.1:{}", jetflow_testsupport::free_port())
+}
+
+/// A plain HTTP GET; `None` when nothing listens yet.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// Waits until the worker at `addr` answers `/readyz` with 200.
+pub async fn wait_ready(worker: &mut Worker, addr: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if http_get(addr, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            return;
+        }
+        if let Ok(Some(status)) = worker.child.try_wait() {
+            panic!(
+                "worker exited with {status} before it was ready; log:\n{}",
+                worker.log_text()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker not ready after {timeout:?}; log:\n{}",
+            worker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What the worker printed on stdout.
+pub fn stdout_of(worker: &Worker) -> String {
+    let out = worker.log.with_extension("out");
+    std::fs::read_to_string(out).unwrap_or_default()
+}
+
+/// Publishes `count` Core messages `"<i>"` (i from `first`) on `subject`, pacing them so the
+/// run lasts a while, and flushes.
+pub async fn publish_core(
+    client: &async_nats::Client,
+    subject: &str,
+    first: u64,
+    count: u64,
+    pause_every: u64,
+) {
+    for i in first..first + count {
+        client
+            .publish(subject.to_owned(), i.to_string().into())
+            .await
+            .expect("publish");
+        if pause_every > 0 && i.is_multiple_of(pause_every) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    client.flush().await.expect("flush");
+}
+
+/// Collects Core messages from a subscription until none arrived for `quiet`.
+pub async fn collect(
+    sub: &mut async_nats::Subscriber,
+    quiet: Duration,
+) -> Vec<async_nats::Message> {
+    use futures::StreamExt;
+    let mut out = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(quiet, sub.next()).await {
+        out.push(m);
+    }
+    out
+}
+
+/// The payload as a number.
+pub fn number(payload: &[u8]) -> u64 {
+    std::str::from_utf8(payload)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("payload {payload:?} is not a number"))
+}
