@@ -418,6 +418,81 @@ async fn parallel_six_splits_keeps_source_order_within_each_split() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "worker: split ownership from an assignment file is not supported yet (issue 5)"]
+async fn parallel_six_splits_shared_by_three_worker_processes_by_assignment() {
+    let ex = Example::start("parallel-six-splits").await;
+    let js = ex.jetstream().await;
+    let regions = ["eu", "us", "apac", "latam", "mea", "anz"];
+    let mut expected = Vec::new();
+    for i in 0..600u32 {
+        let region = regions[i as usize % 6];
+        expected.push(
+            publish_js(
+                &js,
+                &format!("transfers.{region}.t{i}"),
+                format!(r#"{{"transfer":{i}}}"#),
+            )
+            .await,
+        );
+    }
+    // Two splits per worker, as the operator would assign them to three pods.
+    let owners: BTreeMap<String, String> = regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (format!("transfers.{r}.>"), format!("worker-{}", i / 2 + 1)))
+        .collect();
+    let assignment = ex.dir.path().join("assignment.json");
+    std::fs::write(
+        &assignment,
+        serde_json::to_string(&serde_json::json!({"generation": 1, "owners": owners})).unwrap(),
+    )
+    .unwrap();
+    let mut workers = Vec::new();
+    for n in 1..=3 {
+        let id = format!("worker-{n}");
+        workers.push(
+            ex.worker()
+                .args([
+                    "--worker-id".to_owned(),
+                    id.clone(),
+                    "--assignment-file".to_owned(),
+                    assignment.display().to_string(),
+                ])
+                .spawn(&ex.log(&id))
+                .unwrap(),
+        );
+    }
+    let logs = |workers: &[jetflow_e2e::worker::WorkerProcess]| {
+        workers
+            .iter()
+            .map(|w| w.log())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+    output::wait_for_count(&js, "transfers-ledger", 600, TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&workers)));
+    for w in &mut workers {
+        let status = w.stop(TIMEOUT).await.unwrap();
+        assert!(status.success(), "worker exit {status}\n{}", w.log());
+    }
+    let ledger = output::messages(&js, "transfers-ledger").await.unwrap();
+    assert_eq!(
+        source_sequences(&ledger),
+        expected,
+        "every transfer exactly once"
+    );
+    let checkpoint = ex.checkpoint("transfers-ledger");
+    for (split, owner) in &owners {
+        assert_eq!(
+            checkpoint.splits[split].owner.as_ref(),
+            Some(owner),
+            "{split} committed by its owner"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_secret_authenticates_with_the_mounted_secret() {
     // The server accepts only the user of the example's Secret placeholder.
     let ex = Example::start_with_server(
