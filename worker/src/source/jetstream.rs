@@ -162,10 +162,14 @@ pub async fn ensure_consumer(
     start: &Start,
     settings: &ConsumerSettings,
 ) -> Result<PullConsumer, SourceError> {
-    let config = consumer_config(name, split, start, settings)?;
+    let mut config = consumer_config(name, split, start, settings)?;
     match stream.consumer_info(name).await {
         Ok(info) if agrees(&info, split, start, &config.deliver_policy) => {
             tracing::debug!(split = %split.name, consumer = name, "consumer agrees with the checkpoint");
+            // Its ack floor is the position, but it was created with another start (the spec's,
+            // or an older position): JetStream refuses to change a consumer's deliver policy, so
+            // the update below keeps it and changes only what may change.
+            config.deliver_policy = info.config.deliver_policy;
         }
         Ok(info) => {
             tracing::info!(
