@@ -164,7 +164,7 @@ impl<R: SplitReader> BoundedReader<R> {
             // The stream has not reached a sequence bound yet: more may come.
             return false;
         }
-        self.lookup.nothing_pending(self.last).await
+        self.lookup.nothing_pending().await
     }
 }
 
@@ -212,13 +212,15 @@ impl Lookup {
         Some(lo - 1)
     }
 
-    /// Whether the consumer has nothing left to deliver and delivered nothing after `last`.
-    async fn nothing_pending(&self, last: u64) -> bool {
+    /// Whether the consumer has nothing left to deliver. (Its delivered sequence says nothing
+    /// here: the server moves it past messages the filter skips.) What it delivered arrived
+    /// during the idle wait before this check.
+    async fn nothing_pending(&self) -> bool {
         let Some(stream) = self.stream().await else {
             return false;
         };
         match stream.consumer_info(&self.consumer).await {
-            Ok(info) => info.num_pending == 0 && info.delivered.stream_sequence <= last,
+            Ok(info) => info.num_pending == 0,
             Err(e) => {
                 tracing::debug!(split = %self.split, error = %e, "consumer not readable yet");
                 false
