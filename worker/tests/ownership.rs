@@ -1,0 +1,205 @@
+//! Split ownership across worker processes: three workers share one pipeline of six splits and
+//! one checkpoint folder, each running the splits an assignment file gives it. The assignment
+//! is rewritten to take one worker's splits away (a new generation), that worker is later
+//! killed, messages keep coming throughout, and the sink ends up holding every source message
+//! exactly once.
+
+mod common;
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use jetflow_testsupport::NatsServer;
+use support::*;
+
+const SUBJECTS: [&str; 6] = [
+    "transfers.eu",
+    "transfers.us",
+    "transfers.apac",
+    "transfers.latam",
+    "transfers.mea",
+    "transfers.anz",
+];
+
+const MANIFEST: &str = r#"
+apiVersion: jetflow.io/v1alpha1
+kind: Pipeline
+metadata:
+  name: ledger
+spec:
+  source:
+    jetstream:
+      stream: transfers
+      filterSubjects: ["transfers.eu", "transfers.us", "transfers.apac", "transfers.latam", "transfers.mea", "transfers.anz"]
+      batchSize: 200
+  sink:
+    jetstream:
+      stream: ledger
+      subject: "ledger.{{subject}}"
+  checkpoint:
+    interval: 500ms
+  parallelism: 3
+"#;
+
+/// Replaces the assignment file by a rename, as a writer should.
+fn write_assignment(path: &Path, generation: u64, owners: &[(&str, &str)]) {
+    let owners: serde_json::Map<String, serde_json::Value> = owners
+        .iter()
+        .map(|(split, worker)| ((*split).to_owned(), serde_json::json!(worker)))
+        .collect();
+    let text = serde_json::json!({"generation": generation, "owners": owners}).to_string();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splits_moved_between_three_workers_arrive_exactly_once() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, "transfers", &["transfers.>"]).await;
+    create_stream(&js, "ledger", &["ledger.>"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path(), MANIFEST);
+    let checkpoints = dir.path().join("checkpoints");
+    let assignment = dir.path().join("assignment.json");
+    let assignment_arg = assignment.display().to_string();
+    write_assignment(
+        &assignment,
+        1,
+        &[
+            ("transfers.eu", "w1"),
+            ("transfers.us", "w1"),
+            ("transfers.apac", "w2"),
+            ("transfers.latam", "w2"),
+            ("transfers.mea", "w3"),
+            ("transfers.anz", "w3"),
+        ],
+    );
+    publish(&js, &SUBJECTS, 6_000, 128).await;
+
+    let mut workers = Vec::new();
+    for id in ["w1", "w2", "w3"] {
+        let addr = free_addr();
+        let worker = spawn(
+            &manifest,
+            &server.url(),
+            &checkpoints,
+            id,
+            &addr,
+            &[
+                "--assignment-file",
+                &assignment_arg,
+                "--handover-timeout",
+                "20s",
+            ],
+        );
+        workers.push((worker, addr));
+    }
+    for (worker, addr) in &mut workers {
+        wait_ready(worker, addr, Duration::from_secs(30)).await;
+    }
+
+    // Messages keep coming for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let js = js.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                publish(&js, &SUBJECTS, 600, 128).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let checkpoint = || read_checkpoint(&checkpoints, "ledger");
+    wait_until(
+        "every split committed by its first owner",
+        Duration::from_secs(30),
+        || {
+            let c = checkpoint();
+            SUBJECTS
+                .iter()
+                .all(|s| c.splits.get(*s).is_some_and(|p| p.position > 0))
+        },
+    )
+    .await;
+
+    // Generation 2: w3 loses both its splits while it is running.
+    write_assignment(
+        &assignment,
+        2,
+        &[
+            ("transfers.eu", "w1"),
+            ("transfers.us", "w1"),
+            ("transfers.apac", "w2"),
+            ("transfers.latam", "w2"),
+            ("transfers.mea", "w1"),
+            ("transfers.anz", "w2"),
+        ],
+    );
+    let handed_over = |c: &jetflow_crds::checkpoint::Checkpoint, split: &str, owner: &str| {
+        c.splits
+            .get(split)
+            .is_some_and(|p| p.generation == 2 && p.owner.as_deref() == Some(owner))
+    };
+    wait_until(
+        "the new owners committing the moved splits",
+        Duration::from_secs(30),
+        || {
+            let c = checkpoint();
+            handed_over(&c, "transfers.mea", "w1") && handed_over(&c, "transfers.anz", "w2")
+        },
+    )
+    .await;
+    let moved_at = checkpoint();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Later w3 is killed; the others go on.
+    workers[2].0.kill();
+    let w3_log = workers[2].0.log_text();
+    assert!(w3_log.contains("releasing split"), "{w3_log}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Release);
+    publisher.await.unwrap();
+
+    let total = stream_len(&js, "transfers").await;
+    wait_for_len(&js, "ledger", total, Duration::from_secs(60)).await;
+    // A little longer, so that a duplicate would have time to arrive too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (worker, _) in workers.iter_mut().take(2) {
+        let status = worker.terminate(Duration::from_secs(30));
+        assert!(status.success(), "{status}; log:\n{}", worker.log_text());
+    }
+
+    let records = read_all(&js, "ledger").await;
+    assert_exactly_once(&records, 1..=total);
+    let last = checkpoint();
+    for split in ["transfers.mea", "transfers.anz"] {
+        let (before, after) = (&moved_at.splits[split], &last.splits[split]);
+        assert!(
+            after.position > before.position,
+            "{split} did not move on after the handover"
+        );
+        assert_ne!(after.owner.as_deref(), Some("w3"));
+    }
+    for (split, position) in &last.splits {
+        assert!(position.generation == 2, "{split}: {position:?}");
+    }
+    eprintln!("{total} source messages over 6 splits, each in the sink once");
+}
