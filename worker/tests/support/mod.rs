@@ -132,3 +132,23 @@ pub fn number(payload: &[u8]) -> u64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("payload {payload:?} is not a number"))
 }
+
+/// The worker's log without terminal colour codes.
+pub fn plain_log(worker: &Worker) -> String {
+    let text = worker.log_text();
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip `ESC [ ... m`.
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

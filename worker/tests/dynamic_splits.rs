@@ -1,0 +1,101 @@
+//! Splits that follow the subjects of a stream (`splitBy: Subject`), against a real nats-server
+//! and a real worker process: a subject that appears mid-run becomes a split and is processed
+//! without a restart; a subject whose messages are purged has its split retired (committed,
+//! then stopped) while the others go on.
+
+mod common;
+mod support;
+
+use std::time::Duration;
+
+use async_nats::jetstream::stream::Stream;
+use common::*;
+use jetflow_testsupport::NatsServer;
+use support::*;
+
+const MANIFEST: &str = r#"
+apiVersion: jetflow.io/v1alpha1
+kind: Pipeline
+metadata:
+  name: follow
+spec:
+  source:
+    jetstream:
+      stream: events
+      filterSubjects: ["events.>"]
+      splitBy: Subject
+      discoveryInterval: 300ms
+  sink:
+    jetstream:
+      stream: copy
+      subject: "copy.{{subject}}"
+  checkpoint:
+    interval: 300ms
+"#;
+
+async fn wait_for_log(worker: &common::Worker, text: &str) {
+    for _ in 0..300 {
+        if plain_log(worker).contains(text) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {text:?} in the log:\n{}", plain_log(worker));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_subject_is_processed_without_a_restart_and_a_purged_one_is_retired() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, "events", &["events.>"]).await;
+    create_stream(&js, "copy", &["copy.>"]).await;
+    publish(&js, &["events.a", "events.b"], 400, 64).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path(), MANIFEST);
+    let checkpoints = dir.path().join("checkpoints");
+    let addr = free_addr();
+    let mut worker = spawn(&manifest, &server.url(), &checkpoints, "w1", &addr, &[]);
+    wait_ready(&mut worker, &addr, Duration::from_secs(30)).await;
+    wait_for_len(&js, "copy", 400, Duration::from_secs(30)).await;
+    assert!(!plain_log(&worker).contains("split=events.c"));
+
+    // A subject the stream never held before.
+    let new = publish(&js, &["events.c"], 300, 64).await;
+    wait_for_len(&js, "copy", 700, Duration::from_secs(30)).await;
+    wait_for_log(&worker, "starting split split=events.c").await;
+    let last_c = *new["events.c"].last().unwrap();
+    for _ in 0..100 {
+        if read_checkpoint(&checkpoints, "follow")
+            .splits
+            .get("events.c")
+            .is_some_and(|p| p.position == last_c)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        read_checkpoint(&checkpoints, "follow").splits["events.c"].position,
+        last_c
+    );
+
+    // events.a loses all its messages: its split is retired, the others go on.
+    let stream: Stream = js.get_stream("events").await.unwrap();
+    stream.purge().filter("events.a").await.unwrap();
+    wait_for_log(&worker, "releasing split split=events.a").await;
+    publish(&js, &["events.b", "events.c"], 200, 64).await;
+    wait_for_len(&js, "copy", 900, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}; log:\n{}", worker.log_text());
+
+    let records = read_all(&js, "copy").await;
+    assert_exactly_once(&records, 1..=900);
+    let checkpoint = read_checkpoint(&checkpoints, "follow");
+    assert_eq!(
+        checkpoint.splits.keys().collect::<Vec<_>>(),
+        ["events.a", "events.b", "events.c"]
+    );
+    // The retired split kept the position it had reached.
+    assert_eq!(checkpoint.splits["events.a"].position, 399);
+}
