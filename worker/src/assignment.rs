@@ -3,7 +3,7 @@
 //! The assignment is [`Assignment`] JSON, `{"generation": N, "owners": {"<split>": "<worker>"}}`,
 //! the same document the operator publishes in a cluster. Locally it is a file
 //! ([`FileAssignment`], `--assignment-file`); in a cluster the operator's ConfigMap implements
-//! the same trait. [`watch`] reads the source every interval and hands every newer assignment
+//! the same trait ([`configmap::ConfigMapAssignment`]). [`watch`] reads the source every interval and hands every newer assignment
 //! to the runner, which releases the splits the worker lost before it starts the ones it
 //! gained (see `pipeline::control`).
 //!
@@ -23,6 +23,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Change;
+
+pub mod configmap;
 
 /// How often [`watch`] reads the source by default.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -45,6 +47,14 @@ pub enum AssignmentError {
         location: String,
         /// The parse error.
         source: serde_json::Error,
+    },
+    /// A backend (such as the Kubernetes API) failed.
+    #[error("cannot read assignment {location}: {source}")]
+    Backend {
+        /// Where the assignment is.
+        location: String,
+        /// The backend's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 

@@ -1,6 +1,9 @@
 //! The worker's HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` (the process
 //! serves requests) and `/readyz` (every owned split has its consumer and is reading).
 //!
+//! A worker that owns no split is ready too: the operator assigns splits only to ready pods,
+//! so a new pod must report ready before it is given anything.
+//!
 //! The server stops when the cancellation token fires; it never holds up a shutdown.
 
 use std::net::SocketAddr;

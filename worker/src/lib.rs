@@ -14,6 +14,7 @@
 
 pub mod assignment;
 pub mod checkpoint;
+pub mod cluster;
 pub mod discovery;
 pub mod http;
 pub mod metrics;

@@ -17,10 +17,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use jetflow_crds::Pipeline;
 use jetflow_nats::ConnectError;
-use jetflow_worker::assignment::{self, FileAssignment};
+use jetflow_worker::assignment;
+use jetflow_worker::cluster::{AssignmentFeed, StoreKind, Stores};
 use jetflow_worker::http::Health;
 use jetflow_worker::pipeline::Membership;
-use jetflow_worker::{FileStore, Metrics, RunError, RunOutcome, Runner, RunnerConfig};
+use jetflow_worker::{Metrics, RunError, RunOutcome, Runner, RunnerConfig};
 use tokio_util::sync::CancellationToken;
 
 /// jetflow's data plane: runs one Pipeline's splits.
@@ -81,6 +82,15 @@ struct RunArgs {
         default_value = ".jetflow/checkpoints"
     )]
     checkpoint_dir: PathBuf,
+    /// Where checkpoints are kept: `file` (under --checkpoint-dir) or `configmap` (the
+    /// pipeline's checkpoint ConfigMap in $POD_NAMESPACE, which the operator creates).
+    #[arg(
+        long,
+        env = "JETFLOW_CHECKPOINT_STORE",
+        value_enum,
+        default_value = "file"
+    )]
+    checkpoint_store: StoreKind,
     /// This worker's id, written as the owner into checkpoints (default: the host name).
     #[arg(long, env = "JETFLOW_WORKER_ID")]
     worker_id: Option<String>,
@@ -102,6 +112,15 @@ struct RunArgs {
     /// Without it the worker owns every split.
     #[arg(long, env = "JETFLOW_ASSIGNMENT_FILE")]
     assignment_file: Option<PathBuf>,
+    /// Where the split assignment comes from: `file` (--assignment-file) or `configmap` (the
+    /// assignment ConfigMap the operator publishes in $POD_NAMESPACE, read every 2 s).
+    #[arg(
+        long,
+        env = "JETFLOW_ASSIGNMENT_STORE",
+        value_enum,
+        default_value = "file"
+    )]
+    assignment_store: StoreKind,
     /// How long a split this worker gains waits for its previous owner to release it.
     #[arg(long, env = "JETFLOW_HANDOVER_TIMEOUT", default_value = "15s")]
     handover_timeout: jetflow_crds::Duration,
@@ -234,9 +253,15 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    let store = Arc::new(FileStore::new(&args.checkpoint_dir, &namespace, &name));
-    tracing::info!(checkpoint = %store.path().display(), "checkpoint store");
-    let membership = membership(&args, &pipeline, &client, &worker_id, &cancel).await?;
+    let stores = Stores::connect(args.checkpoint_store, args.assignment_store).await?;
+    let store = stores.checkpoint(
+        args.checkpoint_store,
+        &args.checkpoint_dir,
+        &namespace,
+        &name,
+    )?;
+    tracing::info!(checkpoint = %store.location(), "checkpoint store");
+    let membership = membership(&args, &stores, &pipeline, &client, &worker_id, &cancel).await?;
     let config = RunnerConfig {
         pipeline,
         worker_id,
@@ -305,6 +330,7 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
 /// assignment file when there is one.
 async fn membership(
     args: &RunArgs,
+    stores: &Stores,
     pipeline: &Pipeline,
     client: &async_nats::Client,
     worker_id: &str,
@@ -334,15 +360,16 @@ async fn membership(
         }
         _ => jetflow_crds::split::static_splits(spec),
     };
-    let assignment = match &args.assignment_file {
-        Some(path) => {
-            let source = Arc::new(FileAssignment::new(path));
+    let name = pipeline.metadata.name.as_deref().unwrap_or_default();
+    let source = stores.assignment(args.assignment_store, args.assignment_file.as_deref(), name)?;
+    let assignment = match source {
+        Some(AssignmentFeed { source, interval }) => {
             let initial = assignment::initial(source.as_ref()).await?;
-            tracing::info!(file = %path.display(), generation = initial.generation, owned = initial.splits_of(worker_id).count(), "following the assignment file");
+            tracing::info!(assignment = %source.location(), generation = initial.generation, owned = initial.splits_of(worker_id).count(), "following the assignment");
             assignment::watch(
                 source,
                 initial.clone(),
-                assignment::POLL_INTERVAL,
+                interval,
                 tx.clone(),
                 cancel.child_token(),
             );
