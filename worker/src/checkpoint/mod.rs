@@ -134,8 +134,10 @@ pub struct Committer {
     current: Stored,
 }
 
-/// How many times a commit re-reads the store after a conflict before giving up.
-const CONFLICT_RETRIES: usize = 3;
+/// How many times a commit re-reads the store after a conflict before giving up. Several
+/// workers share one checkpoint (a file locally, a ConfigMap in a cluster); a re-read and merge
+/// is cheap, and a commit that gives up fails a split's release or a final checkpoint.
+const CONFLICT_RETRIES: usize = 10;
 
 impl Committer {
     /// Reads the store's current checkpoint.
