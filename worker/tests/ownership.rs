@@ -57,6 +57,15 @@ fn write_assignment(path: &Path, generation: u64, owners: &[(&str, &str)]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// The timestamp of the first log line containing `text`.
+fn log_time(log: &str, text: &str) -> String {
+    let line = log
+        .lines()
+        .find(|l| l.contains(text))
+        .unwrap_or_else(|| panic!("no {text:?} in:\n{log}"));
+    line.split_whitespace().next().unwrap().to_owned()
+}
+
 async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -172,8 +181,23 @@ async fn splits_moved_between_three_workers_arrive_exactly_once() {
 
     // Later w3 is killed; the others go on.
     workers[2].0.kill();
-    let w3_log = workers[2].0.log_text();
-    assert!(w3_log.contains("releasing split"), "{w3_log}");
+    // Each moved split started at its new owner only after w3 had drained, committed and
+    // acknowledged it.
+    let w3_log = plain_log(&workers[2].0);
+    for (split, owner) in [("transfers.mea", 0), ("transfers.anz", 1)] {
+        let released = log_time(
+            &w3_log,
+            &format!(
+                "split stopped, committed and acknowledged; writing its release record split={split} "
+            ),
+        );
+        let gainer_log = plain_log(&workers[owner].0);
+        let started = log_time(&gainer_log, &format!("starting split split={split} "));
+        assert!(
+            released < started,
+            "{split}: released at {released}, started at {started}"
+        );
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Release);
     publisher.await.unwrap();

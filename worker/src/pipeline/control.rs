@@ -212,9 +212,12 @@ impl<S: Sink> Runner<S> {
 
     /// Starts the splits this worker should run and releases those it should not.
     pub(super) async fn reconcile(&mut self, membership: &mut Membership) -> Result<(), RunError> {
-        if let Some(assignment) = &membership.assignment {
-            self.set_generation(assignment.generation);
-        }
+        // Splits leaving are committed under the generation they were run under; the new one
+        // is taken only once they are released.
+        let generation = membership
+            .assignment
+            .as_ref()
+            .map_or(self.generation, |a| a.generation);
         let initial = !membership.started;
         membership.started = true;
         // Positions may have moved under other owners: read them again (not needed for the
@@ -238,8 +241,9 @@ impl<S: Sink> Runner<S> {
             .cloned()
             .collect();
         for name in leaving {
-            self.release_split(&name).await?;
+            self.release_split(&name, generation).await;
         }
+        self.set_generation(generation);
         membership
             .waiting
             .retain(|name, _| desired.contains_key(name));
@@ -271,20 +275,27 @@ impl<S: Sink> Runner<S> {
         Ok(())
     }
 
-    /// Stops a split this worker no longer owns: drained, committed, acknowledged, and a
-    /// release record under the current generation written, before it is forgotten.
-    async fn release_split(&mut self, name: &str) -> Result<(), RunError> {
-        tracing::info!(split = %name, generation = self.generation, "releasing split");
-        self.stop_split(name).await?;
+    /// Stops a split this worker no longer owns: drained, committed and acknowledged under the
+    /// generation it ran under, then a release record under `generation` written, before it is
+    /// forgotten. Failures are logged, not returned: the split is stopped either way, and a new
+    /// owner that sees no release takes the split after its handover timeout.
+    async fn release_split(&mut self, name: &str, generation: u64) {
+        tracing::info!(split = %name, generation, "releasing split");
+        if let Err(e) = self.stop_split(name).await {
+            tracing::warn!(split = %name, error = %e, "final position of a released split not committed");
+            return;
+        }
         let entry = self.committer.checkpoint().splits.get(name).cloned();
-        if entry
-            .as_ref()
-            .is_none_or(|e| e.generation < self.generation)
-        {
+        tracing::info!(
+            split = %name,
+            position = entry.as_ref().map_or(0, |e| e.position),
+            "split stopped, committed and acknowledged; writing its release record"
+        );
+        if entry.as_ref().is_none_or(|e| e.generation < generation) {
             let record = SplitPosition {
                 position: entry.as_ref().map_or(0, |e| e.position),
                 owner: Some(self.worker_id.clone()),
-                generation: self.generation,
+                generation,
                 finished: entry.as_ref().is_some_and(|e| e.finished),
             };
             let updates = BTreeMap::from([(name.to_owned(), record)]);
@@ -293,7 +304,6 @@ impl<S: Sink> Runner<S> {
                 tracing::warn!(split = %name, error = %e, "release record not written");
             }
         }
-        Ok(())
     }
 
     /// Whether a bounded run is over: every split this worker owns has finished.
