@@ -227,3 +227,81 @@ async fn splits_moved_between_three_workers_arrive_exactly_once() {
     }
     eprintln!("{total} source messages over 6 splits, each in the sink once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owners_split_is_taken_over_after_the_handover_timeout() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, "transfers", &["transfers.>"]).await;
+    create_stream(&js, "ledger", &["ledger.>"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path(), MANIFEST);
+    let checkpoints = dir.path().join("checkpoints");
+    let assignment = dir.path().join("assignment.json");
+    let assignment_arg = assignment.display().to_string();
+    let first: Vec<(&str, &str)> = SUBJECTS
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (*s, if i < 3 { "w1" } else { "w2" }))
+        .collect();
+    write_assignment(&assignment, 1, &first);
+    let mut workers = Vec::new();
+    for id in ["w1", "w2"] {
+        let addr = free_addr();
+        let worker = spawn(
+            &manifest,
+            &server.url(),
+            &checkpoints,
+            id,
+            &addr,
+            &[
+                "--assignment-file",
+                &assignment_arg,
+                "--handover-timeout",
+                "2s",
+            ],
+        );
+        workers.push((worker, addr));
+    }
+    for (worker, addr) in &mut workers {
+        wait_ready(worker, addr, Duration::from_secs(30)).await;
+    }
+    publish(&js, &SUBJECTS, 6_000, 128).await;
+    let checkpoint = || read_checkpoint(&checkpoints, "ledger");
+    wait_until("every split committed", Duration::from_secs(30), || {
+        let c = checkpoint();
+        SUBJECTS
+            .iter()
+            .all(|s| c.splits.get(*s).is_some_and(|p| p.position > 0))
+    })
+    .await;
+
+    // w2 dies owning three splits; only then are they given to w1.
+    workers[1].0.kill();
+    publish(&js, &SUBJECTS, 3_000, 128).await;
+    let all_w1: Vec<(&str, &str)> = SUBJECTS.iter().map(|s| (*s, "w1")).collect();
+    write_assignment(&assignment, 2, &all_w1);
+    publish(&js, &SUBJECTS, 3_000, 128).await;
+
+    wait_for_len(&js, "ledger", 12_000, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = workers[0].0.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "{status}; log:\n{}",
+        workers[0].0.log_text()
+    );
+    let log = plain_log(&workers[0].0);
+    assert!(
+        log.contains("waiting for the previous owner to release the split split=transfers.mea"),
+        "{log}"
+    );
+    let records = read_all(&js, "ledger").await;
+    assert_exactly_once(&records, 1..=12_000);
+    let last = checkpoint();
+    assert!(
+        last.splits
+            .values()
+            .all(|p| p.owner.as_deref() == Some("w1") && p.generation == 2)
+    );
+}
