@@ -128,7 +128,6 @@ async fn passthrough_copies_each_filtered_message_once_with_its_source_headers()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "worker: reopening a split's consumer after a checkpoint fails (JetStream 10012, deliver policy can not be updated)"]
 async fn passthrough_restarted_after_sigterm_resumes_without_duplicates() {
     let ex = Example::start("passthrough").await;
     let js = ex.jetstream().await;
@@ -161,7 +160,6 @@ async fn passthrough_restarted_after_sigterm_resumes_without_duplicates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "worker: NATS Core sources are not supported yet (issue 5)"]
 async fn core_capture_stores_every_reading_published_while_the_worker_listens() {
     let ex = Example::start("core-capture").await;
     let js = ex.jetstream().await;
@@ -263,7 +261,6 @@ async fn core_capture_stores_every_reading_published_while_the_worker_listens() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "worker: NATS Core sinks are not supported yet (issue 5)"]
 async fn fanout_core_republishes_each_alert_on_its_notify_subject() {
     let ex = Example::start("fanout-core").await;
     let js = ex.jetstream().await;
@@ -311,7 +308,6 @@ async fn fanout_core_republishes_each_alert_on_its_notify_subject() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "worker: bounded runs are not supported yet (issue 5)"]
 async fn backfill_bounded_copies_what_the_stream_held_at_start_then_exits() {
     let ex = Example::start("backfill-bounded").await;
     let js = ex.jetstream().await;
@@ -418,7 +414,6 @@ async fn parallel_six_splits_keeps_source_order_within_each_split() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "worker: split ownership from an assignment file is not supported yet (issue 5)"]
 async fn parallel_six_splits_shared_by_three_worker_processes_by_assignment() {
     let ex = Example::start("parallel-six-splits").await;
     let js = ex.jetstream().await;
