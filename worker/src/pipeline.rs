@@ -426,6 +426,18 @@ impl<S: Sink> Runner<S> {
             .filter(|(_, (s, committed))| {
                 s.position > committed.load(Ordering::Acquire) || s.finished
             })
+            // Workers sharing a Core subject in a queue group each count their own messages:
+            // one whose count is behind what another committed leaves the position alone
+            // (nothing is acknowledged to a Core source, and the ids stay unique per worker).
+            .filter(|(name, (s, _))| {
+                self.readers.core().is_none()
+                    || self
+                        .committer
+                        .checkpoint()
+                        .splits
+                        .get(*name)
+                        .is_none_or(|c| s.position > c.position)
+            })
             .map(|(name, (s, _))| {
                 (
                     name.clone(),

@@ -345,3 +345,86 @@ async fn wait_for_checkpoint(dir: &std::path::Path, name: &str, at_least: u64) {
     }
     panic!("no checkpoint reached position {at_least}");
 }
+
+/// Messages a worker took in, summed over its splits, from its `/metrics`.
+fn messages_in(addr: &str) -> u64 {
+    let metrics = http_get(addr, "/metrics").expect("metrics");
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("jetflow_worker_messages_total") && l.contains("direction=\"in\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_group_shares_core_subjects_between_two_workers() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, "done", &["done.>"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let manifest = write_manifest(
+        dir.path(),
+        r#"
+apiVersion: jetflow.io/v1alpha1
+kind: Pipeline
+metadata:
+  name: shared
+spec:
+  source:
+    core:
+      subjects: ["jobs.a", "jobs.b"]
+      queueGroup: shared
+  sink:
+    jetstream:
+      stream: done
+      subject: "done.{{subject}}"
+  checkpoint:
+    interval: 200ms
+"#,
+    );
+    let mut workers = Vec::new();
+    for id in ["w1", "w2"] {
+        let addr = free_addr();
+        let mut worker = spawn(&manifest, &server.url(), &checkpoints, id, &addr, &[]);
+        wait_ready(&mut worker, &addr, Duration::from_secs(30)).await;
+        workers.push((worker, addr));
+    }
+    let client = server.client().await;
+    publish_numbers(&client, &["jobs.a", "jobs.b"], 1, 4_000).await;
+    wait_for_len(&js, "done", 4_000, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let shares: Vec<u64> = workers.iter().map(|(_, addr)| messages_in(addr)).collect();
+    for (worker, _) in &mut workers {
+        let status = worker.terminate(Duration::from_secs(30));
+        assert!(status.success(), "{status}; log:\n{}", worker.log_text());
+        // Each worker counts its own messages; one whose count is behind another's leaves the
+        // position alone. Only a commit racing another worker's write can still be refused
+        // (harmless: nothing is acknowledged to a Core source), and then its next one skips.
+        let log = plain_log(worker);
+        let failed: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("checkpoint failed"))
+            .collect();
+        assert!(
+            failed.len() <= 2
+                && failed
+                    .iter()
+                    .all(|l| l.contains("is behind the committed position")),
+            "{log}"
+        );
+    }
+    let records = read_all(&js, "done").await;
+    let seen = counts(records.iter().map(|r| number(&r.payload)));
+    assert_none_twice(&seen);
+    assert_range_present(&seen, 1, 4_000, "published while both workers ran");
+    assert_eq!(records.len(), 4_000);
+    assert_eq!(shares.iter().sum::<u64>(), 4_000);
+    assert!(
+        shares.iter().all(|s| *s > 0),
+        "one worker got nothing: {shares:?}"
+    );
+}
