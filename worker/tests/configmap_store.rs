@@ -257,7 +257,12 @@ async fn many_writers_lose_nothing_and_positions_only_grow() {
             }
         }
     };
-    let (exhausted, reads) = tokio::join!(futures::future::join_all(writers), reader);
+    // A lost update leaves the reader waiting for a position that never comes.
+    let (exhausted, reads) = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        tokio::join!(futures::future::join_all(writers), reader)
+    })
+    .await
+    .expect("every commit of every writer visible in the ConfigMap within 60 s");
     assert!(reads > 1);
 
     let stored = api.checkpoint("orders").await;
