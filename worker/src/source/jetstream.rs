@@ -31,6 +31,9 @@ use jetflow_crds::split::Split;
 use super::{AckToken, SourceAcker, SourceError, SourceMessage, SplitReader};
 use crate::metrics::SplitMetrics;
 
+/// Messages a consumer may hand out before the checkpoint that acknowledges them.
+pub const MAX_ACK_PENDING: i64 = 1_000_000;
+
 /// Where a consumer starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Start {
@@ -54,10 +57,12 @@ pub struct ConsumerSettings {
 }
 
 impl ConsumerSettings {
-    /// The settings for a checkpoint interval and batch size: ack wait max(30 s, 4 × interval).
+    /// The settings for a checkpoint interval and batch size: ack wait 2 × interval + 30 s, the
+    /// value the operator gives the consumers it creates (so neither side sees the other's
+    /// consumer as drifted).
     pub fn new(checkpoint_interval: Duration, batch: usize) -> Self {
         Self {
-            ack_wait: (checkpoint_interval * 4).max(Duration::from_secs(30)),
+            ack_wait: checkpoint_interval * 2 + Duration::from_secs(30),
             batch: batch.max(1),
             expires: Duration::from_secs(10),
             heartbeat: Duration::from_secs(3),
@@ -120,9 +125,9 @@ pub fn consumer_config(
         ack_policy: AckPolicy::All,
         deliver_policy: deliver_policy(&split.name, start)?,
         ack_wait: settings.ack_wait,
-        // Everything read between two checkpoints stays unacknowledged; a limit here would
-        // stall the split at rate × interval.
-        max_ack_pending: -1,
+        // Everything read between two checkpoints stays unacknowledged; a limit near
+        // rate × interval would stall the split. The operator uses the same value.
+        max_ack_pending: MAX_ACK_PENDING,
         max_deliver: -1,
         // Recovery comes from jetflow's checkpoint, not from the consumer's state, so the
         // server need not persist that state: with thousands of messages pending between two
