@@ -20,7 +20,11 @@
 //! The [`Runner`] owns the split set and can grow or shrink it at run time
 //! ([`Runner::start_split`], [`Runner::stop_split`]): a split that leaves is drained, its final
 //! position committed and acknowledged before it is forgotten; a split that arrives starts at
-//! its committed position. Every checkpoint write carries the worker's id and its assignment
+//! its committed position. [`Membership`] decides the set ([`Runner::run_with`]): the source's
+//! splits (its filters, or the subjects found in the stream), those the assignment gives this
+//! worker, less those that reached their bound. The source is JetStream (bounded or not) or
+//! NATS Core, the sink JetStream or NATS Core; see [`crate::source::readers`] and
+//! [`crate::sink::core`]. Every checkpoint write carries the worker's id and its assignment
 //! generation ([`Runner::set_generation`]).
 //!
 //! Shutdown ([`Runner::run`] when its token fires): stop pulling, let each split confirm what
