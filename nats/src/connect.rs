@@ -127,6 +127,7 @@ pub async fn connect(
     let url = conn
         .and_then(|c| c.url.clone())
         .unwrap_or_else(|| default_url.to_owned());
+    install_crypto_provider();
     let (options, method) = options(conn, secrets).await?;
     let options = options
         .name(name)
@@ -143,6 +144,15 @@ pub async fn connect(
         }
         Err(source) => Err(ConnectError::Connect { url, source }),
     }
+}
+
+/// Makes ring the process's TLS crypto provider unless one is installed already. rustls picks
+/// a provider by itself only when exactly one of its backends is compiled in; a binary whose
+/// dependency graph enables two (one crate asking for ring, another for aws-lc-rs) would
+/// otherwise fail at the first TLS handshake.
+fn install_crypto_provider() {
+    // An error only says a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 async fn options(
