@@ -9,4 +9,5 @@ export JETFLOW_NATS_SERVER="$root/.tools/bin/nats-server"
 # The end-to-end tests (e2e/local) run the jetflow-worker binary as separate processes; build
 # it first (same profile as the tests, so nothing is compiled twice).
 cargo build --locked -p jetflow-worker
-cargo test --workspace --locked "$@"
+# --no-fail-fast: one failing test binary must not hide the results of the others.
+cargo test --workspace --locked --no-fail-fast "$@"
