@@ -232,7 +232,7 @@ impl Runner<PipelineSink> {
             }
         };
         let steps = Steps::compile(&spec.steps)?;
-        let template = SubjectTemplate::compile(template)?;
+        let template = SubjectTemplate::compile_subject_only(template)?;
         let max_pending = usize::try_from(max_pending).unwrap_or(1024).max(1);
         let dead_letters = DeadLetters::new(client.clone(), &pipeline.dead_letter_subject()).await;
         let committer = Committer::open(store).await?;

@@ -391,7 +391,7 @@ impl<S: Sink> SplitTask<S> {
         let shared = Arc::clone(&self.shared);
         if shared.steps.is_passthrough() {
             // Bytes pass through untouched: no parse, no copy.
-            let subject = match shared.template.render(&message.subject) {
+            let subject = match shared.template.render_subject(&message.subject) {
                 Ok(s) => s,
                 Err(e) => {
                     let text = e.to_string();
@@ -444,9 +444,11 @@ impl<S: Sink> SplitTask<S> {
         // Render every subject first, so a message either goes out whole or fails whole.
         let mut rendered = Vec::with_capacity(outputs.len());
         for output in &outputs {
+            // A sink template never reads the payload.
             match shared
                 .template
-                .render(&Subject::from(output.subject.as_str()))
+                .render(&output.subject, &[])
+                .map(Subject::from)
             {
                 Ok(s) => rendered.push(s),
                 Err(e) => {

@@ -11,7 +11,6 @@ pub mod core;
 pub mod dead_letter;
 pub mod headers;
 pub mod jetstream;
-pub mod template;
 
 use std::future::Future;
 
@@ -19,7 +18,8 @@ use async_nats::jetstream::context::{PublishAckFuture, PublishError};
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 
-pub use template::{SubjectTemplate, TemplateError};
+// One template implementation for the setSubject step and the sink.
+pub use jetflow_steps::template::{SubjectTemplate, TemplateError};
 
 /// One message for a sink.
 #[derive(Clone, Debug)]
