@@ -3,6 +3,7 @@
 //! stream configuration and back.
 
 pub mod connect;
+pub mod consumer;
 pub mod stream;
 
 pub use connect::{ConnectError, Secrets, connect};

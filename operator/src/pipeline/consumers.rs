@@ -9,7 +9,6 @@
 //! removed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, Config, DeliverPolicy, Info};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
@@ -20,15 +19,7 @@ use jetflow_crds::split::{Split, consumer_name};
 
 use crate::{Error, Result};
 
-/// Messages a consumer may hand out before the checkpoint that acknowledges them: well above
-/// rate × interval for any single split.
-pub const MAX_ACK_PENDING: i64 = 1_000_000;
-
-/// How long the server waits for an acknowledgement before redelivering: two checkpoint
-/// intervals plus 30 s, since acknowledgements come only with checkpoints.
-pub fn ack_wait(interval: Duration) -> Duration {
-    interval * 2 + Duration::from_secs(30)
-}
+pub use jetflow_nats::consumer::{MAX_ACK_PENDING, ack_wait};
 
 /// The consumer configuration of `split`; `position` is the split's checkpointed position.
 pub fn config(

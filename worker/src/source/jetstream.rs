@@ -31,8 +31,7 @@ use jetflow_crds::split::Split;
 use super::{AckToken, SourceAcker, SourceError, SourceMessage, SplitReader};
 use crate::metrics::SplitMetrics;
 
-/// Messages a consumer may hand out before the checkpoint that acknowledges them.
-pub const MAX_ACK_PENDING: i64 = 1_000_000;
+pub use jetflow_nats::consumer::MAX_ACK_PENDING;
 
 /// Where a consumer starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,7 +61,7 @@ impl ConsumerSettings {
     /// consumer as drifted).
     pub fn new(checkpoint_interval: Duration, batch: usize) -> Self {
         Self {
-            ack_wait: checkpoint_interval * 2 + Duration::from_secs(30),
+            ack_wait: jetflow_nats::consumer::ack_wait(checkpoint_interval),
             batch: batch.max(1),
             expires: Duration::from_secs(10),
             heartbeat: Duration::from_secs(3),
