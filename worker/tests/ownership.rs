@@ -299,9 +299,14 @@ async fn a_killed_owners_split_is_taken_over_after_the_handover_timeout() {
     let records = read_all(&js, "ledger").await;
     assert_exactly_once(&records, 1..=12_000);
     let last = checkpoint();
-    assert!(
-        last.splits
-            .values()
-            .all(|p| p.owner.as_deref() == Some("w1") && p.generation == 2)
-    );
+    // Every split ends with w1. The splits taken over from w2 were committed under generation
+    // 2; w1's own splits may have seen their last message before w1 read generation 2, and a
+    // split whose position did not move is not rewritten, so they may still say generation 1.
+    for (i, split) in SUBJECTS.iter().enumerate() {
+        let p = &last.splits[*split];
+        assert_eq!(p.owner.as_deref(), Some("w1"), "{split}: {p:?}");
+        if i >= 3 {
+            assert_eq!(p.generation, 2, "{split}: {p:?}");
+        }
+    }
 }
