@@ -10,9 +10,11 @@
 //! (a) the baseline: pull a batch, publish each message with a message id to a sink stream,
 //!     wait for every publish ack, ack the batch; and
 //! (b) the release `jetflow-worker` binary as a process on a pass-through pipeline with 1 s
-//!     checkpoints (exactly once: message ids, deduplicating sink stream),
-//! and prints messages per second for both, their ratio and the worker's peak RSS (VmHWM).
-//! It prints figures; it asserts nothing.
+//!     checkpoints (exactly once: message ids, deduplicating sink stream), and
+//! (c) the same worker with one `map` step that reshapes the small JSON object each message
+//!     carries,
+//! and prints messages per second for each, the ratios to the baseline, the cost per message
+//! of the map step and the worker's peak RSS (VmHWM). It prints figures; it asserts nothing.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,8 +67,20 @@ async fn create_stream(js: &jetstream::Context, name: &str, subject: &str) {
     .expect("create stream");
 }
 
+/// A small JSON order padded to `size` bytes, so that the pass-through and the map runs move
+/// the same messages.
+fn order_payload(size: usize) -> bytes::Bytes {
+    let head = r#"{"order_id":"o-12345","qty":3,"price":9.5,"customer":{"name":"Ada","tier":"gold"},"note":""#;
+    let tail = r#""}"#;
+    let pad = size.saturating_sub(head.len() + tail.len());
+    bytes::Bytes::from(format!("{head}{}{tail}", "x".repeat(pad)))
+}
+
+/// The map step of run (c): reshapes the order into a smaller object.
+const MAP_STEP: &str = "{id: .order_id, total: (.qty * .price), customer: .customer.name}";
+
 async fn fill(js: &jetstream::Context, count: usize, size: usize) {
-    let payload = bytes::Bytes::from(vec![b'x'; size]);
+    let payload = order_payload(size);
     let mut pending = std::collections::VecDeque::new();
     for _ in 0..count {
         pending.push_back(
@@ -171,19 +185,28 @@ fn cpu_seconds(pid: impl std::fmt::Display) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-/// The worker as a process on a pass-through pipeline; returns messages per second and peak
-/// RSS in KiB.
+/// The worker as a process, pass-through or with the map step; returns messages per second
+/// and peak RSS in KiB.
 async fn worker(
     server: &NatsServer,
     js: &jetstream::Context,
     count: usize,
     round: usize,
+    map: bool,
 ) -> (f64, u64) {
     let dir = tempfile::tempdir().expect("temporary folder");
     let manifest = dir.path().join("pipeline.yaml");
+    let (name, steps) = if map {
+        (
+            format!("bench-map-{round}"),
+            format!("  steps:\n    - map: '{MAP_STEP}'\n"),
+        )
+    } else {
+        (format!("bench-{round}"), String::new())
+    };
     std::fs::write(
         &manifest,
-        format!("metadata: {{name: bench-{round}}}\n")
+        format!("metadata: {{name: {name}}}\n")
             + r#"
 apiVersion: jetflow.io/v1alpha1
 kind: Pipeline
@@ -193,7 +216,7 @@ spec:
   sink:
     jetstream: {stream: work, subject: "work.{{subject}}"}
   checkpoint: {interval: 1s}
-"#,
+"# + &steps,
     )
     .expect("write manifest");
     let started = Instant::now();
@@ -241,7 +264,7 @@ spec:
     peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
     if let Some(cpu) = cpu_seconds(pid) {
         println!(
-            "  CPU per message: jetflow-worker {:.1} µs",
+            "  CPU per message: jetflow-worker ({name}) {:.1} µs",
             cpu * 1e6 / count as f64
         );
     }
@@ -276,19 +299,25 @@ async fn main() {
     let spid = server_pid(&server).expect("nats-server process");
     let per_msg = |cpu: f64| cpu * 1e6 / o.messages as f64;
 
-    // Rounds alternate the two, so that a change in the machine's load hits both alike.
+    // Rounds alternate the runs, so that a change in the machine's load hits all alike.
     let (mut bases, mut works, mut ratios, mut peak) = (vec![], vec![], vec![], 0);
+    let (mut maps, mut map_ratios, mut step_costs) = (vec![], vec![], vec![]);
     for round in 1..=o.rounds {
         recreate_stream(&js, "base", "base.>").await;
         recreate_stream(&js, "work", "work.>").await;
         let (server0, self0) = (cpu_seconds(spid), cpu_seconds("self"));
         let base = baseline(&js, o.messages, o.batch, round).await;
         let (server1, self1) = (cpu_seconds(spid), cpu_seconds("self"));
-        let (work, rss) = worker(&server, &js, o.messages, round).await;
+        let (work, rss) = worker(&server, &js, o.messages, round, false).await;
         let server2 = cpu_seconds(spid);
+        recreate_stream(&js, "work", "work.>").await;
+        let (mapped, map_rss) = worker(&server, &js, o.messages, round, true).await;
+        // The map step's cost per message: the extra time per message of the map run.
+        let step_cost = (1.0 / mapped - 1.0 / work) * 1e6;
         println!(
-            "round {round}: baseline {base:>8.0} msg/s, jetflow-worker {work:>8.0} msg/s, ratio {:.2}",
-            work / base
+            "round {round}: baseline {base:>8.0} msg/s, jetflow-worker {work:>8.0} msg/s, ratio {:.2}; with one map step {mapped:>8.0} msg/s, ratio {:.2}, step {step_cost:.1} µs/msg",
+            work / base,
+            mapped / base
         );
         if let (Some(s0), Some(s1), Some(s2), Some(b0), Some(b1)) =
             (server0, server1, server2, self0, self1)
@@ -303,7 +332,10 @@ async fn main() {
         bases.push(base);
         works.push(work);
         ratios.push(work / base);
-        peak = peak.max(rss);
+        maps.push(mapped);
+        map_ratios.push(mapped / base);
+        step_costs.push(step_cost);
+        peak = peak.max(rss).max(map_rss);
     }
     println!(
         "baseline forwarder (batch {}):  {:>10.0} msg/s (median)",
@@ -317,6 +349,18 @@ async fn main() {
     println!(
         "ratio worker / baseline:         {:>10.2} (median of rounds)",
         median(ratios)
+    );
+    println!(
+        "jetflow-worker, one map step:    {:>10.0} msg/s (median)",
+        median(maps)
+    );
+    println!(
+        "ratio map run / baseline:        {:>10.2} (median of rounds)",
+        median(map_ratios)
+    );
+    println!(
+        "map step cost per message:       {:>10.1} µs (median of rounds)",
+        median(step_costs)
     );
     println!(
         "worker peak RSS (VmHWM):         {:>10.1} MiB",
