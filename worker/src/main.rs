@@ -221,6 +221,9 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("worker-{}", std::process::id()));
     let cancel = CancellationToken::new();
+    // Before anything slow (connecting, opening stores): a SIGTERM during start-up must be a
+    // clean shutdown too, not the default action of the signal.
+    cancel_on_signal(cancel.clone());
     let metrics = Metrics::new();
     let health = Arc::new(Health::default());
     let (bound, http) = jetflow_worker::http::serve(
@@ -234,14 +237,22 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
     tracing::info!(pipeline = %name, worker = %worker_id, metrics = %bound, "jetflow-worker starting");
 
     let secrets = jetflow_nats::Secrets::new(&args.secrets_dir);
-    let client = match jetflow_nats::connect(
+    let client_name = format!("jetflow-worker {namespace}/{name} {worker_id}");
+    let connect = jetflow_nats::connect(
         pipeline.spec.connection.as_ref(),
         &args.nats,
         &secrets,
-        &format!("jetflow-worker {namespace}/{name} {worker_id}"),
-    )
-    .await
-    {
+        &client_name,
+    );
+    let connected = tokio::select! {
+        connected = connect => connected,
+        () = cancel.cancelled() => {
+            // Nothing was read yet, so there is nothing to checkpoint.
+            tracing::info!("stopped while connecting to NATS");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let client = match connected {
         Ok(client) => client,
         Err(
             e @ (ConnectError::Authentication { .. }
@@ -281,13 +292,6 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-
-    let signals = cancel.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: draining splits for a final checkpoint");
-        signals.cancel();
-    });
 
     let outcome = runner.run_with(membership, cancel.clone()).await;
     cancel.cancel();
@@ -386,17 +390,26 @@ async fn membership(
     ))
 }
 
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Installs the SIGTERM and SIGINT handlers now (the handlers exist from this call on, not from
+/// when the task first runs) and cancels `cancel` when either signal arrives.
+fn cancel_on_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    tokio::spawn(async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the worker");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+        tracing::info!("shutting down: draining splits for a final checkpoint");
+        cancel.cancel();
+    });
 }

@@ -290,3 +290,24 @@ async fn http_endpoints_report_health_and_split_metrics() {
     let status = worker.terminate(Duration::from_secs(30));
     assert!(status.success());
 }
+
+#[tokio::test]
+async fn sigterm_while_connecting_exits_cleanly() {
+    // A listener that accepts the worker's connection and never answers keeps it connecting.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("nats://{}", silent.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_manifest(dir.path(), &manifest("starting", "1s"));
+    let mut worker = Worker::start(&path, &url, &dir.path().join("checkpoints"), &[]);
+    let (_connection, _) = silent.accept().unwrap();
+
+    let status = worker.terminate(Duration::from_secs(3));
+    assert!(status.success(), "{status}; log:\n{}", worker.log_text());
+    assert!(
+        worker
+            .log_text()
+            .contains("stopped while connecting to NATS"),
+        "{}",
+        worker.log_text()
+    );
+}
