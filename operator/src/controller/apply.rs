@@ -106,6 +106,41 @@ fn to_value<K: Serialize>(object: &K, kind: &'static str) -> Result<Value> {
     })
 }
 
+/// Writes a resource's status by server-side apply, only when it differs from `current`, so
+/// that a resync which finds nothing new writes nothing.
+pub(crate) async fn publish_status<K, S>(
+    api: &Api<K>,
+    obj: &K,
+    current: Option<&S>,
+    status: S,
+    kind: &'static str,
+) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(&status) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::PublishStatus {
+        kind,
+        name: obj.name_any(),
+        source,
+    })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use jetflow_crds::assignment::Assignment;
 use jetflow_crds::checkpoint::{Checkpoint, SplitPosition};
 use jetflow_crds::condition::types;
 use jetflow_crds::split::{self, Split};
-use jetflow_crds::{Pipeline, PipelineStatus, names};
+use jetflow_crds::{Pipeline, names};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -28,7 +28,7 @@ use super::status::{self, Observed};
 use super::validate::{Facts, validate};
 use crate::assignment::assign;
 use crate::controller::Context;
-use crate::controller::apply::{Outcome, apply as apply_object, contains};
+use crate::controller::apply::{Outcome, apply as apply_object, contains, publish_status};
 use crate::{Error, FIELD_MANAGER, Result};
 
 async fn get_stream(
@@ -200,34 +200,6 @@ async fn reset_checkpoint(
     Ok(checkpoint)
 }
 
-/// Writes the status by server-side apply, only when it changed.
-pub(crate) async fn publish_status(
-    api: &Api<Pipeline>,
-    p: &Pipeline,
-    status: PipelineStatus,
-) -> Result<()> {
-    if p.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let patch = serde_json::json!({
-        "apiVersion": Pipeline::api_version(&()),
-        "kind": Pipeline::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &p.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::PublishStatus {
-        kind: "Pipeline",
-        name: p.name_any(),
-        source,
-    })?;
-    Ok(())
-}
-
 /// The apply branch of the Pipeline reconcile.
 pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -> Result<Action> {
     let name = p.name_any();
@@ -273,7 +245,7 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
             .await;
         }
         ctx.metrics.error(super::CONTROLLER, "invalid_spec");
-        publish_status(api, p, status).await?;
+        publish_status(api, p, p.status.as_ref(), status, "Pipeline").await?;
         return Ok(if verdict.needs_spec_change() {
             Action::await_change()
         } else {
@@ -418,7 +390,7 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         min_stale: ctx.settings.min_checkpoint_stale,
         now,
     });
-    publish_status(api, p, status).await?;
+    publish_status(api, p, p.status.as_ref(), status, "Pipeline").await?;
     // With splits following the stream's subjects, look for new subjects as often as asked.
     let resync = match &p.spec.source.jetstream {
         Some(js) if split::is_dynamic(&p.spec) => ctx

@@ -22,13 +22,14 @@ use jetflow_crds::condition::{self, Condition, types};
 use jetflow_crds::stream::{DeletionPolicy, StreamMode};
 use jetflow_crds::{Stream, StreamStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::{Resource, ResourceExt};
 
+use crate::controller::apply::publish_status;
 use crate::controller::{Context, key};
-use crate::{Error, FIELD_MANAGER, FINALIZER, Result};
+use crate::{Error, FINALIZER, Result};
 
 /// The controller's name in metrics and logs.
 pub const CONTROLLER: &str = "stream";
@@ -103,7 +104,7 @@ async fn apply(s: &Stream, ns: &str, ctx: &Context, api: &Api<Stream>) -> Result
         if !was_invalid {
             ctx.event(s, true, "InvalidSpec", "Validate", message).await;
         }
-        publish_status(api, s, status).await?;
+        publish_status(api, s, s.status.as_ref(), status, "Stream").await?;
         return Ok(Action::await_change());
     }
     condition::merge(
@@ -152,7 +153,7 @@ async fn apply(s: &Stream, ns: &str, ctx: &Context, api: &Api<Stream>) -> Result
             merge_managed_conditions(&mut status.conditions, &name, &fixed, generation);
         }
     }
-    publish_status(api, s, status).await?;
+    publish_status(api, s, s.status.as_ref(), status, "Stream").await?;
     Ok(Action::requeue(ctx.settings.stream_resync))
 }
 
@@ -307,30 +308,6 @@ fn merge_managed_conditions(
         )
     };
     condition::merge(conditions, degraded);
-}
-
-/// Writes the status by server-side apply, only when it changed.
-async fn publish_status(api: &Api<Stream>, s: &Stream, status: StreamStatus) -> Result<()> {
-    if s.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let patch = serde_json::json!({
-        "apiVersion": Stream::api_version(&()),
-        "kind": Stream::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &s.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::PublishStatus {
-        kind: "Stream",
-        name: s.name_any(),
-        source,
-    })?;
-    Ok(())
 }
 
 async fn cleanup(s: &Stream, ns: &str, ctx: &Context) -> Result<Action> {
