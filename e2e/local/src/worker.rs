@@ -168,8 +168,25 @@ impl WorkerProcess {
         }
     }
 
-    /// SIGTERM, then waits up to `timeout` for the exit.
+    /// Waits up to `timeout` until the worker has logged its start line (from then on a
+    /// SIGTERM is a clean shutdown, not the signal's default action), or has exited.
+    pub async fn started(&mut self, timeout: Duration) -> Result<()> {
+        let started = Instant::now();
+        while !self.log().contains("jetflow-worker starting") && self.running() {
+            if started.elapsed() > timeout {
+                return Err(Error::Timeout {
+                    what: format!("worker {} to start", self.pid()),
+                    seconds: timeout.as_secs_f64(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM once the worker has started, then waits up to `timeout` for the exit.
     pub async fn stop(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.started(timeout).await?;
         self.terminate()?;
         self.wait(timeout).await
     }

@@ -217,8 +217,27 @@ impl Worker {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then waits for the exit (at most `timeout`).
+    /// Waits (at most `timeout`) until the worker has logged its start line: from then on its
+    /// signal handlers are installed, so a SIGTERM is a clean shutdown rather than the
+    /// signal's default action. Returns early when the process has exited.
+    pub fn wait_started(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains("jetflow-worker starting") {
+            if self.child.try_wait().expect("try_wait").is_some() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker did not start within {timeout:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM once the worker has started, then waits for the exit (at most `timeout`).
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        self.wait_started(timeout);
         let status = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
