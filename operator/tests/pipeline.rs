@@ -206,6 +206,73 @@ async fn create_builds_every_object_and_one_consumer_per_split() {
 }
 
 #[tokio::test]
+async fn quantities_the_api_server_canonicalised_are_not_rewritten() {
+    let h = setup().await;
+    let mut p = orders();
+    p.spec.worker = Some(
+        serde_json::from_value(json!({"resources": {
+            "requests": {"cpu": "1000m", "memory": "0.5Gi"},
+            "limits": {"cpu": "1500m"},
+        }}))
+        .unwrap(),
+    );
+    h.create_pipeline(p).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    h.run_workers(NAME, 2).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    h.reconcile_pipeline(NAME).await.unwrap();
+    // What the API server stores: the canonical form of each quantity.
+    let deployments = h.api::<k8s_openapi::api::apps::v1::Deployment>();
+    let mut live = deployments.get("orders-copy-worker").await.unwrap();
+    let container = &mut live
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0];
+    assert_eq!(container.name, "worker");
+    container.resources = serde_json::from_value(json!({
+        "requests": {"cpu": "1", "memory": "512Mi"},
+        "limits": {"cpu": "1500m"},
+    }))
+    .unwrap();
+    deployments
+        .replace("orders-copy-worker", &Default::default(), &live)
+        .await
+        .unwrap();
+    // The deployment controller catches up with the edit.
+    h.run_workers(NAME, 2).await;
+    h.clear_calls();
+
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert_eq!(
+        h.writes(),
+        vec![],
+        "canonical quantities were applied again"
+    );
+
+    // A real change of a quantity is still applied.
+    h.edit_pipeline(
+        NAME,
+        json!({"spec": {"worker": {"resources": {"limits": {"cpu": "2"}}}}}),
+    )
+    .await;
+    h.clear_calls();
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let d = h.deployment("orders-copy-worker").await.unwrap();
+    let limits = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .resources
+        .clone()
+        .unwrap()
+        .limits
+        .unwrap();
+    assert_eq!(limits["cpu"].0, "2");
+}
+
+#[tokio::test]
 async fn reconcile_of_a_pipeline_already_as_desired_makes_no_writes() {
     let h = setup().await;
     running(&h).await;
