@@ -22,7 +22,8 @@
 #   KIND_NODE_IMAGE=...     node image (default kindest/node:v1.32.2, the version the chart
 #                           checks validate against)
 #   TIMEOUT=180s            per wait
-#   NATS_CHART_VERSION=...  pin the NATS chart (default: the repository's latest)
+#   NATS_CHART_VERSION=...  the NATS chart version (default 1.2.8, a 1.x chart the values in
+#                           nats-values.yaml are written for; empty: the repository's latest)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -33,7 +34,7 @@ ARTIFACTS="${ARTIFACTS:-$here/artifacts}"
 IMAGE="${IMAGE:-jetflow:e2e}"
 KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.32.2}"
 TIMEOUT="${TIMEOUT:-180s}"
-NATS_CHART_VERSION="${NATS_CHART_VERSION:-}"  # empty: the repository's latest
+NATS_CHART_VERSION="${NATS_CHART_VERSION-1.2.8}"  # set to empty for the repository's latest
 
 log() { printf '\n=== %s\n' "$*" >&2; }
 die() { printf 'e2e-kind: %s\n' "$*" >&2; exit 1; }
