@@ -229,6 +229,13 @@ spec:
         6_000,
         "messages published before a worker ran, or while none ran, were stored"
     );
+    // A Core source names its subject; it has no stream to name.
+    assert!(
+        records
+            .iter()
+            .all(|r| r.source_subject.starts_with("sensors.")
+                && r.headers.get("Jetflow-Source-Stream").is_none())
+    );
     // The second run's positions (and so its message ids) continue after the first run's:
     // ids that started again at 1 would have been dropped as duplicates of the first run.
     let first_run_max = records[..3_000].iter().map(|r| r.source_seq).max().unwrap();

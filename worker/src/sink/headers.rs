@@ -37,6 +37,14 @@ const NOT_FORWARDED: [&str; 6] = [
     "Nats-Expected-Last-Subject-Sequence-Subject",
 ];
 
+/// The headers that name an output's source: set here for this pipeline's source, never
+/// carried over from an earlier pipeline's output.
+const SOURCE: [&str; 3] = [
+    "Jetflow-Source-Stream",
+    "Jetflow-Source-Subject",
+    "Jetflow-Source-Sequence",
+];
+
 /// Builds the message ids of one split.
 #[derive(Clone, Debug)]
 pub struct MessageIds {
@@ -86,6 +94,7 @@ pub fn output_headers(
             for (name, values) in h.iter() {
                 if NOT_FORWARDED
                     .iter()
+                    .chain(&SOURCE)
                     .any(|n| n.eq_ignore_ascii_case(name.as_ref()))
                 {
                     continue;
@@ -99,7 +108,10 @@ pub fn output_headers(
         _ => HeaderMap::new(),
     };
     headers.insert(NATS_MESSAGE_ID, id);
-    headers.insert(source_stream(), stream);
+    // A NATS Core source has no stream: the header is left out rather than empty.
+    if !stream.is_empty() {
+        headers.insert(source_stream(), stream);
+    }
     headers.insert(source_subject(), subject);
     headers.insert(source_sequence(), HeaderValue::from(seq));
     headers
@@ -134,5 +146,19 @@ mod tests {
         assert_eq!(h.get("Trace").unwrap().as_str(), "abc");
         assert_eq!(h.get(source_sequence()).unwrap().as_str(), "9");
         assert_eq!(h.get(source_subject()).unwrap().as_str(), "orders.eu");
+    }
+
+    #[test]
+    fn source_headers_name_this_pipelines_source_only() {
+        // The output of an earlier pipeline, read from NATS Core (no stream).
+        let mut carried = HeaderMap::new();
+        carried.insert("Jetflow-Source-Stream", "upstream");
+        carried.insert("Jetflow-Source-Sequence", "77");
+        let h = output_headers(Some(&carried), "id-1".into(), "", "sensors.a", 5);
+        assert!(h.get(source_stream()).is_none());
+        assert_eq!(h.get(source_sequence()).unwrap().as_str(), "5");
+        assert_eq!(h.get_all(source_sequence()).count(), 1);
+        let h = output_headers(Some(&carried), "id-1".into(), "orders", "orders.eu", 5);
+        assert_eq!(h.get(source_stream()).unwrap().as_str(), "orders");
     }
 }
