@@ -4,7 +4,7 @@
 //! The subjects come from the stream info with a subjects filter (one request per filter, paged
 //! by the client). A subject that appears becomes a split the runner starts without a restart;
 //! one that no longer holds messages (removed, purged, aged out) drops out of the list, and the
-//! runner retires its split: drained, checkpointed, then stopped.
+//! runner retires its split: drained, checkpointed, stopped, and its consumer deleted.
 //!
 //! Errors: a lookup that fails is logged and the split set stays as it was until the next
 //! interval. The watch ends when its token is cancelled or the runner is gone.

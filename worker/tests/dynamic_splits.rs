@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream::Stream;
 use common::*;
+use futures::TryStreamExt;
 use jetflow_testsupport::NatsServer;
 use support::*;
 
@@ -83,6 +84,13 @@ async fn a_new_subject_is_processed_without_a_restart_and_a_purged_one_is_retire
     let stream: Stream = js.get_stream("events").await.unwrap();
     stream.purge().filter("events.a").await.unwrap();
     wait_for_log(&worker, "releasing split split=events.a").await;
+    // Its consumer goes with it; the others stay.
+    wait_for_log(&worker, "split retired; consumer deleted split=events.a").await;
+    let consumers: Vec<String> = stream.consumer_names().try_collect().await.unwrap();
+    let name = |split| jetflow_crds::split::consumer_name("default", "follow", split);
+    assert!(!consumers.contains(&name("events.a")), "{consumers:?}");
+    assert!(consumers.contains(&name("events.b")), "{consumers:?}");
+    assert!(consumers.contains(&name("events.c")), "{consumers:?}");
     publish(&js, &["events.b", "events.c"], 200, 64).await;
     wait_for_len(&js, "copy", 900, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use jetflow_crds::assignment::Assignment;
 use jetflow_crds::checkpoint::SplitPosition;
-use jetflow_crds::split::Split;
+use jetflow_crds::split::{Split, consumer_name};
 use tokio::sync::mpsc;
 
 use super::{RunError, Runner};
@@ -241,7 +241,13 @@ impl<S: Sink> Runner<S> {
             .cloned()
             .collect();
         for name in leaving {
-            self.release_split(&name, generation).await;
+            let released = self.release_split(&name, generation).await;
+            // A split that left the source (its subject holds no messages any more), not just
+            // this worker: its consumer goes too. Its position stays in the checkpoint, so a
+            // subject that comes back resumes after it, through a new consumer.
+            if released && !membership.candidates.contains_key(&name) {
+                self.remove_consumer(&name).await;
+            }
         }
         self.set_generation(generation);
         membership
@@ -278,12 +284,13 @@ impl<S: Sink> Runner<S> {
     /// Stops a split this worker no longer owns: drained, committed and acknowledged under the
     /// generation it ran under, then a release record under `generation` written, before it is
     /// forgotten. Failures are logged, not returned: the split is stopped either way, and a new
-    /// owner that sees no release takes the split after its handover timeout.
-    async fn release_split(&mut self, name: &str, generation: u64) {
+    /// owner that sees no release takes the split after its handover timeout. Returns whether
+    /// its final position was committed.
+    async fn release_split(&mut self, name: &str, generation: u64) -> bool {
         tracing::info!(split = %name, generation, "releasing split");
         if let Err(e) = self.stop_split(name).await {
             tracing::warn!(split = %name, error = %e, "final position of a released split not committed");
-            return;
+            return false;
         }
         let entry = self.committer.checkpoint().splits.get(name).cloned();
         tracing::info!(
@@ -302,6 +309,20 @@ impl<S: Sink> Runner<S> {
             if let Err(e) = self.committer.commit(&updates).await {
                 // A newer owner already moved it on: nothing left to release.
                 tracing::warn!(split = %name, error = %e, "release record not written");
+            }
+        }
+        true
+    }
+
+    /// Deletes the consumer of a retired split; a failure is logged (the consumer stays, and
+    /// the operator removes it in a cluster).
+    async fn remove_consumer(&self, name: &str) {
+        let consumer = consumer_name(&self.namespace, &self.name, name);
+        match self.readers.remove_consumer(name, &consumer).await {
+            Ok(true) => tracing::info!(split = %name, consumer, "split retired; consumer deleted"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(split = %name, error = %e, "consumer of a retired split not deleted")
             }
         }
     }

@@ -90,6 +90,23 @@ impl Readers {
         }
     }
 
+    /// Deletes the durable consumer of a split whose subject left the stream (a retired
+    /// dynamic split). Returns whether there was one; nothing to do for a Core source.
+    pub async fn remove_consumer(&self, split: &str, consumer: &str) -> Result<bool, SourceError> {
+        let Self::JetStream { js, stream, .. } = self else {
+            return Ok(false);
+        };
+        match js.delete_consumer_from_stream(consumer, stream).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(source) => Err(SourceError::DeleteConsumer {
+                split: split.to_owned(),
+                consumer: consumer.to_owned(),
+                source,
+            }),
+        }
+    }
+
     /// What acknowledges the source after a checkpoint.
     pub fn acker(&self) -> Arc<dyn SourceAcker> {
         match self {
@@ -130,4 +147,12 @@ impl SplitReader for PipelineReader {
             Self::Core(reader) => reader.next().await,
         }
     }
+}
+
+fn is_not_found(e: &jetstream::stream::ConsumerError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::stream::ConsumerErrorKind::JetStream(je)
+            if je.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
+    )
 }
