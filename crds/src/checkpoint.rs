@@ -38,6 +38,11 @@ pub struct SplitPosition {
     /// The split reached its bound (bounded runs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub finished: bool,
+    /// Set when the split stopped on a message that failed under `errors.policy: Stop`: which
+    /// message, which step, and the error. The position is the last good message before it.
+    /// The next commit of the split (once the steps or the data are fixed) clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 /// Why a checkpoint write was refused.

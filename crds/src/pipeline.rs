@@ -475,6 +475,10 @@ pub struct SplitStatus {
     /// The split reached its bound.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub finished: bool,
+    /// Why the split stopped, when a message failed under `errors.policy: Stop`; it resumes at
+    /// that message once the steps or the data are fixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 /// A completed checkpoint.

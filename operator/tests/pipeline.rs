@@ -206,6 +206,61 @@ async fn create_builds_every_object_and_one_consumer_per_split() {
 }
 
 #[tokio::test]
+async fn a_split_stopped_on_a_failed_message_is_reported_in_a_condition_and_an_event() {
+    let h = setup().await;
+    running(&h).await;
+    let why = "message 3 failed in step steps[0]: eval: cannot index number with \"a\"";
+    // What a worker commits when a message fails under errors.policy Stop.
+    let checkpoint = |stopped: Option<&str>, position| Checkpoint {
+        id: 2,
+        time: Some(jiff::Timestamp::now()),
+        splits: BTreeMap::from([(
+            "orders.eu".into(),
+            SplitPosition {
+                position,
+                generation: 1,
+                stopped: stopped.map(Into::into),
+                ..Default::default()
+            },
+        )]),
+    };
+    write_checkpoint(&h, &checkpoint(Some(why), 2)).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    h.reconcile_pipeline(NAME).await.unwrap();
+
+    let st = status(&h).await;
+    let degraded = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "SplitStopped")
+    );
+    let message = &degraded.message;
+    assert!(
+        message.contains("split orders.eu stopped") && message.contains(why),
+        "{message}"
+    );
+    let eu = st.splits.iter().find(|s| s.name == "orders.eu").unwrap();
+    assert_eq!(eu.stopped.as_deref(), Some(why));
+    let events = h.event_reasons(NAME).await;
+    assert_eq!(
+        events.iter().filter(|r| *r == "SplitStopped").count(),
+        1,
+        "one event, not one per resync: {events:?}"
+    );
+
+    // Fixed and past the message: the condition clears.
+    write_checkpoint(&h, &checkpoint(None, 3)).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let st = status(&h).await;
+    assert_eq!(conditions(&st.conditions)["Degraded"].0, "False");
+    h.assert_calls_permitted();
+}
+
+#[tokio::test]
 async fn quantities_the_api_server_canonicalised_are_not_rewritten() {
     let h = setup().await;
     let mut p = orders();

@@ -427,8 +427,18 @@ impl<S: Sink> Runner<S> {
     ) -> Result<(), RunError> {
         let updates: BTreeMap<String, SplitPosition> = snapshots
             .iter()
-            .filter(|(_, (s, committed))| {
-                s.position > committed.load(Ordering::Acquire) || s.finished
+            .filter(|(name, (s, committed))| {
+                s.position > committed.load(Ordering::Acquire)
+                    || s.finished
+                    // A split that just stopped on a failed message: the reason is recorded
+                    // once, for the operator to report.
+                    || s.stopped.is_some()
+                        && self
+                            .committer
+                            .checkpoint()
+                            .splits
+                            .get(*name)
+                            .is_none_or(|c| c.stopped != s.stopped)
             })
             // Workers sharing a Core subject in a queue group each count their own messages:
             // one whose count is behind what another committed leaves the position alone
@@ -450,6 +460,7 @@ impl<S: Sink> Runner<S> {
                         owner: Some(self.worker_id.clone()),
                         generation: self.generation,
                         finished: s.finished,
+                        stopped: s.stopped.clone(),
                     },
                 )
             })

@@ -547,7 +547,10 @@ impl<S: Sink> SplitTask<S> {
                 Ok(())
             }
             ErrorAction::Stop => {
-                let reason = format!("message {} failed in {step}: {kind}: {error}", message.seq);
+                let reason = format!(
+                    "message {} failed in step {step}: {kind}: {error}",
+                    message.seq
+                );
                 tracing::error!(split = %self.name, seq = message.seq, step, kind, error = %error, "split stopped: a message failed and the error policy is Stop; the last good position is kept");
                 self.metrics.stopped.set(1);
                 self.snapshot.stopped = Some(reason);

@@ -23,7 +23,7 @@ fn pos(position: u64, owner: &str, generation: u64) -> SplitPosition {
         position,
         owner: Some(owner.to_owned()),
         generation,
-        finished: false,
+        ..Default::default()
     }
 }
 

@@ -22,7 +22,7 @@ fn update(
             position,
             owner: Some(owner.to_owned()),
             generation,
-            finished: false,
+            ..Default::default()
         },
     )])
 }

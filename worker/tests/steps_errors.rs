@@ -73,6 +73,12 @@ async fn setup(server: &NatsServer, messages: &[&str]) -> (jetstream::Context, V
     (js, seqs)
 }
 
+/// Why the pipeline's only split stopped, as its checkpoint records it.
+fn stopped(checkpoints: &Path, name: &str) -> Option<String> {
+    let checkpoint = read_checkpoint(checkpoints, name);
+    checkpoint.splits.values().next()?.stopped.clone()
+}
+
 fn position(checkpoints: &Path, name: &str) -> u64 {
     let checkpoint = read_checkpoint(checkpoints, name);
     assert!(checkpoint.splits.len() <= 1, "{checkpoint:?}");
@@ -256,6 +262,12 @@ async fn stop_policy_keeps_the_failing_message(
             seqs[bad - 1],
             "run {run}: the position stays before the failing message"
         );
+        // Recorded in the checkpoint, where the operator reads it into the status.
+        let why = stopped(&checkpoints, name).unwrap_or_default();
+        assert!(
+            why.starts_with(&format!("message {} failed in step ", seqs[bad])),
+            "run {run}: {why:?}"
+        );
         let out = read_all(&js, "out").await;
         assert_eq!(
             values_b(&out),
@@ -280,6 +292,11 @@ async fn stop_policy_keeps_the_failing_message(
         status.success(),
         "exit {status}; log:\n{}",
         worker.log_text()
+    );
+    assert_eq!(
+        stopped(&checkpoints, name),
+        None,
+        "cleared once past the message"
     );
     let out = read_all(&js, "out").await;
     assert_eq!(values_b(&out), expected_out, "every message once, in order");

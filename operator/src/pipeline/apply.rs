@@ -25,7 +25,7 @@ use kube::{Resource, ResourceExt};
 use super::build::{self, Inputs, configmap, deployment, rbac};
 use super::consumers;
 use super::status::{self, Observed};
-use super::validate::{Facts, validate};
+use super::validate::{Facts, reasons, validate};
 use crate::assignment::assign;
 use crate::controller::Context;
 use crate::controller::apply::{Outcome, apply as apply_object, contains, publish_status};
@@ -390,6 +390,18 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         min_stale: ctx.settings.min_checkpoint_stale,
         now,
     });
+    // A split that stopped on a failed message is worth an Event the first time it shows.
+    let degraded_reason = |st: Option<&jetflow_crds::PipelineStatus>| {
+        st.and_then(|s| jetflow_crds::condition::find(&s.conditions, types::DEGRADED))
+            .filter(|c| c.status == "True")
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    if let Some((reason, message)) = degraded_reason(Some(&status))
+        && reason == reasons::SPLIT_STOPPED
+        && degraded_reason(p.status.as_ref()).map(|(r, _)| r) != Some(reason.clone())
+    {
+        ctx.event(p, true, &reason, "ReadCheckpoint", message).await;
+    }
     publish_status(api, p, p.status.as_ref(), status, "Pipeline").await?;
     // With splits following the stream's subjects, look for new subjects as often as asked.
     let resync = match &p.spec.source.jetstream {

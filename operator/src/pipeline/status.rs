@@ -14,7 +14,7 @@ use jetflow_crds::{Pipeline, PipelineStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::validate::{Verdict, join};
+use super::validate::{Finding, Verdict, join, reasons};
 
 /// Everything the status is computed from.
 #[derive(Clone, Debug)]
@@ -102,6 +102,14 @@ pub fn invalid(p: &Pipeline, verdict: &Verdict, now: jiff::Timestamp) -> Pipelin
     });
     status.observed_generation = generation;
     status
+}
+
+/// The splits of the source whose checkpoint says they stopped on a failed message, with why.
+fn stopped_splits<'a>(o: &'a Observed<'_>) -> impl Iterator<Item = (&'a str, &'a str)> {
+    o.splits.iter().filter_map(|split| {
+        let why = o.checkpoint?.splits.get(split)?.stopped.as_deref()?;
+        Some((split.as_str(), why))
+    })
 }
 
 /// The status of a Pipeline that passed validation.
@@ -195,15 +203,21 @@ pub fn status(o: &Observed<'_>) -> PipelineStatus {
         },
     );
 
+    // Splits stopped on a failed message (errors.policy Stop) come first: nothing moves on
+    // them until someone acts.
+    let mut findings: Vec<Finding> = stopped_splits(o)
+        .map(|(split, why)| Finding {
+            reason: reasons::SPLIT_STOPPED,
+            message: format!(
+                "split {split} stopped (spec.errors.policy Stop): {why}; fix the steps or the data and the split resumes at that message (or use policy Dlq or Skip)"
+            ),
+        })
+        .collect();
+    findings.extend(o.verdict.warnings.iter().cloned());
     condition::merge(
         &mut st.conditions,
-        match o.verdict.warnings.first() {
-            Some(first) => cond(
-                types::DEGRADED,
-                true,
-                first.reason,
-                join(&o.verdict.warnings),
-            ),
+        match findings.first() {
+            Some(first) => cond(types::DEGRADED, true, first.reason, join(&findings)),
             None => cond(
                 types::DEGRADED,
                 false,
@@ -262,6 +276,7 @@ pub fn status(o: &Observed<'_>) -> PipelineStatus {
                 position: pos.map_or(0, |p| p.position),
                 lag: o.lags.get(split).copied(),
                 finished: pos.is_some_and(|p| p.finished),
+                stopped: pos.and_then(|p| p.stopped.clone()),
             }
         })
         .collect();
@@ -363,6 +378,61 @@ mod tests {
         assert!(!condition::is_true(&st.conditions, types::CHECKPOINT_STALE));
         assert!(!condition::is_true(&st.conditions, types::PROGRESSING));
         assert_eq!(st.assignment_generation, Some(3));
+    }
+
+    #[test]
+    fn a_split_stopped_on_a_failed_message_degrades_the_pipeline_and_says_why() {
+        let p = fixtures::pipeline();
+        let now = jiff::Timestamp::from_second(1_000_000).unwrap();
+        let why = "message 41 failed in step extract: eval: cannot index string with \"b\"";
+        let mut cp = Checkpoint {
+            id: 7,
+            time: Some(now),
+            splits: BTreeMap::from([
+                (
+                    "orders.eu".into(),
+                    SplitPosition {
+                        position: 40,
+                        stopped: Some(why.into()),
+                        ..Default::default()
+                    },
+                ),
+                (
+                    "orders.us".into(),
+                    SplitPosition {
+                        position: 12,
+                        ..Default::default()
+                    },
+                ),
+            ]),
+        };
+        let (a, lags) = (Assignment::default(), BTreeMap::new());
+        let splits = vec!["orders.eu".to_owned(), "orders.us".to_owned()];
+        let d = deployment(2);
+        let st = observe(&p, &d, Some(&cp), &a, &splits, &lags, now);
+        let degraded = condition::find(&st.conditions, types::DEGRADED).unwrap();
+        assert_eq!(degraded.status, "True");
+        assert_eq!(degraded.reason, "SplitStopped");
+        assert!(
+            degraded.message.starts_with("split orders.eu stopped")
+                && degraded.message.contains(why),
+            "{}",
+            degraded.message
+        );
+        assert_eq!(st.splits[0].stopped.as_deref(), Some(why));
+        assert_eq!(st.splits[1].stopped, None);
+        // The other splits run on: the pipeline stays Running and Ready.
+        assert_eq!(st.phase, Some(PipelinePhase::Running));
+
+        // Fixed: the split's next commit clears the record, and the condition with it.
+        cp.splits.get_mut("orders.eu").unwrap().stopped = None;
+        let st = observe(&p, &d, Some(&cp), &a, &splits, &lags, now);
+        let degraded = condition::find(&st.conditions, types::DEGRADED).unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("False", "AsExpected")
+        );
+        assert_eq!(st.splits[0].stopped, None);
     }
 
     #[test]

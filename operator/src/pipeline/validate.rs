@@ -49,6 +49,8 @@ pub mod reasons {
     pub const SINK_STREAM_NOT_FOUND: &str = "SinkStreamNotFound";
     /// The sink stream forgets message ids before a replay could repeat them.
     pub const DUPLICATE_WINDOW_TOO_SHORT: &str = "DuplicateWindowTooShort";
+    /// A split stopped on a message that failed under `errors.policy: Stop`.
+    pub const SPLIT_STOPPED: &str = "SplitStopped";
 }
 
 impl Verdict {

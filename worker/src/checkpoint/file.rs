@@ -176,7 +176,7 @@ mod tests {
                 position,
                 generation,
                 owner: Some("w1".into()),
-                finished: false,
+                ..Default::default()
             },
         )])
     }

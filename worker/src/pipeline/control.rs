@@ -304,6 +304,7 @@ impl<S: Sink> Runner<S> {
                 owner: Some(self.worker_id.clone()),
                 generation,
                 finished: entry.as_ref().is_some_and(|e| e.finished),
+                stopped: entry.as_ref().and_then(|e| e.stopped.clone()),
             };
             let updates = BTreeMap::from([(name.to_owned(), record)]);
             if let Err(e) = self.committer.commit(&updates).await {
@@ -415,7 +416,7 @@ mod tests {
             position: 10,
             owner: Some(owner.into()),
             generation,
-            finished: false,
+            ..Default::default()
         }
     }
 
