@@ -15,6 +15,10 @@ use bytes::Bytes;
 use jetflow_crds::pipeline::Step;
 use jetflow_steps::{Input, Steps};
 
+/// The allocator `jetflow-worker` runs with, so the figures are the worker's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A 256-byte order, the size the worker's throughput benchmark uses.
 fn payload(i: usize) -> Bytes {
     let mut text = format!(
