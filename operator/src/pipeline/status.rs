@@ -104,6 +104,10 @@ pub fn invalid(p: &Pipeline, verdict: &Verdict, now: jiff::Timestamp) -> Pipelin
     status
 }
 
+/// How many stopped splits the Degraded condition's message names (each reason may be about a
+/// KiB of error text, and a condition message is limited to 32 KiB).
+const MAX_STOPPED_IN_MESSAGE: usize = 3;
+
 /// The splits of the source whose checkpoint says they stopped on a failed message, with why.
 fn stopped_splits<'a>(o: &'a Observed<'_>) -> impl Iterator<Item = (&'a str, &'a str)> {
     o.splits.iter().filter_map(|split| {
@@ -205,7 +209,12 @@ pub fn status(o: &Observed<'_>) -> PipelineStatus {
 
     // Splits stopped on a failed message (errors.policy Stop) come first: nothing moves on
     // them until someone acts.
-    let mut findings: Vec<Finding> = stopped_splits(o)
+    // The first few are spelled out (a condition's message has a size limit); every one is in
+    // status.splits[].stopped.
+    let stopped: Vec<(&str, &str)> = stopped_splits(o).collect();
+    let mut findings: Vec<Finding> = stopped
+        .iter()
+        .take(MAX_STOPPED_IN_MESSAGE)
         .map(|(split, why)| Finding {
             reason: reasons::SPLIT_STOPPED,
             message: format!(
@@ -213,6 +222,15 @@ pub fn status(o: &Observed<'_>) -> PipelineStatus {
             ),
         })
         .collect();
+    if stopped.len() > MAX_STOPPED_IN_MESSAGE {
+        findings.push(Finding {
+            reason: reasons::SPLIT_STOPPED,
+            message: format!(
+                "{} more splits stopped (see status.splits)",
+                stopped.len() - MAX_STOPPED_IN_MESSAGE
+            ),
+        });
+    }
     findings.extend(o.verdict.warnings.iter().cloned());
     condition::merge(
         &mut st.conditions,
@@ -423,6 +441,34 @@ mod tests {
         assert_eq!(st.splits[1].stopped, None);
         // The other splits run on: the pipeline stays Running and Ready.
         assert_eq!(st.phase, Some(PipelinePhase::Running));
+
+        // Many stopped splits: the message names the first few and stays short.
+        let mut many = cp.clone();
+        let long = "x".repeat(1000);
+        let names: Vec<String> = (0..50).map(|i| format!("orders.{i:02}")).collect();
+        for name in &names {
+            many.splits.insert(
+                name.clone(),
+                SplitPosition {
+                    stopped: Some(format!("message 1 failed in step map[0]: eval: {long}")),
+                    ..Default::default()
+                },
+            );
+        }
+        let st = observe(&p, &d, Some(&many), &a, &names, &lags, now);
+        let degraded = condition::find(&st.conditions, types::DEGRADED).unwrap();
+        assert_eq!(degraded.reason, "SplitStopped");
+        assert!(
+            degraded.message.len() < 8 * 1024,
+            "{}",
+            degraded.message.len()
+        );
+        assert!(
+            degraded
+                .message
+                .ends_with("47 more splits stopped (see status.splits)")
+        );
+        assert!(st.splits.iter().all(|s| s.stopped.is_some()));
 
         // Fixed: the split's next commit clears the record, and the condition with it.
         cp.splits.get_mut("orders.eu").unwrap().stopped = None;
