@@ -76,19 +76,36 @@ impl NatsServer {
             .tempdir()
             .expect("a temporary folder");
         let extra = extra.replace("{dir}", &dir.path().display().to_string());
-        let mut server = Self {
+        Self::start_on(Self {
             child: None,
             port: free_port(),
             http_port: free_port(),
             dir,
             extra,
             jetstream,
-        };
-        server.launch();
+        })
+    }
+
+    fn start_on(mut server: Self) -> Self {
+        // A port found free can be taken by another process before the server binds it (tests
+        // run in parallel): then the server exits at once, and new ports are tried.
+        for attempt in 1.. {
+            match server.launch() {
+                Ok(()) => break,
+                Err(log) if log.contains("address already in use") && attempt < 5 => {
+                    let _ = std::fs::remove_file(server.log_path());
+                    server.port = free_port();
+                    server.http_port = free_port();
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
         server
     }
 
-    fn launch(&mut self) {
+    /// Starts the server and waits until it is ready; an error is the server exiting while
+    /// starting, with its log.
+    fn launch(&mut self) -> Result<(), String> {
         let store = self.dir.path().join("jetstream");
         let jetstream = if self.jetstream {
             format!(
@@ -126,10 +143,10 @@ impl NatsServer {
                 )
             });
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(status) = self
@@ -137,13 +154,14 @@ impl NatsServer {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
+                self.child = None;
+                return Err(format!(
                     "nats-server exited with {status} while starting; log:\n{}",
                     std::fs::read_to_string(self.log_path()).unwrap_or_default()
-                );
+                ));
             }
             if self.healthy() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -212,7 +230,9 @@ impl NatsServer {
     /// Stops the server (SIGKILL) and starts it again on the same port with the same store.
     pub fn restart(&mut self) {
         self.stop();
-        self.launch();
+        if let Err(log) = self.launch() {
+            panic!("{log}");
+        }
     }
 
     /// Stops the server.
@@ -227,5 +247,26 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_taken_before_the_server_binds_it_is_replaced() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_port = taken.local_addr().unwrap().port();
+        let server = NatsServer::start_on(NatsServer {
+            child: None,
+            port: free_port(),
+            http_port: taken_port,
+            dir: tempfile::tempdir().unwrap(),
+            extra: String::new(),
+            jetstream: true,
+        });
+        assert_ne!(server.http_port(), taken_port);
+        assert!(server.healthy());
     }
 }
