@@ -51,6 +51,15 @@ async fn get_stream(
     }
 }
 
+/// The Degraded condition of `status` when it reports a stopped split.
+fn split_stopped(
+    status: Option<&jetflow_crds::PipelineStatus>,
+) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    status
+        .and_then(|s| jetflow_crds::condition::find(&s.conditions, types::DEGRADED))
+        .filter(|c| c.status == "True" && c.reason == reasons::SPLIT_STOPPED)
+}
+
 /// The splits of the source: from the spec, or, with `splitBy: Subject`, the subjects found in
 /// the stream under the filters.
 async fn splits(
@@ -391,16 +400,12 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         now,
     });
     // A split that stopped on a failed message is worth an Event the first time it shows.
-    let degraded_reason = |st: Option<&jetflow_crds::PipelineStatus>| {
-        st.and_then(|s| jetflow_crds::condition::find(&s.conditions, types::DEGRADED))
-            .filter(|c| c.status == "True")
-            .map(|c| (c.reason.clone(), c.message.clone()))
-    };
-    if let Some((reason, message)) = degraded_reason(Some(&status))
-        && reason == reasons::SPLIT_STOPPED
-        && degraded_reason(p.status.as_ref()).map(|(r, _)| r) != Some(reason.clone())
+    if let Some(now_stopped) = split_stopped(Some(&status))
+        && split_stopped(p.status.as_ref()).is_none()
     {
-        ctx.event(p, true, &reason, "ReadCheckpoint", message).await;
+        let message = now_stopped.message.clone();
+        ctx.event(p, true, reasons::SPLIT_STOPPED, "ReadCheckpoint", message)
+            .await;
     }
     publish_status(api, p, p.status.as_ref(), status, "Pipeline").await?;
     // With splits following the stream's subjects, look for new subjects as often as asked.
