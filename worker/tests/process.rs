@@ -77,21 +77,11 @@ async fn killed_worker_resumes_without_duplicates() {
     // The sink may have been complete before this worker started (the outputs of a killed
     // run after its last checkpoint): it catches up by replaying them, which the sink drops as
     // duplicates, and commits the source's end.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !SUBJECTS.iter().all(|s| {
-        read_checkpoint(&checkpoints, "crashy")
-            .splits
-            .get(*s)
-            .is_some_and(|p| Some(&p.position) == published[*s].last())
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "the checkpoint never reached the source's end: {:?}; log:\n{}",
-            read_checkpoint(&checkpoints, "crashy").splits,
-            worker.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let lasts: Vec<u64> = SUBJECTS
+        .iter()
+        .map(|s| *published[*s].last().unwrap())
+        .collect();
+    wait_for_positions(&checkpoints, "crashy", &lasts).await;
     let status = worker.terminate(Duration::from_secs(30));
     assert!(
         status.success(),

@@ -1,7 +1,7 @@
 //! Shared test helpers: streams, bulk publishing, reading a sink back, worker processes.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -303,5 +303,26 @@ impl Rng {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0 % n
+    }
+}
+
+/// Waits until the committed positions of pipeline `name` include each of `seqs` (the last
+/// sequence of each split): every message, with outputs or without, is processed and committed.
+pub async fn wait_for_positions(checkpoints: &Path, name: &str, seqs: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let positions: BTreeSet<u64> = read_checkpoint(checkpoints, name)
+            .splits
+            .values()
+            .map(|p| p.position)
+            .collect();
+        if seqs.iter().all(|s| positions.contains(s)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "positions {positions:?} never reached {seqs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -2,13 +2,12 @@
 //! waiting for committed positions.
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::{Worker, read_checkpoint};
+use crate::common::Worker;
+pub use crate::common::wait_for_positions;
 
 /// The log without terminal colour codes (`ESC [ … m`).
 pub fn strip_ansi(text: &str) -> String {
@@ -87,26 +86,5 @@ pub async fn wait_ready(worker: &mut Worker) {
             worker.log_text()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits until the committed positions of pipeline `name` include each of `seqs` (the last
-/// sequence of each split): every message, with outputs or without, is processed and committed.
-pub async fn wait_for_positions(checkpoints: &Path, name: &str, seqs: &[u64]) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let positions: BTreeSet<u64> = read_checkpoint(checkpoints, name)
-            .splits
-            .values()
-            .map(|p| p.position)
-            .collect();
-        if seqs.iter().all(|s| positions.contains(s)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "positions {positions:?} never reached {seqs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
