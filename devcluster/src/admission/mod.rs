@@ -14,6 +14,7 @@
 
 mod cel;
 mod field;
+pub(crate) use field::go_quote;
 mod formats;
 mod openapi;
 mod structural;
