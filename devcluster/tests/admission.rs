@@ -472,3 +472,121 @@ fn resources_without_a_crd_pass_unchanged() {
     );
     assert_eq!(cm, before);
 }
+
+/// A CRD of its own for what jetflow's CRDs do not use: `messageExpression`, `fieldPath`,
+/// `reason`, int-or-string, nullable, unique items, property counts, map lists with
+/// transition rules, and preserved unknown fields.
+fn widget_admission() -> CrdAdmission {
+    let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
+    "x-kubernetes-validations": [
+        {"rule": "self.replicas <= self.max", "messageExpression": "'replicas ' + string(self.replicas) + ' above max ' + string(self.max)", "fieldPath": ".replicas"},
+        {"rule": "!has(self.forbidden)", "message": "forbidden is not allowed", "reason": "FieldValueForbidden", "fieldPath": ".forbidden"},
+        {"rule": "self.size != 'huge'"}
+    ],
+    "properties": {
+        "replicas": {"type": "integer"},
+        "max": {"type": "integer", "default": 3},
+        "forbidden": {"type": "string"},
+        "size": {"x-kubernetes-int-or-string": true, "default": "small"},
+        "note": {"type": "string", "nullable": true},
+        "tags": {"type": "array", "uniqueItems": true, "maxItems": 2, "items": {"type": "string"}},
+        "labels": {"type": "object", "maxProperties": 1, "additionalProperties": {"type": "string"}},
+        "ports": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+            "items": {"type": "object", "required": ["name"], "properties": {
+                "name": {"type": "string"},
+                "port": {"type": "integer", "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "port is immutable"}]}}}},
+        "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    }}}});
+    CrdAdmission::new(vec![json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": schema}}]}})])
+}
+
+fn widget(spec: Value) -> Value {
+    json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": spec})
+}
+
+fn admit_widget(spec: Value, old: Option<&Value>) -> Result<Value, Vec<String>> {
+    let mut object = widget(spec);
+    let req = Request {
+        group: "example.com",
+        version: "v1",
+        resource: "widgets",
+        subresource: None,
+        old,
+        strict: false,
+    };
+    widget_admission()
+        .admit(&req, &mut object)
+        .map(|_| object)
+        .map_err(|e| messages(&e))
+}
+
+#[test]
+fn rules_with_message_expressions_field_paths_and_reasons() {
+    let ok = admit_widget(
+        json!({"replicas": 2, "size": 5, "note": null, "extra": {"free": {"x": 1}}}),
+        None,
+    )
+    .unwrap();
+    assert_eq!(ok["spec"]["max"], 3);
+    assert_eq!(ok["spec"]["note"], Value::Null);
+    assert_eq!(ok["spec"]["extra"], json!({"free": {"x": 1}}));
+    assert_eq!(
+        admit_widget(
+            json!({"replicas": 5, "forbidden": "x", "size": "huge"}),
+            None
+        )
+        .unwrap_err(),
+        vec![
+            "spec.replicas: Invalid value: \"object\": replicas 5 above max 3",
+            "spec.forbidden: Forbidden: forbidden is not allowed",
+            "spec: Invalid value: \"object\": failed rule: self.size != 'huge'",
+        ]
+    );
+    assert_eq!(
+        admit_widget(
+            json!({"size": true, "tags": ["a", "a", "b"], "labels": {"a": "1", "b": "2"}}),
+            None
+        )
+        .unwrap_err(),
+        vec![
+            "spec.labels: Too many: 2: must have at most 1 items",
+            "spec.size: Invalid value: \"boolean\": spec.size in body must be of type integer,string: \"boolean\"",
+            "spec.tags: Too many: 3: must have at most 2 items",
+            "spec.tags: Invalid value: \"\": spec.tags in body shouldn't contain duplicates",
+            "<nil>: Invalid value: \"null\": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+        ]
+    );
+    assert_eq!(
+        admit_widget(json!({}), None).unwrap_err(),
+        vec![
+            "spec: Invalid value: \"object\": no such key: replicas evaluating rule: self.replicas <= self.max"
+        ]
+    );
+}
+
+#[test]
+fn transition_rules_match_map_list_items_by_key() {
+    let old = admit_widget(
+        json!({"replicas": 1, "ports": [{"name": "http", "port": 80}, {"name": "grpc", "port": 90}]}),
+        None,
+    )
+    .unwrap();
+    admit_widget(json!({"replicas": 1, "ports": [{"name": "grpc", "port": 90}, {"name": "http", "port": 80}, {"name": "new", "port": 1}]}), Some(&old)).unwrap();
+    assert_eq!(
+        admit_widget(
+            json!({"replicas": 1, "ports": [{"name": "grpc", "port": 91}]}),
+            Some(&old)
+        )
+        .unwrap_err(),
+        vec!["spec.ports[0].port: Invalid value: \"integer\": port is immutable"]
+    );
+    assert_eq!(
+        admit_widget(json!({"replicas": 1, "ports": [{"port": 1}]}), None).unwrap_err()[0],
+        "spec.ports[0].name: Required value"
+    );
+}

@@ -307,8 +307,12 @@ fn evaluate(
                 let cause = err
                     .message
                     .strip_prefix("rule evaluation error: ")
-                    .unwrap_or(&err.message)
-                    .to_owned();
+                    .unwrap_or(&err.message);
+                // cel-go words its errors in lower case (`no such key: x`).
+                let cause = match cause.strip_prefix("No such key") {
+                    Some(rest) => format!("no such key{rest}"),
+                    None => cause.to_owned(),
+                };
                 FieldError::invalid(
                     path,
                     type_value(),
