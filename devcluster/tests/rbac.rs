@@ -480,3 +480,33 @@ fn held_permissions_cover_subresources_names_and_wildcards() {
     };
     assert!(message.ends_with("not currently held:\n{APIGroups:[\"apps\"], Resources:[\"deployments\"], Verbs:[\"list\"]}\n{APIGroups:[\"apps\"], Resources:[\"replicasets\"], Verbs:[\"get\" \"list\"]}"), "{message}");
 }
+
+#[test]
+fn the_bootstrap_policy_lets_every_user_review_its_own_access() {
+    let mut policy = Policy::default();
+    for object in jetflow_devcluster::rbac::bootstrap_objects() {
+        match object["kind"].as_str() {
+            Some("ClusterRole") => policy.cluster_roles.push(from(object)),
+            Some("ClusterRoleBinding") => policy.cluster_role_bindings.push(from(object)),
+            other => panic!("{other:?}"),
+        }
+    }
+    let review = attrs(
+        "create",
+        "authorization.k8s.io",
+        "selfsubjectaccessreviews",
+        "",
+        "",
+    );
+    assert_eq!(policy.authorize(&user(WORKER), &review), Decision::Allow);
+    let Decision::Deny(_) = policy.authorize(&user(WORKER), &attrs("list", "", "pods", "shop", ""))
+    else {
+        panic!("allowed")
+    };
+    // cluster-admin through the binding alone, without the built-in shortcut for the group
+    let admin = UserInfo {
+        name: "x".into(),
+        groups: vec!["system:masters".into()],
+    };
+    assert_eq!(policy.may_grant(&admin, &json!({"kind": "ClusterRole", "metadata": {"name": "y"}, "rules": [rule(&["*"], &["*"], &["*"])]})), Decision::Allow);
+}

@@ -9,8 +9,11 @@
 //! the message of the API server's 403, worded as it words it (see [`forbidden_status`]).
 //! Non-resource URLs (`/healthz`, `/api`) are not covered: the API server decides those itself.
 
+mod bootstrap;
 mod escalation;
 mod rules;
+
+pub use bootstrap::bootstrap_objects;
 
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
