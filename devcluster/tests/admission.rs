@@ -590,3 +590,15 @@ fn transition_rules_match_map_list_items_by_key() {
         "spec.ports[0].name: Required value"
     );
 }
+
+#[test]
+fn a_new_object_needs_a_dns_subdomain_name() {
+    let mut doc = minimal();
+    doc["metadata"]["name"] = json!("Bad_Name");
+    assert_eq!(
+        messages(&admit(&doc).unwrap_err()),
+        vec![
+            "metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+        ]
+    );
+}

@@ -346,6 +346,9 @@ impl CrdAdmission {
         }
 
         let mut errors = type_meta_errors(object, crd, version);
+        if errors.is_empty() && request.old.is_none() && !status_write {
+            errors.extend(name_errors(&name));
+        }
         if errors.is_empty()
             && let Some(schema) = &version.schema
         {
@@ -441,6 +444,40 @@ fn type_meta_errors(object: &Value, crd: &Crd, version: &Version) -> Vec<FieldEr
             "apiVersion",
             BadValue::str(api_version),
             format!("must be {want}"),
+        ));
+    }
+    errors
+}
+
+const DNS1123_SUBDOMAIN: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+
+/// `metadata.name` of a new custom resource: a DNS-1123 subdomain (`ValidateObjectMeta` with
+/// `NameIsDNSSubdomain`); the API server has already turned a `generateName` into a name.
+fn name_errors(name: &str) -> Vec<FieldError> {
+    if name.is_empty() {
+        return vec![FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        )];
+    }
+    let mut errors = Vec::new();
+    if name.len() > 253 {
+        errors.push(FieldError::invalid(
+            "metadata.name",
+            BadValue::str(name),
+            "must be no more than 253 characters",
+        ));
+    }
+    let valid =
+        regex::Regex::new(&format!("^{DNS1123_SUBDOMAIN}$")).is_ok_and(|re| re.is_match(name));
+    if !valid {
+        errors.push(FieldError::invalid(
+            "metadata.name",
+            BadValue::str(name),
+            format!(
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', \
+                 and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '{DNS1123_SUBDOMAIN}')"
+            ),
         ));
     }
     errors
