@@ -2,7 +2,26 @@
 //! supported formats, checked as kube-openapi's `strfmt` checks them). Other formats, and the
 //! numeric ones (`int32`, `uint64`, ...), are dropped from the schema and never checked.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::{Mutex, OnceLock};
+
+use regex::Regex;
+
+/// `pattern` compiled once per process: schemas repeat the same few patterns on every write.
+pub(crate) fn regex(pattern: &str) -> Result<Regex, regex::Error> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Regex>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(re) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(pattern) {
+        return Ok(re.clone());
+    }
+    let re = Regex::new(pattern)?;
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(pattern.to_owned(), re.clone());
+    Ok(re)
+}
 
 const SUPPORTED: [&str; 24] = [
     "bsonobjectid",
@@ -100,9 +119,7 @@ fn date_time(s: &str) -> bool {
         return false;
     }
     let time = parts[1];
-    let re = regex::Regex::new(
-        r"^([0-9]{2}):([0-9]{2}):([0-9]{2})(.[0-9]+)?(z|([+-][0-9]{2}:[0-9]{2}))$",
-    );
+    let re = regex(r"^([0-9]{2}):([0-9]{2}):([0-9]{2})(.[0-9]+)?(z|([+-][0-9]{2}:[0-9]{2}))$");
     let Ok(re) = re else { return false };
     let Some(c) = re.captures(time) else {
         return false;
@@ -157,8 +174,8 @@ fn mac(s: &str) -> bool {
 
 /// Go's `time.ParseDuration` forms (`1h30m`, `250ms`) or `<n> <unit>` as strfmt allows.
 fn duration(s: &str) -> bool {
-    let go = regex::Regex::new(r"^[-+]?([0-9]*(\.[0-9]*)?(ns|us|µs|ms|s|m|h))+$");
-    let words = regex::Regex::new(
+    let go = regex(r"^[-+]?([0-9]*(\.[0-9]*)?(ns|us|µs|ms|s|m|h))+$");
+    let words = regex(
         r"^[0-9]+\s*(ns|us|µs|ms|s|m|h|d|w|nanoseconds?|microseconds?|milliseconds?|seconds?|minutes?|hours?|days?|weeks?)$",
     );
     s == "0" || go.is_ok_and(|re| re.is_match(s)) || words.is_ok_and(|re| re.is_match(s))

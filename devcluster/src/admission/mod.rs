@@ -468,8 +468,7 @@ fn name_errors(name: &str) -> Vec<FieldError> {
             "must be no more than 253 characters",
         ));
     }
-    let valid =
-        regex::Regex::new(&format!("^{DNS1123_SUBDOMAIN}$")).is_ok_and(|re| re.is_match(name));
+    let valid = formats::regex(&format!("^{DNS1123_SUBDOMAIN}$")).is_ok_and(|re| re.is_match(name));
     if !valid {
         errors.push(FieldError::invalid(
             "metadata.name",

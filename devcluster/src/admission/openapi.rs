@@ -225,7 +225,7 @@ impl Validator<'_> {
             return;
         }
         if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
-            match regex::Regex::new(pattern) {
+            match formats::regex(pattern) {
                 Ok(re) if re.is_match(s) => {}
                 Ok(_) => self.push(
                     ErrorType::Invalid,
