@@ -620,3 +620,17 @@ fn measure_admission() {
     }
     println!("build {built:?}, admit {:?} each", started.elapsed() / 200);
 }
+
+#[test]
+fn null_fields_are_absent_for_the_rules() {
+    let doc = pipeline(json!({
+        "connection": {"url": "nats://nats:4222", "token": null, "creds": {"name": "n", "key": "k"}},
+        "source": {"core": {"subjects": ["a"]}, "jetstream": null},
+        "sink": {"core": {"subject": "out"}}}));
+    let (object, _) = admit(&doc).unwrap_or_else(|e| panic!("{:?}", messages(&e)));
+    assert_eq!(
+        object["spec"]["source"]["jetstream"],
+        Value::Null,
+        "kept: it is nullable"
+    );
+}

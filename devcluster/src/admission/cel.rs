@@ -19,6 +19,8 @@ use super::field::{BadValue, ErrorType, FieldError, child, index};
 pub(crate) struct RuleTree {
     /// The node's own rules, compiled against the node's schema without its children's rules.
     rules: Option<CompiledSchema>,
+    /// That schema, to see `null` fields of objects as absent, as the API server's CEL does.
+    schema: Value,
     /// The node's `type` (`object`), the value the API server reports for a failed rule.
     type_name: String,
     properties: BTreeMap<String, RuleTree>,
@@ -80,6 +82,7 @@ impl RuleTree {
                 own.insert("x-kubernetes-validations".into(), rules.clone());
             }
             tree.rules = Some(compile_schema(&own));
+            tree.schema = own;
             any = true;
         }
         if let Some(props) = schema.get("properties").and_then(Value::as_object) {
@@ -249,6 +252,34 @@ fn with_field_path(path: &str, field_path: &str) -> String {
     out
 }
 
+/// `value` with the `null` fields of its objects (those with `properties`, not maps) removed:
+/// the API server's CEL treats a null-valued nullable field as an absent one (`has()` is false).
+fn nulls_absent(value: &Value, schema: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            Value::Object(
+                map.iter()
+                    .filter(|(_, v)| props.is_none() || !v.is_null())
+                    .map(|(k, v)| {
+                        let sub = props.and_then(|p| p.get(k)).or(additional);
+                        (
+                            k.clone(),
+                            sub.map_or_else(|| v.clone(), |s| nulls_absent(v, s)),
+                        )
+                    })
+                    .collect(),
+            )
+        }
+        Value::Array(items) => match schema.get("items") {
+            Some(s) => Value::Array(items.iter().map(|v| nulls_absent(v, s)).collect()),
+            None => value.clone(),
+        },
+        other => other.clone(),
+    }
+}
+
 fn evaluate(
     tree: &RuleTree,
     rules: &CompiledSchema,
@@ -258,7 +289,9 @@ fn evaluate(
     unchanged: bool,
     out: &mut Outcome,
 ) {
-    let Err(errors) = kube::core::cel::validate_compiled(rules, value, old) else {
+    let value = nulls_absent(value, &tree.schema);
+    let old = old.map(|o| nulls_absent(o, &tree.schema));
+    let Err(errors) = kube::core::cel::validate_compiled(rules, &value, old.as_ref()) else {
         return;
     };
     let type_value = || BadValue::str(tree.type_name.clone());
