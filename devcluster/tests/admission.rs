@@ -604,24 +604,6 @@ fn a_new_object_needs_a_dns_subdomain_name() {
 }
 
 #[test]
-#[ignore = "a measurement, not a test"]
-fn measure_admission() {
-    let started = std::time::Instant::now();
-    let adm = admission();
-    let built = started.elapsed();
-    let doc = yaml_docs(&root().join("examples/parallel-six-splits.yaml"))
-        .into_iter()
-        .find(|d| d["kind"] == "Pipeline")
-        .unwrap();
-    let started = std::time::Instant::now();
-    for _ in 0..200 {
-        let mut o = doc.clone();
-        adm.admit(&request(&doc, None), &mut o).unwrap();
-    }
-    println!("build {built:?}, admit {:?} each", started.elapsed() / 200);
-}
-
-#[test]
 fn null_fields_are_absent_for_the_rules() {
     let doc = pipeline(json!({
         "connection": {"url": "nats://nats:4222", "token": null, "creds": {"name": "n", "key": "k"}},

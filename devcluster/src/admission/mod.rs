@@ -2,9 +2,10 @@
 //! in its order: a main-resource write keeps the stored `status` and a status write keeps
 //! everything but `status` (when the CRD has a status subresource); unknown fields are pruned
 //! (a warning each, `unknown field "spec.foo"`) or refused under strict field validation;
-//! `null`s of non-nullable fields are dropped and the schema's `default`s filled in; then the
-//! OpenAPI schema is checked (types, required fields, enums, patterns, formats, bounds), and,
-//! when that found nothing blocking, the CEL `x-kubernetes-validations` rules.
+//! `null`s of non-nullable fields are dropped and the schema's `default`s filled in; then
+//! `kind`, `apiVersion` and (on create) `metadata.name` are checked, the OpenAPI schema (types,
+//! required fields, enums, patterns, formats, bounds; ratcheted on updates), and, when that
+//! found nothing blocking, the CEL `x-kubernetes-validations` rules.
 //!
 //! Pure code: no I/O, no locks, nothing to shut down. A refusal is an [`Invalid`] whose
 //! [`Invalid::to_status`] is the `Status` the API server answers with, worded as it words it.
