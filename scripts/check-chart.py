@@ -203,9 +203,10 @@ class CrdSchemas:
 # Rendering
 # ---------------------------------------------------------------------------------------------
 
-def render(chart: helm.Chart, values: dict[str, Any]) -> tuple[list[Doc], str]:
+def render(chart: helm.Chart, values: dict[str, Any], name: str = RELEASE,
+           namespace: str = NAMESPACE) -> tuple[list[Doc], str]:
     """Renders like `helm install`: schema-checked values, release name and namespace."""
-    manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    manifests = chart.render(values, name=name, namespace=namespace, is_install=True)
     docs: list[Doc] = []
     notes = ""
     for name, text in sorted(manifests.items()):
