@@ -356,11 +356,7 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
 
     // Build.
     let finished = status::finished(p, &split_names, Some(&checkpoint));
-    let replicas = if p.spec.suspend || finished {
-        0
-    } else {
-        p.spec.parallelism
-    };
+    let replicas = status::replicas(p, finished);
     let inputs = Inputs {
         pipeline: p,
         name: &name,
