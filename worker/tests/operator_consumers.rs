@@ -144,6 +144,7 @@ fn assert_no_consumer_made(worker: &Worker) {
     for sign in [
         "recreating",
         "creating consumer",
+        "updating the consumer",
         "cannot open split",
         "10012",
     ] {
@@ -178,6 +179,13 @@ async fn a_worker_reads_through_the_consumers_the_operator_created() {
             info.num_pending, 1_000,
             "{split}: lag visible before any worker"
         );
+    }
+    // A resync finds them as the shared definition wants them: nothing changes.
+    operator.reconcile().await;
+    let again = consumers(&js).await;
+    for split in SPLITS {
+        assert_eq!(again[split].created, made[split].created);
+        assert_eq!(again[split].config, made[split].config);
     }
 
     let dir = tempfile::tempdir().unwrap();
