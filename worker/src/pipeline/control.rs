@@ -409,8 +409,19 @@ impl<S: Sink> Runner<S> {
     }
 
     /// Waits (at most `timeout`) until every Core split's subscription is registered, so that
-    /// readiness means that what is published now is received.
+    /// readiness means that what is published now is received; for a bounded source, until
+    /// every split looked its end up, so that what is stored from now on is beyond a
+    /// `streamEnd` bound.
     pub(super) async fn wait_subscribed(&self, timeout: Duration) {
+        if let Some(bound) = self.readers.bound() {
+            let n = self.splits.len();
+            if tokio::time::timeout(timeout, bound.wait_fixed(n))
+                .await
+                .is_err()
+            {
+                tracing::warn!(splits = n, "not every split looked its bound up in time");
+            }
+        }
         if let Some(core) = self.readers.core() {
             let n = self.splits.len();
             if tokio::time::timeout(timeout, core.subscribed.wait_for(n))
