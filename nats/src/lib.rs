@@ -1,5 +1,6 @@
 //! NATS plumbing that the operator and the worker share: opening a connection from a
-//! [`Connection`](jetflow_crds::Connection) spec, and turning a [`StreamSpec`] into a JetStream
+//! [`Connection`](jetflow_crds::Connection) spec, the one definition of how a split is read (its
+//! consumer, [`consumer`]), and turning a [`StreamSpec`] into a JetStream
 //! stream configuration and back.
 
 pub mod connect;

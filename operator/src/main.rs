@@ -206,12 +206,19 @@ mod tests {
             "--nats-url=nats://nats.nats.svc:4222",
             "--worker-image=ghcr.io/jetflow-io/jetflow:0.1.0",
             "--leader-election=false",
-            "--metrics-port=8081",
+            "--metrics-addr=0.0.0.0:8081",
             "--watch-namespace=shop",
         ])
         .unwrap();
         assert!(!args.leader_election);
-        assert_eq!(args.metrics_port, Some(8081));
+        // The chart passes an address (the local kubelet rewrites 0.0.0.0 in args to the pod's
+        // own address); --metrics-port=8081 would listen on the same address.
+        assert_eq!(args.metrics_addr, "0.0.0.0:8081".parse().unwrap());
+        assert_eq!(args.metrics_port, None);
+        let by_port = Args::try_parse_from(["jetflow-operator", "--metrics-port=8081"]).unwrap();
+        let mut addr = by_port.metrics_addr;
+        addr.set_port(by_port.metrics_port.unwrap());
+        assert_eq!(addr, args.metrics_addr);
         assert_eq!(args.namespace.as_deref(), Some("shop"));
         assert_eq!(args.worker_image, "ghcr.io/jetflow-io/jetflow:0.1.0");
         let defaults = Args::try_parse_from(["jetflow-operator"]).unwrap();

@@ -1,11 +1,13 @@
-//! Where a worker learns which splits it owns: an [`AssignmentSource`], polled for changes.
+//! Where a worker learns which splits it owns: an [`AssignmentSource`], followed for changes.
 //!
 //! The assignment is [`Assignment`] JSON, `{"generation": N, "owners": {"<split>": "<worker>"}}`,
 //! the same document the operator publishes in a cluster. Locally it is a file
 //! ([`FileAssignment`], `--assignment-file`); in a cluster the operator's ConfigMap implements
-//! the same trait ([`configmap::ConfigMapAssignment`]). [`watch`] reads the source every interval and hands every newer assignment
-//! to the runner, which releases the splits the worker lost before it starts the ones it
-//! gained (see `pipeline::control`).
+//! the same trait ([`configmap::ConfigMapAssignment`]). [`watch`] reads a source every interval
+//! (the file; the ConfigMap is watched instead, see [`configmap::ConfigMapAssignment::follow`],
+//! and read every interval only while its watch is broken) and hands every newer assignment to
+//! the runner, which releases the splits the worker lost before it starts the ones it gained
+//! (see `pipeline::control`).
 //!
 //! Errors: a source that cannot be read or holds invalid JSON (a file caught half-written by a
 //! tool that does not rename) is logged and read again at the next poll; the assignment in force

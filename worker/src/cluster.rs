@@ -5,7 +5,8 @@
 //!   --checkpoint-store file       <checkpoint-dir>/<namespace>/<pipeline>.json   (FileStore)
 //!   --checkpoint-store configmap  ConfigMap <pipeline>-checkpoint, checkpoint.json (ConfigMapStore)
 //!   --assignment-store file       --assignment-file, or none: every split is owned (FileAssignment)
-//!   --assignment-store configmap  ConfigMap <pipeline>-assignment, assignment.json (ConfigMapAssignment)
+//!   --assignment-store configmap  ConfigMap <pipeline>-assignment, assignment.json (ConfigMapAssignment),
+//!                                 watched; read every 2 s only while the watch is broken
 //! ```
 //!
 //! The ConfigMaps are in `$POD_NAMESPACE` (the operator sets it from the pod's own metadata),
@@ -17,12 +18,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use jetflow_crds::assignment::Assignment;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
 use crate::assignment::configmap::ConfigMapAssignment;
 use crate::assignment::{self, AssignmentSource, FileAssignment};
 use crate::checkpoint::{CheckpointStore, ConfigMapStore, FileStore};
+use crate::pipeline::Change;
 
-/// How often a worker reads the assignment ConfigMap: one small `GET` per pod and interval,
-/// and a split that moves waits at most this long for its new owner to notice.
+/// How often a worker reads the assignment ConfigMap while its watch of it is broken: one
+/// small `GET` per pod and interval (with the watch working, a change is seen at once).
 pub const CONFIG_MAP_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The environment variable naming the pod's namespace.
@@ -51,13 +58,36 @@ pub enum ClusterError {
     NotConnected,
 }
 
-/// An assignment source and how often to read it.
+/// An assignment source and how to follow it.
 #[derive(Clone)]
 pub struct AssignmentFeed {
     /// Where the assignment is.
     pub source: Arc<dyn AssignmentSource>,
-    /// How often [`assignment::watch`] reads it.
+    /// How often it is read when polled (a file; a ConfigMap while its watch is broken).
     pub interval: Duration,
+    /// The ConfigMap, watched, when the assignment is the operator's.
+    config_map: Option<Arc<ConfigMapAssignment>>,
+}
+
+impl AssignmentFeed {
+    /// Whether the assignment is the operator's ConfigMap (the worker runs in a pod).
+    pub fn is_config_map(&self) -> bool {
+        self.config_map.is_some()
+    }
+
+    /// Follows the assignment from `current` on, sending each change: the ConfigMap with a
+    /// watch (polled while the watch is broken), a file by polling every interval.
+    pub fn follow(
+        &self,
+        current: Assignment,
+        changes: mpsc::Sender<Change>,
+        cancel: CancellationToken,
+    ) -> JoinHandle<()> {
+        match &self.config_map {
+            Some(cm) => cm.clone().follow(current, self.interval, changes, cancel),
+            None => assignment::watch(self.source.clone(), current, self.interval, changes, cancel),
+        }
+    }
 }
 
 /// The Kubernetes client and namespace of the ConfigMap stores, when any is used.
@@ -131,8 +161,8 @@ impl Stores {
         })
     }
 
-    /// The assignment source of pipeline `name` and how often to read it; `None` when the
-    /// worker follows no assignment (a file store without a file: it owns every split).
+    /// The assignment source of pipeline `name` and how to follow it; `None` when the worker
+    /// follows no assignment (a file store without a file: it owns every split).
     pub fn assignment(
         &self,
         kind: StoreKind,
@@ -144,12 +174,15 @@ impl Stores {
             (StoreKind::File, Some(path)) => Some(AssignmentFeed {
                 source: Arc::new(FileAssignment::new(path)),
                 interval: assignment::POLL_INTERVAL,
+                config_map: None,
             }),
             (StoreKind::Configmap, _) => {
                 let (client, ns) = self.kube()?;
+                let cm = Arc::new(ConfigMapAssignment::new(client.clone(), ns, name));
                 Some(AssignmentFeed {
-                    source: Arc::new(ConfigMapAssignment::new(client.clone(), ns, name)),
+                    source: cm.clone(),
                     interval: CONFIG_MAP_POLL_INTERVAL,
+                    config_map: Some(cm),
                 })
             }
         })

@@ -4,7 +4,7 @@
 //! validated (exit code 2 when invalid), the NATS connection opened, the HTTP endpoints served,
 //! SIGTERM and SIGINT turned into a cancellation, and the runner's outcome into an exit code:
 //! 0 after a clean stop (or a bounded run whose splits all finished, after a summary on
-//! stdout), 1 on a failure, 2 for an invalid or unsupported pipeline, 3 when splits stopped on
+//! stdout; in a pod, `--assignment-store configmap`, a bounded run stays up until SIGTERM), 1 on a failure, 2 for an invalid or unsupported pipeline, 3 when splits stopped on
 //! failed messages (error policy `Stop`), 4 when NATS refused the connection's credentials or
 //! they could not be read (the message names the `connection` field to check).
 
@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 use jetflow_crds::Pipeline;
 use jetflow_nats::ConnectError;
 use jetflow_worker::assignment;
-use jetflow_worker::cluster::{AssignmentFeed, StoreKind, Stores};
+use jetflow_worker::cluster::{StoreKind, Stores};
 use jetflow_worker::http::Health;
 use jetflow_worker::pipeline::Membership;
 use jetflow_worker::{Metrics, RunError, RunOutcome, Runner, RunnerConfig};
@@ -118,7 +118,9 @@ struct RunArgs {
     #[arg(long, env = "JETFLOW_ASSIGNMENT_FILE")]
     assignment_file: Option<PathBuf>,
     /// Where the split assignment comes from: `file` (--assignment-file) or `configmap` (the
-    /// assignment ConfigMap the operator publishes in $POD_NAMESPACE, read every 2 s).
+    /// assignment ConfigMap the operator publishes in $POD_NAMESPACE, watched). With
+    /// `configmap` a bounded run does not exit when its splits finished: it stays up, idle,
+    /// until SIGTERM (the operator scales the workers to 0).
     #[arg(
         long,
         env = "JETFLOW_ASSIGNMENT_STORE",
@@ -371,28 +373,31 @@ async fn membership(
     };
     let name = pipeline.metadata.name.as_deref().unwrap_or_default();
     let source = stores.assignment(args.assignment_store, args.assignment_file.as_deref(), name)?;
+    let mut stay_up = false;
     let assignment = match source {
-        Some(AssignmentFeed { source, interval }) => {
-            let initial = assignment::initial(source.as_ref()).await?;
-            tracing::info!(assignment = %source.location(), generation = initial.generation, owned = initial.splits_of(worker_id).count(), "following the assignment");
-            assignment::watch(
-                source,
-                initial.clone(),
-                interval,
-                tx.clone(),
-                cancel.child_token(),
-            );
+        Some(feed) => {
+            let initial = assignment::initial(feed.source.as_ref()).await?;
+            tracing::info!(assignment = %feed.source.location(), generation = initial.generation, owned = initial.splits_of(worker_id).count(), "following the assignment");
+            feed.follow(initial.clone(), tx.clone(), cancel.child_token());
             watching = true;
+            // A pod: its splits come from the operator, which scales the workers to 0 once a
+            // bounded run finished; it must not exit before (it would be started again).
+            stay_up = feed.is_config_map();
             Some(initial)
         }
         None => None,
     };
-    Ok(Membership::new(
+    let membership = Membership::new(
         splits,
         assignment,
         watching.then_some(rx),
         args.handover_timeout.get(),
-    ))
+    );
+    Ok(if stay_up {
+        membership.stay_up()
+    } else {
+        membership
+    })
 }
 
 /// Installs the SIGTERM and SIGINT handlers now (the handlers exist from this call on, not from

@@ -542,7 +542,7 @@ impl<S: Sink> Runner<S> {
         let mut failure = None;
         let bounded = self.readers.is_bounded();
         loop {
-            if self.bounded_done(&membership) {
+            if self.bounded_done(&mut membership) {
                 tracing::info!("every split reached its bound");
                 break;
             }

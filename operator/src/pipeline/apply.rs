@@ -356,11 +356,7 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
 
     // Build.
     let finished = status::finished(p, &split_names, Some(&checkpoint));
-    let replicas = if p.spec.suspend || finished {
-        0
-    } else {
-        p.spec.parallelism
-    };
+    let replicas = status::replicas(p, finished);
     let inputs = Inputs {
         pipeline: p,
         name: &name,
@@ -429,16 +425,13 @@ async fn ensure_consumers(
     checkpoint: &Checkpoint,
 ) -> Result<BTreeMap<String, u64>> {
     let name = p.name_any();
-    let desired: BTreeMap<String, _> = splits
+    let desired = splits
         .iter()
         .map(|s| {
             let position = checkpoint.splits.get(&s.name).map(|p| p.position);
-            (
-                s.name.clone(),
-                consumers::config(ns, &name, &p.spec, s, position),
-            )
+            consumers::config(ns, &name, &p.spec, s, position).map(|c| (s.name.clone(), c))
         })
-        .collect();
+        .collect::<Result<BTreeMap<String, _>>>()?;
     let ensured = consumers::ensure(stream, stream_name, &desired).await?;
     let keep: BTreeSet<String> = desired
         .values()

@@ -1,81 +1,62 @@
-//! The durable pull consumer behind each JetStream split.
+//! The durable pull consumer behind each JetStream split, created by the operator so that the
+//! consumers, and each split's lag, are there before the first worker starts.
 //!
-//! One consumer per split, named by `jetflow_crds::split::consumer_name`, acknowledged
-//! cumulatively (`AckPolicy::All`) at each checkpoint: the ack wait is longer than the
-//! checkpoint interval with margin and max ack pending is high, so that what a worker read since
-//! the last checkpoint is neither redelivered nor stalled while it waits for the next one. A new
+//! How a split is read is not defined here: the configuration and the rule for keeping a live
+//! consumer come from `jetflow_nats::consumer`, the definition the worker uses too, so a
+//! consumer the operator made is exactly what the worker wants and is read as it is. A new
 //! consumer starts after the checkpointed position when there is one, else at the spec's start.
-//! Consumers of splits that are gone, and all of a pipeline's consumers when it is deleted, are
-//! removed.
+//! A live consumer is left alone when it agrees, updated in place when only settings JetStream
+//! changes in place differ (the ack wait after a new checkpoint interval), and deleted and
+//! created again after the checkpoint when it cannot serve (made by an older release with other
+//! settings, or by hand); where a worker reads it is the worker's to judge, as it does on
+//! every open. Consumers of splits that are gone, and all of a pipeline's consumers when it is
+//! deleted, are removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use async_nats::jetstream::consumer::{AckPolicy, Config, DeliverPolicy, Info};
+use async_nats::jetstream::consumer::{Info, pull};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use futures::TryStreamExt;
 use jetflow_crds::PipelineSpec;
-use jetflow_crds::pipeline::StartFrom;
 use jetflow_crds::split::{Split, consumer_name};
+use jetflow_nats::consumer::{self as shared, Start, Verdict};
 
 use crate::{Error, Result};
 
 pub use jetflow_nats::consumer::{MAX_ACK_PENDING, ack_wait};
 
-/// The consumer configuration of `split`; `position` is the split's checkpointed position.
+/// The consumer configuration of `split` (the shared definition); `position` is the split's
+/// checkpointed position.
 pub fn config(
     namespace: &str,
     pipeline: &str,
     spec: &PipelineSpec,
     split: &Split,
     position: Option<u64>,
-) -> Config {
+) -> Result<pull::Config> {
     let name = consumer_name(namespace, pipeline, &split.name);
-    let deliver_policy = match (position, spec.source.jetstream.as_ref()) {
-        (Some(p), _) if p > 0 => DeliverPolicy::ByStartSequence {
-            start_sequence: p + 1,
-        },
-        (_, Some(js)) => match js.start.from {
-            StartFrom::All => DeliverPolicy::All,
-            StartFrom::New => DeliverPolicy::New,
-            StartFrom::Sequence => DeliverPolicy::ByStartSequence {
-                start_sequence: js.start.sequence.unwrap_or(1),
-            },
-            StartFrom::Time => match js.start.time.as_ref().and_then(|t| {
-                time::OffsetDateTime::from_unix_timestamp_nanos(t.0.as_nanosecond()).ok()
-            }) {
-                Some(start_time) => DeliverPolicy::ByStartTime { start_time },
-                None => DeliverPolicy::All,
-            },
-        },
-        (_, None) => DeliverPolicy::All,
-    };
-    Config {
-        name: Some(name.clone()),
-        durable_name: Some(name),
-        description: Some(format!(
-            "jetflow pipeline {namespace}/{pipeline}, split {}",
-            split.name
-        )),
-        deliver_policy,
-        ack_policy: AckPolicy::All,
-        ack_wait: ack_wait(spec.checkpoint.interval.get()),
-        max_ack_pending: MAX_ACK_PENDING,
-        // ">" is the whole stream: no filter.
-        filter_subject: if split.subject == ">" {
-            String::new()
-        } else {
-            split.subject.clone()
-        },
-        ..Default::default()
-    }
-}
-
-/// Whether a live consumer honours what the operator relies on.
-fn conforms(live: &Config, desired: &Config) -> bool {
-    live.ack_policy == desired.ack_policy
-        && live.ack_wait == desired.ack_wait
-        && live.max_ack_pending == desired.max_ack_pending
-        && live.filter_subject == desired.filter_subject
+    let start = Start::from_checkpoint(
+        position,
+        &spec
+            .source
+            .jetstream
+            .as_ref()
+            .map(|js| js.start.clone())
+            .unwrap_or_default(),
+    );
+    shared::config(&name, split, &start, spec.checkpoint.interval.get()).map_err(|e| {
+        Error::Consumer {
+            stream: spec
+                .source
+                .jetstream
+                .as_ref()
+                .map(|js| js.stream.clone())
+                .unwrap_or_default(),
+            consumer: name.clone(),
+            action: "configure",
+            source: Box::new(e),
+        }
+    })
 }
 
 fn consumer_error(
@@ -98,48 +79,52 @@ fn consumer_error(
 pub struct Ensured {
     /// Each split's consumer, by split name.
     pub infos: BTreeMap<String, Info>,
-    /// Consumers created.
+    /// Consumers created (missing, or recreated because they could not serve).
     pub created: Vec<String>,
 }
 
-/// Makes sure every desired consumer exists and conforms, creating or updating it.
+/// Makes sure every desired consumer exists and can serve, creating, updating or recreating it
+/// as the shared rule says.
 pub async fn ensure(
     stream: &async_nats::jetstream::stream::Stream,
     stream_name: &str,
-    desired: &BTreeMap<String, Config>,
+    desired: &BTreeMap<String, pull::Config>,
 ) -> Result<Ensured> {
     let mut out = Ensured::default();
     for (split, want) in desired {
         let name = want.durable_name.clone().unwrap_or_default();
+        let read = |e: async_nats::jetstream::context::ConsumerInfoError| {
+            consumer_error(stream_name, &name, "read")(Box::new(e))
+        };
+        let create = async |out: &mut Ensured| -> Result<Info> {
+            let _: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
+                .create_consumer(want.clone())
+                .await
+                .map_err(|e| consumer_error(stream_name, &name, "create")(Box::new(e)))?;
+            out.created.push(name.clone());
+            stream.consumer_info(&name).await.map_err(read)
+        };
         let info = match stream.consumer_info(&name).await {
-            Ok(info) if conforms(&info.config, want) => info,
-            Ok(info) => {
-                let mut config = info.config.clone();
-                config.ack_policy = want.ack_policy;
-                config.ack_wait = want.ack_wait;
-                config.max_ack_pending = want.max_ack_pending;
-                config.filter_subject = want.filter_subject.clone();
-                stream
-                    .update_consumer(config)
-                    .await
-                    .map_err(|e| consumer_error(stream_name, &name, "update")(Box::new(e)))?;
-                stream
-                    .consumer_info(&name)
-                    .await
-                    .map_err(|e| consumer_error(stream_name, &name, "read")(Box::new(e)))?
-            }
-            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
-                let _: async_nats::jetstream::consumer::Consumer<Config> = stream
-                    .create_consumer(want.clone())
-                    .await
-                    .map_err(|e| consumer_error(stream_name, &name, "create")(Box::new(e)))?;
-                out.created.push(name.clone());
-                stream
-                    .consumer_info(&name)
-                    .await
-                    .map_err(|e| consumer_error(stream_name, &name, "read")(Box::new(e)))?
-            }
-            Err(e) => return Err(consumer_error(stream_name, &name, "read")(Box::new(e))),
+            Ok(info) => match shared::judge_settings(&info.config, want) {
+                Verdict::Use => info,
+                Verdict::Update => {
+                    let _: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
+                        .update_consumer(shared::update_of(&info.config, want))
+                        .await
+                        .map_err(|e| consumer_error(stream_name, &name, "update")(Box::new(e)))?;
+                    stream.consumer_info(&name).await.map_err(read)?
+                }
+                Verdict::Recreate(why) => {
+                    tracing::info!(consumer = %name, why, "consumer cannot serve the split; recreating it after the checkpoint");
+                    stream
+                        .delete_consumer(&name)
+                        .await
+                        .map_err(|e| consumer_error(stream_name, &name, "delete")(Box::new(e)))?;
+                    create(&mut out).await?
+                }
+            },
+            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => create(&mut out).await?,
+            Err(e) => return Err(read(e)),
         };
         out.infos.insert(split.clone(), info);
     }
@@ -192,6 +177,7 @@ pub fn lag(info: &Info) -> u64 {
 mod tests {
     use super::*;
     use crate::pipeline::fixtures;
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 
     #[test]
     fn consumers_ack_all_with_a_wait_longer_than_the_interval() {
@@ -200,12 +186,12 @@ mod tests {
             name: "orders.eu".into(),
             subject: "orders.eu".into(),
         };
-        let c = config("shop", "orders-copy", &p.spec, &split, None);
+        let c = config("shop", "orders-copy", &p.spec, &split, None).unwrap();
         assert_eq!(c.ack_policy, AckPolicy::All);
         assert!(c.ack_wait > p.spec.checkpoint.interval.get() * 2);
         assert_eq!(c.deliver_policy, DeliverPolicy::All);
         assert_eq!(c.filter_subject, "orders.eu");
-        let resumed = config("shop", "orders-copy", &p.spec, &split, Some(41));
+        let resumed = config("shop", "orders-copy", &p.spec, &split, Some(41)).unwrap();
         assert_eq!(
             resumed.deliver_policy,
             DeliverPolicy::ByStartSequence { start_sequence: 42 }

@@ -53,6 +53,17 @@ pub fn finished(p: &Pipeline, splits: &[String], checkpoint: Option<&Checkpoint>
             .all(|s| cp.splits.get(s).is_some_and(|pos| pos.finished))
 }
 
+/// The workers a Pipeline asks for: `parallelism`, or none when suspended or when a bounded run
+/// finished every split. Worker pods of a bounded run do not exit when their splits finish
+/// (the Deployment would start them again); they stay up, idle, until this scales them to 0.
+pub fn replicas(p: &Pipeline, finished: bool) -> i32 {
+    if p.spec.suspend || finished {
+        0
+    } else {
+        p.spec.parallelism
+    }
+}
+
 /// How long a running pipeline may go without a checkpoint before it counts as stale: three
 /// intervals, at least `min_stale`.
 pub fn stale_after(p: &Pipeline, min_stale: Duration) -> Duration {
@@ -527,6 +538,39 @@ mod tests {
         };
         assert!(finished(&p, &splits, Some(&done)));
         assert!(!finished(&p, &["a".into(), "b".into()], Some(&done)));
+
+        // Every split finished: the workers are scaled to 0 and the phase is Succeeded, with
+        // the Deployment already down to no pod.
+        assert_eq!(replicas(&p, true), 0);
+        let (a, lags) = (Assignment::default(), BTreeMap::new());
+        let now = jiff::Timestamp::from_second(1_000_000).unwrap();
+        let st = status(&Observed {
+            pipeline: &p,
+            verdict: &Verdict::default(),
+            deployment: Some(&deployment(0)),
+            replicas: replicas(&p, true),
+            checkpoint: Some(&done),
+            assignment: &a,
+            splits: &splits,
+            lags: &lags,
+            finished: true,
+            min_stale: Duration::from_secs(60),
+            now,
+        });
+        assert_eq!(st.phase, Some(PipelinePhase::Succeeded));
+        assert_eq!(st.replicas, 0);
+        let ready = condition::find(&st.conditions, types::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Succeeded")
+        );
+        assert!(st.splits[0].finished);
+
+        // Not every split finished yet: the workers run (and wait for their assignment).
+        let (two, parallelism) = (["a".to_owned(), "b".to_owned()], p.spec.parallelism);
+        assert!(!finished(&p, &two, Some(&done)));
+        assert_eq!(replicas(&p, false), parallelism);
+        assert!(parallelism > 0);
         p.spec.source.bound = None;
         assert!(!finished(&p, &splits, Some(&done)));
     }

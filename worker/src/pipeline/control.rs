@@ -21,7 +21,11 @@
 //!   up on after the handover timeout, and from then on the generation check of the checkpoint
 //!   refuses whatever that stale owner might still try to commit.
 //!
-//! A bounded run ends when every owned split is finished; the outcome carries a summary.
+//! A bounded run ends when every owned split is finished; the outcome carries a summary. A
+//! worker pod's run ([`Membership::stay_up`]) does not end there: it owns nothing until the
+//! operator's assignment names it, so it waits for splits (ready meanwhile), runs them to their
+//! bound, and then stays up, idle, until SIGTERM, when the operator scales the workers to 0
+//! once every split of the pipeline is finished.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -71,6 +75,11 @@ pub struct Membership {
     waiting: BTreeMap<String, Instant>,
     handover_timeout: Duration,
     started: bool,
+    /// A bounded run stays up once its splits finished (a pod following the operator's
+    /// assignment), instead of ending.
+    stay_up: bool,
+    /// Whether "every owned split finished" was logged since the last change.
+    idle_logged: bool,
 }
 
 /// What the run loop woke up for.
@@ -102,7 +111,18 @@ impl Membership {
             waiting: BTreeMap::new(),
             handover_timeout,
             started: false,
+            stay_up: false,
+            idle_logged: false,
         }
+    }
+
+    /// Makes a bounded run stay up, idle, once every split it owns has finished, until it is
+    /// stopped (SIGTERM), instead of ending: what a worker pod does. It owns nothing until the
+    /// operator's assignment names it, and the operator scales the Deployment to 0 once every
+    /// split of the pipeline finished; a pod that exited would only be started again.
+    pub fn stay_up(mut self) -> Self {
+        self.stay_up = true;
+        self
     }
 
     fn owns(&self, worker: &str, split: &str) -> bool {
@@ -328,9 +348,11 @@ impl<S: Sink> Runner<S> {
         }
     }
 
-    /// Whether a bounded run is over: every split this worker owns has finished.
-    pub(super) fn bounded_done(&self, membership: &Membership) -> bool {
+    /// Whether a bounded run is over: every split this worker owns has finished, and the run
+    /// does not stay up for more (see [`Membership::stay_up`]).
+    pub(super) fn bounded_done(&self, membership: &mut Membership) -> bool {
         if !self.readers.is_bounded() || !self.splits.is_empty() || !membership.waiting.is_empty() {
+            membership.idle_logged = false;
             return false;
         }
         let finished: BTreeSet<&str> = self
@@ -341,7 +363,18 @@ impl<S: Sink> Runner<S> {
             .filter(|(_, p)| p.finished)
             .map(|(n, _)| n.as_str())
             .collect();
-        membership.desired(&self.worker_id, &finished).is_empty()
+        let done = membership.desired(&self.worker_id, &finished).is_empty();
+        if done && membership.stay_up {
+            if !membership.idle_logged {
+                membership.idle_logged = true;
+                tracing::info!(
+                    finished = finished.len(),
+                    "every split this worker owns has reached its bound (or it owns none yet); staying up for the assignment until stopped"
+                );
+            }
+            return false;
+        }
+        done
     }
 
     /// Between checkpoints: commits splits that reached their bound, and starts gained splits
@@ -376,8 +409,19 @@ impl<S: Sink> Runner<S> {
     }
 
     /// Waits (at most `timeout`) until every Core split's subscription is registered, so that
-    /// readiness means that what is published now is received.
+    /// readiness means that what is published now is received; for a bounded source, until
+    /// every split looked its end up, so that what is stored from now on is beyond a
+    /// `streamEnd` bound.
     pub(super) async fn wait_subscribed(&self, timeout: Duration) {
+        if let Some(bound) = self.readers.bound() {
+            let n = self.splits.len();
+            if tokio::time::timeout(timeout, bound.wait_fixed(n))
+                .await
+                .is_err()
+            {
+                tracing::warn!(splits = n, "not every split looked its bound up in time");
+            }
+        }
         if let Some(core) = self.readers.core() {
             let n = self.splits.len();
             if tokio::time::timeout(timeout, core.subscribed.wait_for(n))

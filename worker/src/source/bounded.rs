@@ -17,14 +17,19 @@
 //! if not and the stream has reached the end, ends. A split whose filter holds nothing up to
 //! the bound therefore finishes at once.
 //!
+//! The worker reports ready only once every split it started has looked its end up, so that
+//! with `streamEnd: true` what is stored after the worker reports ready is beyond the end.
+//!
 //! Errors: lookups that fail are logged and tried again at the next idle moment; the inner
 //! reader's errors pass through.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use jetflow_crds::pipeline::Bound;
 
+use super::core::Subscribed;
 use super::{SourceError, SourceMessage, SplitReader};
 
 /// How long the reader waits for a message before it checks whether the split is done.
@@ -34,6 +39,9 @@ const IDLE_CHECK: Duration = Duration::from_millis(300);
 #[derive(Clone, Debug)]
 pub struct BoundSpec {
     kind: BoundKind,
+    /// Counts the splits that looked their end up (shared by every split of the run), so that
+    /// the worker reports ready only once `streamEnd` means the stream's end as it was then.
+    fixed: Arc<Subscribed>,
 }
 
 #[derive(Clone, Debug)]
@@ -74,7 +82,16 @@ impl BoundSpec {
         } else {
             return Err(BoundError::Empty);
         };
-        Ok(Self { kind })
+        Ok(Self {
+            kind,
+            fixed: Arc::default(),
+        })
+    }
+
+    /// Waits until at least `n` splits looked up their end (a time bound still ahead counts:
+    /// its end is looked up once the time has passed).
+    pub async fn wait_fixed(&self, n: usize) {
+        self.fixed.wait_for(n).await;
     }
 }
 
@@ -95,6 +112,8 @@ pub struct BoundedReader<R> {
     /// The last position yielded (or committed before the start).
     last: u64,
     done: bool,
+    /// Whether this split counted itself in [`BoundSpec::wait_fixed`].
+    counted: bool,
 }
 
 impl<R: SplitReader> BoundedReader<R> {
@@ -121,6 +140,7 @@ impl<R: SplitReader> BoundedReader<R> {
             end: None,
             last: committed,
             done: false,
+            counted: false,
         }
     }
 
@@ -234,7 +254,12 @@ impl<R: SplitReader> SplitReader for BoundedReader<R> {
         if self.done {
             return Ok(None);
         }
-        if let Some(end) = self.resolve().await
+        let end = self.resolve().await;
+        if !self.counted {
+            self.counted = true;
+            self.bound.fixed.add();
+        }
+        if let Some(end) = end
             && self.last >= end
         {
             self.done = true;

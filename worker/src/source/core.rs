@@ -27,7 +27,8 @@ use super::{AckToken, SourceAcker, SourceError, SourceMessage, SplitReader};
 use crate::metrics::SplitMetrics;
 
 /// Counts the Core splits whose subscription the server has registered, so that the worker
-/// reports ready only once it receives what is published.
+/// reports ready only once it receives what is published (and, the same way, the bounded
+/// splits that looked their end up).
 #[derive(Debug, Default)]
 pub struct Subscribed {
     count: AtomicUsize,
@@ -35,7 +36,7 @@ pub struct Subscribed {
 }
 
 impl Subscribed {
-    fn add(&self) {
+    pub(crate) fn add(&self) {
         self.count.fetch_add(1, Ordering::AcqRel);
         self.notify.notify_waiters();
     }

@@ -1,12 +1,15 @@
 //! The JetStream source: one durable pull consumer per split, read through the consumer's
 //! message stream (batches with expiry and idle heartbeats).
 //!
-//! The consumer acknowledges cumulatively (`AckPolicy::All`) and is made to hold everything read
-//! between two checkpoints: unlimited ack pending, and an ack wait well above the checkpoint
-//! interval. Where a split starts comes from jetflow's checkpoint, not from the consumer: when
-//! the consumer is missing, or its state disagrees with the committed position (its ack floor or
-//! its delivered sequence differ, so it would either skip messages or hold redeliveries back
-//! until its ack wait runs out), it is deleted and created again at position + 1.
+//! The consumer's configuration and the rule for keeping a live one are not defined here but in
+//! `jetflow_nats::consumer`, shared with the operator (which creates the consumers before any
+//! worker runs): cumulative acks (`AckPolicy::All`), everything read between two checkpoints
+//! held (high max ack pending, ack wait well above the interval), state in memory. Where a split
+//! starts comes from jetflow's checkpoint, not from the consumer: a consumer that is missing,
+//! whose settings cannot be changed in place, or whose state disagrees with the committed
+//! position (its ack floor or its delivered sequence differ, so it would either skip messages or
+//! hold redeliveries back until its ack wait runs out) is deleted and created again at
+//! position + 1; one that agrees (such as the operator's) is read as it is.
 //!
 //! Errors are handled by kind: a missed heartbeat or a failed pull is counted and the stream
 //! goes on; a deleted consumer (or an ended stream) makes the reader recreate the consumer at
@@ -18,35 +21,27 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::message::Acker;
-use async_nats::jetstream::{self, consumer};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use jetflow_crds::pipeline::{StartFrom, StartPosition};
+use jetflow_crds::pipeline::StartPosition;
 use jetflow_crds::split::Split;
+use jetflow_nats::consumer::{self, Verdict};
 
 use super::{AckToken, SourceAcker, SourceError, SourceMessage, SplitReader};
 use crate::metrics::SplitMetrics;
 
-pub use jetflow_nats::consumer::MAX_ACK_PENDING;
+pub use jetflow_nats::consumer::{MAX_ACK_PENDING, Start};
 
-/// Where a consumer starts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Start {
-    /// After a committed position (at position + 1).
-    After(u64),
-    /// As the spec says, for a split without a checkpoint.
-    Spec(StartPosition),
-}
-
-/// Settings of a split's consumer and pulls.
+/// Settings of a split's pulls, and the checkpoint interval its consumer is made for.
 #[derive(Clone, Debug)]
 pub struct ConsumerSettings {
-    /// Ack wait: well above the checkpoint interval.
-    pub ack_wait: Duration,
+    /// The pipeline's checkpoint interval (the consumer's ack wait follows from it).
+    pub checkpoint_interval: Duration,
     /// Messages per pull request.
     pub batch: usize,
     /// Expiry of a pull request.
@@ -56,12 +51,10 @@ pub struct ConsumerSettings {
 }
 
 impl ConsumerSettings {
-    /// The settings for a checkpoint interval and batch size: ack wait 2 × interval + 30 s, the
-    /// value the operator gives the consumers it creates (so neither side sees the other's
-    /// consumer as drifted).
+    /// The settings for a checkpoint interval and batch size.
     pub fn new(checkpoint_interval: Duration, batch: usize) -> Self {
         Self {
-            ack_wait: jetflow_nats::consumer::ack_wait(checkpoint_interval),
+            checkpoint_interval,
             batch: batch.max(1),
             expires: Duration::from_secs(10),
             heartbeat: Duration::from_secs(3),
@@ -69,130 +62,62 @@ impl ConsumerSettings {
     }
 }
 
-/// The subject filter of a split, as the consumer takes it (none for the whole stream).
-fn filter_of(split: &Split) -> String {
-    if split.subject == ">" {
-        String::new()
-    } else {
-        split.subject.clone()
-    }
-}
-
-/// The deliver policy of a start.
-pub fn deliver_policy(split: &str, start: &Start) -> Result<DeliverPolicy, SourceError> {
-    Ok(match start {
-        Start::After(position) => DeliverPolicy::ByStartSequence {
-            start_sequence: position + 1,
-        },
-        Start::Spec(spec) => match spec.from {
-            StartFrom::All => DeliverPolicy::All,
-            StartFrom::New => DeliverPolicy::New,
-            StartFrom::Sequence => DeliverPolicy::ByStartSequence {
-                start_sequence: spec.sequence.unwrap_or(1).max(1),
-            },
-            StartFrom::Time => {
-                let text = spec
-                    .time
-                    .as_ref()
-                    .map(|t| t.0.to_string())
-                    .unwrap_or_default();
-                let start_time = async_nats::datetime::parse_rfc3339(&text).map_err(|source| {
-                    SourceError::StartTime {
-                        split: split.to_owned(),
-                        time: text.clone(),
-                        source,
-                    }
-                })?;
-                DeliverPolicy::ByStartTime { start_time }
-            }
-        },
-    })
-}
-
-/// The configuration of a split's durable consumer. The operator creates consumers with the
-/// same function, so that the worker finds them as it wants them.
-pub fn consumer_config(
-    name: &str,
-    split: &Split,
-    start: &Start,
-    settings: &ConsumerSettings,
-) -> Result<pull::Config, SourceError> {
-    Ok(pull::Config {
-        durable_name: Some(name.to_owned()),
-        description: Some(format!("jetflow split {}", split.name)),
-        filter_subject: filter_of(split),
-        ack_policy: AckPolicy::All,
-        deliver_policy: deliver_policy(&split.name, start)?,
-        ack_wait: settings.ack_wait,
-        // Everything read between two checkpoints stays unacknowledged; a limit near
-        // rate × interval would stall the split. The operator uses the same value.
-        max_ack_pending: MAX_ACK_PENDING,
-        max_deliver: -1,
-        // Recovery comes from jetflow's checkpoint, not from the consumer's state, so the
-        // server need not persist that state: with thousands of messages pending between two
-        // checkpoints, writing it to disk would cost the server more than the messages.
-        memory_storage: true,
-        ..Default::default()
-    })
-}
-
-/// Whether an existing consumer can be read on from `start` as it is.
-fn agrees(info: &consumer::Info, split: &Split, start: &Start, wanted: &DeliverPolicy) -> bool {
-    let config = &info.config;
-    if config.ack_policy != AckPolicy::All
-        || config.filter_subject != filter_of(split)
-        || !config.filter_subjects.is_empty()
-        || config.deliver_subject.is_some()
-    {
-        return false;
-    }
-    match start {
-        Start::After(position) => {
-            info.ack_floor.stream_sequence == *position
-                && info.delivered.stream_sequence == *position
-                && info.num_ack_pending == 0
-        }
-        // Without a checkpoint nothing was ever acknowledged: keep a consumer only if it has
-        // delivered nothing yet and starts where the spec says.
-        Start::Spec(_) => info.delivered.consumer_sequence == 0 && &config.deliver_policy == wanted,
-    }
-}
-
-/// Makes sure the split's consumer exists and agrees with `start`, recreating it if needed.
+/// Makes sure the split's consumer exists and can be read on from `start`, as the shared rule
+/// ([`consumer::judge`]) says: used as it is, updated in place, or deleted and created again at
+/// `start`. The configuration is the shared one ([`consumer::config`]), so a consumer the
+/// operator created is used as it is.
 pub async fn ensure_consumer(
+    js: &jetstream::Context,
     stream: &jetstream::stream::Stream,
     name: &str,
     split: &Split,
     start: &Start,
     settings: &ConsumerSettings,
 ) -> Result<PullConsumer, SourceError> {
-    let mut config = consumer_config(name, split, start, settings)?;
+    let config = consumer::config(name, split, start, settings.checkpoint_interval)
+        .map_err(|source| SourceError::ConsumerConfig { source })?;
+    let create_error = |source| SourceError::CreateConsumer {
+        split: split.name.clone(),
+        consumer: name.to_owned(),
+        source,
+    };
     match stream.consumer_info(name).await {
-        Ok(info) if agrees(&info, split, start, &config.deliver_policy) => {
-            tracing::debug!(split = %split.name, consumer = name, "consumer agrees with the checkpoint");
-            // Its ack floor is the position, but it was created with another start (the spec's,
-            // or an older position): JetStream refuses to change a consumer's deliver policy, so
-            // the update below keeps it and changes only what may change.
-            config.deliver_policy = info.config.deliver_policy;
-        }
-        Ok(info) => {
-            tracing::info!(
-                split = %split.name,
-                consumer = name,
-                ack_floor = info.ack_floor.stream_sequence,
-                delivered = info.delivered.stream_sequence,
-                start = ?start,
-                "consumer disagrees with the checkpoint; recreating it"
-            );
-            stream
-                .delete_consumer(name)
-                .await
-                .map_err(|source| SourceError::DeleteConsumer {
-                    split: split.name.clone(),
-                    consumer: name.to_owned(),
-                    source,
+        Ok(info) => match consumer::judge(&info, &config, start) {
+            Verdict::Use => {
+                tracing::debug!(split = %split.name, consumer = name, "consumer agrees with the checkpoint");
+                let cached = consumer::update_of(&info.config, &config);
+                return Ok(jetstream::consumer::Consumer::new(cached, info, js.clone()));
+            }
+            Verdict::Update => {
+                tracing::info!(split = %split.name, consumer = name, "updating the consumer's settings in place");
+                return stream
+                    .update_consumer(consumer::update_of(&info.config, &config))
+                    .await
+                    .map_err(|source| SourceError::UpdateConsumer {
+                        split: split.name.clone(),
+                        consumer: name.to_owned(),
+                        source,
+                    });
+            }
+            Verdict::Recreate(why) => {
+                tracing::info!(
+                    split = %split.name,
+                    consumer = name,
+                    why,
+                    ack_floor = info.ack_floor.stream_sequence,
+                    delivered = info.delivered.stream_sequence,
+                    start = ?start,
+                    "consumer cannot be read on as it is; recreating it"
+                );
+                stream.delete_consumer(name).await.map_err(|source| {
+                    SourceError::DeleteConsumer {
+                        split: split.name.clone(),
+                        consumer: name.to_owned(),
+                        source,
+                    }
                 })?;
-        }
+            }
+        },
         Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
             tracing::info!(split = %split.name, consumer = name, start = ?start, "creating consumer");
         }
@@ -204,14 +129,7 @@ pub async fn ensure_consumer(
             });
         }
     }
-    stream
-        .create_consumer(config)
-        .await
-        .map_err(|source| SourceError::CreateConsumer {
-            split: split.name.clone(),
-            consumer: name.to_owned(),
-            source,
-        })
+    stream.create_consumer(config).await.map_err(create_error)
 }
 
 /// Reads one split of a JetStream source.
@@ -293,8 +211,15 @@ impl JetStreamReader {
             }
         };
         let start = self.start();
-        let consumer =
-            ensure_consumer(&stream, &self.consumer, &self.split, &start, &self.settings).await?;
+        let consumer = ensure_consumer(
+            &self.js,
+            &stream,
+            &self.consumer,
+            &self.split,
+            &start,
+            &self.settings,
+        )
+        .await?;
         let messages = consumer
             .stream()
             .max_messages_per_batch(self.settings.batch)

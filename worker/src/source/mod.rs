@@ -103,15 +103,21 @@ pub enum SourceError {
         /// The client's error.
         source: async_nats::jetstream::consumer::StreamError,
     },
-    /// A start time could not be converted.
-    #[error("split {split}: invalid start time {time}: {source}")]
-    StartTime {
+    /// The split's consumer configuration could not be made (its start time).
+    #[error(transparent)]
+    ConsumerConfig {
+        /// The shared definition's error.
+        source: jetflow_nats::consumer::ConfigError,
+    },
+    /// The split's consumer could not be updated in place.
+    #[error("split {split}: cannot update consumer {consumer}: {source}")]
+    UpdateConsumer {
         /// The split.
         split: String,
-        /// The time.
-        time: String,
-        /// The conversion error.
-        source: async_nats::Error,
+        /// The consumer.
+        consumer: String,
+        /// The client's error.
+        source: async_nats::jetstream::stream::ConsumerUpdateError,
     },
     /// An acknowledgement was not confirmed.
     #[error("cannot acknowledge: {source}")]
@@ -130,7 +136,8 @@ impl SourceError {
             Self::DeleteConsumer { .. } => "delete_consumer",
             Self::CreateConsumer { .. } => "create_consumer",
             Self::Pull { .. } => "pull",
-            Self::StartTime { .. } => "start_time",
+            Self::ConsumerConfig { .. } => "start_time",
+            Self::UpdateConsumer { .. } => "update_consumer",
             Self::Ack { .. } => "ack",
         }
     }

@@ -123,6 +123,14 @@ impl Readers {
         }
     }
 
+    /// The bound of a bounded JetStream source.
+    pub fn bound(&self) -> Option<&BoundSpec> {
+        match self {
+            Self::JetStream { bound, .. } => bound.as_ref(),
+            Self::Core(_) => None,
+        }
+    }
+
     /// Whether splits end at a bound.
     pub fn is_bounded(&self) -> bool {
         matches!(self, Self::JetStream { bound: Some(_), .. })

@@ -1,7 +1,10 @@
 //! The in-memory Kubernetes API the in-cluster store tests run against (kube-fake-client:
 //! objects, resourceVersions, 409 on a stale replace), with every request a worker's client
 //! sends recorded together with the status the API answered, so that tests can see conflicts
-//! happen and check the worker's calls against its Role.
+//! happen and check the worker's calls against its Role. [`FakeApi::serve`] serves it over
+//! HTTP with a kubeconfig, for worker processes. The fake has no watch: a watch request is
+//! answered like a list, which a client's watch cannot decode, so workers on it run on their
+//! fallback of polling (the local control plane serves real watches).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -25,6 +28,8 @@ pub struct Call {
     pub method: String,
     /// Request path.
     pub path: String,
+    /// Query string.
+    pub query: String,
     /// Status code of the answer (0 when the request failed before an answer).
     pub status: u16,
 }
@@ -59,17 +64,69 @@ impl FakeApi {
             async move {
                 let method = req.method().to_string();
                 let path = req.uri().path().to_owned();
+                let query = req.uri().query().unwrap_or_default().to_owned();
                 let result = raw.send(req).await;
                 let status = result.as_ref().map_or(0, |r| r.status().as_u16());
                 calls.lock().unwrap().push(Call {
                     method,
                     path,
+                    query,
                     status,
                 });
                 result
             }
         });
         kube::Client::new(service, NS)
+    }
+
+    /// Serves the API over plain HTTP on a loopback port, every request recorded like a
+    /// worker client's, and writes a kubeconfig for it (namespace [`NS`], a bearer token) into
+    /// `dir`; returns the kubeconfig's path. The server runs until the test's runtime ends.
+    pub async fn serve(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let client = self.worker_client();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let client = client.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                let req = http::Request::from_parts(parts, kube::client::Body::from(body.to_vec()));
+                match client.send(req).await {
+                    Ok(response) => response.map(axum::body::Body::new),
+                    Err(e) => http::Response::builder()
+                        .status(500)
+                        .body(axum::body::Body::from(e.to_string()))
+                        .unwrap(),
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1
+kind: Config
+clusters:
+- name: fake
+  cluster: {{server: \"http://{addr}\"}}
+users:
+- name: worker
+  user: {{token: worker-token}}
+contexts:
+- name: fake
+  context: {{cluster: fake, user: worker, namespace: {NS}}}
+current-context: fake
+"
+            ),
+        )
+        .unwrap();
+        path
     }
 
     /// Every request the worker clients sent so far.
