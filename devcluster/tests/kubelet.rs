@@ -301,6 +301,8 @@ fn server_deployment(h: &Harness, name: &str, replicas: i32, extra_env: Vec<EnvV
                             "$(POD_NAME)".into(),
                             "--literal".into(),
                             "$$(POD_NAME)".into(),
+                            "--etc".into(),
+                            "/etc/app".into(),
                         ]),
                         env: Some(env),
                         ports: Some(vec![ContainerPort {
@@ -484,7 +486,15 @@ async fn deployment_pods_run_with_env_volumes_kubeconfig_and_their_own_ip() {
                 &name,
                 "--literal",
                 "$(POD_NAME)",
+                "--etc",
+                &pod_dir.join("rootfs/server/etc/app").to_string_lossy(),
             ]
+        );
+        // A parent of a mount path leads to the mount through the container's rootfs tree.
+        assert_eq!(
+            std::fs::read_to_string(pod_dir.join("rootfs/server/etc/app/config/settings.txt"))
+                .unwrap(),
+            "version=1"
         );
         assert_eq!(start["config"], "version=1");
         let env = start["env"].as_object().unwrap();

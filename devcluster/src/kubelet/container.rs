@@ -163,6 +163,9 @@ impl ContainerTask {
             .await
             .map_err(|e| ("CreateContainerConfigError", e.to_string()))?;
         let mounts = MountMap::new(&self.pod, &self.container, &self.pod_dir);
+        mounts
+            .link()
+            .map_err(|e| ("CreateContainerError", format!("linking the mounts: {e}")))?;
         let lookup: BTreeMap<&str, &str> = declared
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))

@@ -12,7 +12,10 @@
 //! - A process cannot have a mount namespace of its own here, so a container sees its volumes
 //!   at host paths: [`MountMap::rewrite`] turns every argument, environment value and working
 //!   directory that starts with a `mountPath` (longest match, at a path boundary; also the value
-//!   of a `--flag=/path` argument) into the volume's host folder (plus `subPath`).
+//!   of a `--flag=/path` argument) into the volume's host folder (plus `subPath`). A path that is
+//!   a parent of mount paths (`--secrets-dir /etc/jetflow/secrets` with a Secret mounted at
+//!   `/etc/jetflow/secrets/nats`) becomes the same path under `<pod dir>/rootfs/<container>/`,
+//!   a tree of folders with a symlink at each mount path ([`MountMap::link`]).
 //!
 //! A missing ConfigMap or Secret that is not `optional` fails the first sync ([`VolumeError`]):
 //! the pod stays `ContainerCreating` and is tried again; a failed refresh keeps the old files.
@@ -350,6 +353,8 @@ fn write_atomic(dir: &Path, files: &Files) -> io::Result<()> {
 pub(crate) struct MountMap {
     /// (mount path, host path), longest mount path first.
     mounts: Vec<(String, String)>,
+    /// The container's tree of symlinks to its mounts.
+    rootfs: String,
 }
 
 impl MountMap {
@@ -372,13 +377,43 @@ impl MountMap {
             mounts.push((path.to_owned(), host.to_string_lossy().into_owned()));
         }
         mounts.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-        Self { mounts }
+        let rootfs = pod_dir.join("rootfs").join(&container.name);
+        Self {
+            mounts,
+            rootfs: rootfs.to_string_lossy().into_owned(),
+        }
+    }
+
+    /// Makes the container's rootfs tree: a symlink to the host folder at each mount path.
+    pub(crate) fn link(&self) -> io::Result<()> {
+        for (mount, host) in &self.mounts {
+            let link = PathBuf::from(format!("{}{mount}", self.rootfs));
+            if std::fs::read_link(&link).is_ok_and(|t| t == Path::new(host)) {
+                continue;
+            }
+            if let Some(parent) = link.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let _ = std::fs::remove_file(&link);
+            symlink(host, &link)?;
+        }
+        Ok(())
     }
 
     fn rewrite_path(&self, value: &str) -> Option<String> {
-        self.mounts.iter().find_map(|(mount, host)| {
+        let inside = self.mounts.iter().find_map(|(mount, host)| {
             let rest = value.strip_prefix(mount.as_str())?;
             (rest.is_empty() || rest.starts_with('/')).then(|| format!("{host}{rest}"))
+        });
+        inside.or_else(|| {
+            let dir = value.trim_end_matches('/');
+            let parent = value.starts_with('/')
+                && self.mounts.iter().any(|(mount, _)| {
+                    mount
+                        .strip_prefix(dir)
+                        .is_some_and(|rest| rest.starts_with('/'))
+                });
+            parent.then(|| format!("{}{value}", self.rootfs))
         })
     }
 
@@ -520,7 +555,14 @@ mod tests {
                 ("/etc/jetflow/config".into(), "/h/config".into()),
                 ("/tmp".into(), "/h/tmp".into()),
             ],
+            rootfs: "/h/rootfs/worker".into(),
         };
+        assert_eq!(
+            map.rewrite("/etc/jetflow/secrets"),
+            "/h/rootfs/worker/etc/jetflow/secrets"
+        );
+        assert_eq!(map.rewrite("/etc"), "/h/rootfs/worker/etc");
+        assert_eq!(map.rewrite("/etc/other"), "/etc/other");
         assert_eq!(
             map.rewrite("/etc/jetflow/config/pipeline.yaml"),
             "/h/config/pipeline.yaml"
