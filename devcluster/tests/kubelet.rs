@@ -5,12 +5,15 @@
 //! kube-fake-client has no TokenRequest: a create interceptor answers
 //! `POST .../serviceaccounts/{name}/token` with a token, as the local API server does. It
 //! deletes objects at once (no graceful deletion), so a deleted pod "vanishes" for the kubelet,
-//! which stops its process gracefully all the same.
+//! which stops its process gracefully all the same; one test puts [`graceful`] in front of it,
+//! which marks pods deleted as the local API server does (`deletionTimestamp`) until a DELETE
+//! with `gracePeriodSeconds=0` removes them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jetflow_devcluster::kubelet::{self, KubeletConfig};
@@ -79,6 +82,15 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// A harness whose API deletes pods gracefully.
+    async fn start_graceful() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(graceful_deletion: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("bin");
         std::fs::create_dir_all(&bin).unwrap();
@@ -122,6 +134,11 @@ impl Harness {
             .build()
             .await
             .unwrap();
+        let client = if graceful_deletion {
+            graceful(client)
+        } else {
+            client
+        };
         let stop = CancellationToken::new();
         let config = KubeletConfig {
             root: dir.path().join("kubelet"),
@@ -185,6 +202,94 @@ impl Drop for Harness {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// Pods marked deleted: "namespace/name" to (deletionTimestamp, grace seconds).
+type Marks = Arc<Mutex<HashMap<String, (String, i64)>>>;
+
+/// `client` with graceful pod deletion in front: a DELETE of a pod without
+/// `gracePeriodSeconds=0` only marks it (reads show `deletionTimestamp` and
+/// `deletionGracePeriodSeconds`); a DELETE with it removes the pod.
+fn graceful(client: kube::Client) -> kube::Client {
+    let marks = Marks::default();
+    let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+        let (client, marks) = (client.clone(), marks.clone());
+        async move { graceful_send(client, marks, request).await }
+    });
+    kube::Client::new(service, "default")
+}
+
+fn mark(object: &mut Value, marks: &Marks) {
+    let meta = &object["metadata"];
+    let key = format!(
+        "{}/{}",
+        meta["namespace"].as_str().unwrap_or_default(),
+        meta["name"].as_str().unwrap_or_default()
+    );
+    if let Some((at, grace)) = marks.lock().unwrap().get(&key) {
+        object["metadata"]["deletionTimestamp"] = json!(at);
+        object["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+    }
+}
+
+async fn graceful_send(
+    client: kube::Client,
+    marks: Marks,
+    request: http::Request<kube::client::Body>,
+) -> Result<http::Response<kube::client::Body>, kube::Error> {
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // api/v1/namespaces/{ns}/pods[/{name}]
+    let pods = segments.len() >= 5 && segments[..2] == ["api", "v1"] && segments[4] == "pods"
+        || segments == ["api", "v1", "pods"];
+    let method = request.method().clone();
+    if pods && method == http::Method::DELETE && segments.len() == 6 {
+        let (namespace, name) = (segments[3].to_owned(), segments[5].to_owned());
+        let (parts, body) = request.into_parts();
+        let bytes = body.collect_bytes().await?;
+        let options: Value = serde_json::from_slice(&bytes).unwrap_or(json!({}));
+        let key = format!("{namespace}/{name}");
+        if options["gracePeriodSeconds"].as_i64() != Some(0) {
+            let pod = Api::<Pod>::namespaced(client.clone(), &namespace)
+                .get(&name)
+                .await?;
+            let grace = options["gracePeriodSeconds"]
+                .as_i64()
+                .or(pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds))
+                .unwrap_or(30);
+            marks
+                .lock()
+                .unwrap()
+                .entry(key)
+                .or_insert_with(|| (jiff::Timestamp::now().to_string(), grace));
+            let mut object = serde_json::to_value(&pod).unwrap();
+            mark(&mut object, &marks);
+            return Ok(http::Response::new(
+                serde_json::to_vec(&object).unwrap().into(),
+            ));
+        }
+        marks.lock().unwrap().remove(&key);
+        let request = http::Request::from_parts(parts, bytes.into());
+        return client.send(request).await;
+    }
+    let response = client.send(request).await?;
+    if !(pods && method == http::Method::GET && response.status().is_success()) {
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let mut object: Value = serde_json::from_slice(&body.collect_bytes().await?).unwrap();
+    if let Some(items) = object.get_mut("items").and_then(Value::as_array_mut) {
+        items.iter_mut().for_each(|item| mark(item, &marks));
+    } else {
+        mark(&mut object, &marks);
+    }
+    Ok(http::Response::from_parts(
+        parts,
+        serde_json::to_vec(&object).unwrap().into(),
+    ))
 }
 
 fn read_lines(path: &Path) -> Vec<String> {
@@ -714,12 +819,11 @@ async fn scaling_down_terminates_pods_gracefully_within_their_grace_period() {
         );
         let (t, e): (f64, f64) = (term[0].parse().unwrap(), exit[0].parse().unwrap());
         assert!(e - t >= 0.9, "{name} had its second to finish");
-        assert!(
-            !h.dir
-                .path()
-                .join(format!("kubelet/pods/default_{name}"))
-                .exists()
-        );
+        let dir = h.dir.path().join(format!("kubelet/pods/default_{name}"));
+        wait_for("the removed pod's folder gone", 10, || async {
+            (!dir.exists()).then_some(())
+        })
+        .await;
     }
     let kept_pid = h.starts(&kept)[0]["pid"].as_i64().unwrap();
     assert!(alive(kept_pid));
@@ -895,4 +999,80 @@ async fn stopping_the_kubelet_leaves_no_process_alive() {
     );
     // Nothing was deleted: the API server goes away too.
     assert_eq!(h.pods_of("polite").await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_marked_deleted_is_stopped_within_its_grace_then_removed_by_the_kubelet() {
+    let mut h = Harness::start_graceful().await;
+    create_config(&h, "x").await;
+    let d = server_deployment(&h, "grace", 1, vec![value_env("TERM_DELAY", "1")]);
+    h.deployments()
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let first = wait_ready(&h, "grace", 1).await.remove(0);
+    let name = first.metadata.name.clone().unwrap();
+    h.pods()
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let marked = h.pods().get(&name).await.unwrap();
+    assert!(
+        marked.metadata.deletion_timestamp.is_some(),
+        "the API only marks the pod"
+    );
+    assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(10));
+    wait_for("the marked pod removed", 30, || async {
+        h.pods()
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // Removed only after its process had its second to finish.
+    assert_eq!(read_lines(&h.out().join(format!("{name}.term"))).len(), 1);
+    assert_eq!(read_lines(&h.out().join(format!("{name}.exit"))).len(), 1);
+    wait_for("a replacement pod", 30, || async {
+        let pods = h.pods_of("grace").await;
+        (pods.len() == 1 && pods[0].metadata.name.as_deref() != Some(&name) && is_ready(&pods[0]))
+            .then_some(())
+    })
+    .await;
+
+    // A process that ignores SIGTERM is killed at the end of the grace period asked for.
+    let mut stubborn = server_deployment(&h, "stubborn", 1, vec![value_env("IGNORE_TERM", "1")]);
+    stubborn.metadata.name = Some("stubborn".into());
+    h.deployments()
+        .create(&PostParams::default(), &stubborn)
+        .await
+        .unwrap();
+    let pod = wait_ready(&h, "stubborn", 1).await.remove(0);
+    let name = pod.metadata.name.clone().unwrap();
+    let pid = h.starts(&name)[0]["pid"].as_i64().unwrap();
+    let began = std::time::Instant::now();
+    let params = DeleteParams {
+        grace_period_seconds: Some(1),
+        ..Default::default()
+    };
+    h.pods().delete(&name, &params).await.unwrap();
+    wait_for("the stubborn pod removed", 30, || async {
+        h.pods()
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let took = began.elapsed();
+    assert!(!alive(pid), "SIGKILL after the grace period");
+    assert!(
+        took >= Duration::from_millis(900),
+        "the grace period was given: {took:?}"
+    );
+    assert_eq!(read_lines(&h.out().join(format!("{name}.term"))).len(), 1);
+    assert!(read_lines(&h.out().join(format!("{name}.exit"))).is_empty());
+    h.stop().await;
 }

@@ -42,8 +42,16 @@ enum PodEvent {
 
 struct Worker {
     events: watch::Sender<PodEvent>,
-    resource_version: Option<String>,
+    /// What the worker last got: resource version, marked deleted.
+    seen: (Option<String>, bool),
     handle: JoinHandle<()>,
+}
+
+fn version_of(pod: &Pod) -> (Option<String>, bool) {
+    (
+        pod.metadata.resource_version.clone(),
+        pod.metadata.deletion_timestamp.is_some(),
+    )
 }
 
 /// The pod workers of this node, by pod UID.
@@ -76,8 +84,8 @@ impl PodWorkers {
             seen.insert(uid.clone());
             match self.workers.get_mut(&uid) {
                 Some(worker) => {
-                    if worker.resource_version != pod.metadata.resource_version {
-                        worker.resource_version = pod.metadata.resource_version.clone();
+                    if worker.seen != version_of(pod) {
+                        worker.seen = version_of(pod);
                         worker
                             .events
                             .send_replace(PodEvent::Update(Box::new(pod.clone())));
@@ -90,7 +98,7 @@ impl PodWorkers {
                         uid,
                         Worker {
                             events,
-                            resource_version: pod.metadata.resource_version.clone(),
+                            seen: version_of(pod),
                             handle,
                         },
                     );
