@@ -1076,3 +1076,65 @@ async fn a_pod_marked_deleted_is_stopped_within_its_grace_then_removed_by_the_ku
     assert!(read_lines(&h.out().join(format!("{name}.exit"))).is_empty());
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_liveness_probe_restarts_the_container() {
+    let mut h = Harness::start().await;
+    let flag = h.dir.path().join("alive");
+    let check = format!("test -e {}", flag.display());
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some("sleeper".into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some("local".into()),
+            termination_grace_period_seconds: Some(5),
+            containers: vec![Container {
+                name: "sleeper".into(),
+                command: Some(vec!["sh".into(), "-c".into(), "exec sleep 600".into()]),
+                liveness_probe: Some(Probe {
+                    exec: Some(k8s_openapi::api::core::v1::ExecAction {
+                        command: Some(vec!["sh".into(), "-c".into(), check]),
+                    }),
+                    period_seconds: Some(1),
+                    failure_threshold: Some(2),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    };
+    h.pods().create(&PostParams::default(), &pod).await.unwrap();
+    let cs = wait_for("a restart after the liveness probe failed", 30, || async {
+        let pod = h.pods().get("sleeper").await.ok()?;
+        let cs = pod.status?.container_statuses?.first()?.clone();
+        (cs.restart_count >= 1).then_some(cs)
+    })
+    .await;
+    let last = cs.last_state.unwrap().terminated.unwrap();
+    assert_eq!(last.exit_code, 143, "stopped by SIGTERM");
+    assert!(last.message.unwrap().starts_with("Liveness probe failed"));
+
+    // Alive again: the container keeps running.
+    std::fs::write(&flag, "").unwrap();
+    let running = wait_for("the container running", 30, || async {
+        let pod = h.pods().get("sleeper").await.ok()?;
+        let cs = pod.status?.container_statuses?.first()?.clone();
+        cs.state.as_ref()?.running.as_ref()?;
+        Some(cs.restart_count)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pod = h.pods().get("sleeper").await.unwrap();
+    let cs = pod.status.unwrap().container_statuses.unwrap().remove(0);
+    assert_eq!(
+        cs.restart_count, running,
+        "no restart while the probe succeeds"
+    );
+    assert!(cs.state.unwrap().running.is_some());
+    h.stop().await;
+}

@@ -340,7 +340,9 @@ impl ContainerTask {
             let target = ProbeTarget {
                 pod_ip: self.ip.to_string(),
                 container: self.container.clone(),
-                exec: None,
+                exec: launch.clone(),
+                bin_dirs: self.shared.config.bin_dirs.clone(),
+                rewrite: MountMap::new(&self.pod, &self.container, &self.pod_dir),
             };
             let mut term = self.term.clone();
             let outcome = {

@@ -10,7 +10,13 @@
 //! is deleted with `gracePeriodSeconds=0`; a pod that vanished from the API has its containers
 //! stopped the same way; at kubelet shutdown every pod is stopped so, in parallel, and nothing
 //! is deleted. The folder of a deleted or vanished pod is removed; at shutdown it is kept.
-//! Failures of the API (token, status) are logged and retried every second.
+//! Failures of the API are logged and retried every second. The token comes from the
+//! TokenRequest API (`POST .../serviceaccounts/{name}/token`, 24 h asked, renewed at 80% of its
+//! life into the kubeconfig file); until a request succeeds (any error, 404 included: the
+//! ServiceAccount may not exist yet) the pod stays `ContainerCreating` with the error as
+//! message. With `automountServiceAccountToken: false` the kubeconfig has no user credentials
+//! (anonymous), but `KUBECONFIG` still points to it, so that a process never falls back to the
+//! kubeconfig of whoever runs the kubelet.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;

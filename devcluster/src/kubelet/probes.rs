@@ -1,10 +1,13 @@
 //! Probes: `httpGet` (to `http://<podIP>:<port><path>`, port by number or by the container
 //! port's name; 200-399 is a success), `tcpSocket` (a connection) and `exec` (exit code 0, run
 //! with the container's environment); `grpc` is not supported and always succeeds (logged).
+//! A probe that takes longer than `timeoutSeconds` fails; an `exec` probe's process is then
+//! killed with SIGKILL (`kill_on_drop`; what it started itself may outlive it).
 //!
 //! [`run`] applies `initialDelaySeconds`, `periodSeconds`, `timeoutSeconds`,
 //! `successThreshold` and `failureThreshold` and reports each change of the probe's verdict.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Probe};
@@ -13,14 +16,46 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::process::{self, Launch};
+use super::volumes::MountMap;
 
 /// What a probe needs besides its spec.
 #[derive(Clone, Debug)]
 pub(crate) struct ProbeTarget {
     pub(crate) pod_ip: String,
     pub(crate) container: Container,
-    /// How to run an `exec` probe's command (program resolved, env of the container).
-    pub(crate) exec: Option<Launch>,
+    /// How the container was started: an `exec` probe's command runs with its environment,
+    /// working directory and bin folders, its arguments rewritten the same way, and its
+    /// output appended to `<container>.probe.log` beside the container's log.
+    pub(crate) exec: Launch,
+    pub(crate) bin_dirs: Vec<PathBuf>,
+    pub(crate) rewrite: MountMap,
+}
+
+async fn exec(target: &ProbeTarget, command: &[String]) -> Result<(), String> {
+    let first = command.first().ok_or("exec probe without a command")?;
+    let program = process::resolve_program(first, &target.bin_dirs).map_err(|e| e.to_string())?;
+    let mut launch = target.exec.clone();
+    launch.program = program;
+    launch.args = command[1..]
+        .iter()
+        .map(|a| target.rewrite.rewrite(a))
+        .collect();
+    launch.log = launch.log.with_extension("probe.log");
+    let mut child = process::spawn(&launch).map_err(|e| e.to_string())?;
+    let pid = child.id();
+    let status = child.wait().await.map_err(|e| e.to_string());
+    if let Some(pid) = pid {
+        process::kill_leftovers(pid);
+    }
+    let status = status?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "command exited with {}",
+            process::exit_code(status)
+        ))
+    }
 }
 
 fn port(target: &ProbeTarget, port: &IntOrString) -> Result<u16, String> {
@@ -93,17 +128,8 @@ pub(crate) async fn probe_once(target: &ProbeTarget, probe: &Probe) -> Result<()
                 .await
                 .map(drop)
                 .map_err(|e| format!("dial tcp {host}:{port}: {e}"))
-        } else if let Some(launch) = &target.exec {
-            let mut child = process::spawn(launch).map_err(|e| e.to_string())?;
-            let status = child.wait().await.map_err(|e| e.to_string())?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "command exited with {}",
-                    process::exit_code(status)
-                ))
-            }
+        } else if let Some(action) = &probe.exec {
+            exec(target, action.command.as_deref().unwrap_or_default()).await
         } else {
             tracing::warn!(container = %target.container.name, "unsupported probe kind; counted as a success");
             Ok(())
