@@ -1138,3 +1138,42 @@ async fn a_failed_liveness_probe_restarts_the_container() {
     assert!(cs.state.unwrap().running.is_some());
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_waits_in_container_creating_until_its_config_map_exists() {
+    let mut h = Harness::start().await;
+    let d = server_deployment(&h, "early", 1, vec![]);
+    h.deployments()
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let message = wait_for(
+        "ContainerCreating for the missing ConfigMap",
+        30,
+        || async {
+            let pods = h.pods_of("early").await;
+            let cs = pods
+                .first()?
+                .status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .first()?
+                .clone();
+            let waiting = cs.state?.waiting?;
+            (waiting.reason.as_deref() == Some("ContainerCreating"))
+                .then_some(waiting.message)
+                .flatten()
+        },
+    )
+    .await;
+    assert!(message.contains("app-config"), "{message}");
+    create_config(&h, "late").await;
+    let pods = wait_ready(&h, "early", 1).await;
+    let start = h
+        .starts(pods[0].metadata.name.as_deref().unwrap())
+        .pop()
+        .unwrap();
+    assert_eq!(start["config"], "late");
+    h.stop().await;
+}

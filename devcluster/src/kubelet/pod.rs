@@ -432,7 +432,9 @@ impl PodLife {
                         }
                     }
                     Err(message) => {
-                        tracing::warn!(pod = ?pod.metadata.name, %message, "pod cannot start yet");
+                        if creating.as_deref() != Some(message.as_str()) {
+                            tracing::warn!(pod = ?pod.metadata.name, %message, "pod cannot start yet");
+                        }
                         creating = Some(message);
                     }
                 },
