@@ -1177,3 +1177,65 @@ async fn a_pod_waits_in_container_creating_until_its_config_map_exists() {
     assert_eq!(start["config"], "late");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_run_first_and_a_never_restarted_pod_succeeds() {
+    let mut h = Harness::start().await;
+    let marker = h.out().join("initialized");
+    let shell = |script: String| Container {
+        name: String::new(),
+        command: Some(vec!["sh".into(), "-c".into(), script]),
+        ..Default::default()
+    };
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some("batch".into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some("local".into()),
+            restart_policy: Some("Never".into()),
+            init_containers: Some(vec![Container {
+                name: "prepare".into(),
+                ..shell(format!("sleep 0.5; touch {}", marker.display()))
+            }]),
+            containers: vec![Container {
+                name: "main".into(),
+                ..shell(format!("test -e {}", marker.display()))
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    };
+    h.pods().create(&PostParams::default(), &pod).await.unwrap();
+    let status = wait_for("the pod Succeeded", 30, || async {
+        let status = h.pods().get("batch").await.ok()?.status?;
+        (status.phase.as_deref() == Some("Succeeded")).then_some(status)
+    })
+    .await;
+    let init = &status.init_container_statuses.unwrap()[0];
+    let done = init.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(
+        (done.exit_code, done.reason.as_deref()),
+        (0, Some("Completed"))
+    );
+    let main = &status.container_statuses.unwrap()[0];
+    let done = main.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(
+        done.exit_code, 0,
+        "the main container ran after the init container"
+    );
+    assert_eq!(main.restart_count, 0);
+    let ready = status
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_deref()),
+        ("False", Some("PodCompleted"))
+    );
+    h.stop().await;
+}
