@@ -575,6 +575,25 @@ mod tests {
     }
 
     #[test]
+    fn recreate_deletes_every_old_pod_before_creating_new_ones() {
+        let mut d = deployment(2);
+        d.spec.as_mut().unwrap().strategy = Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
+            type_: Some("Recreate".into()),
+            rolling_update: None,
+        });
+        let old = [pod("o1", "old", true, 20), pod("o2", "old", true, 10)];
+        let refs: Vec<&Pod> = old.iter().collect();
+        let first = plan(&d, "new", &refs, 0);
+        assert_eq!((first.create, first.delete.len()), (0, 2));
+        assert_eq!(
+            plan(&d, "new", &[], 2),
+            Plan::default(),
+            "waits for the old pods to go"
+        );
+        assert_eq!(plan(&d, "new", &[], 0).create, 2);
+    }
+
+    #[test]
     fn the_template_hash_is_stable_and_follows_the_template() {
         let a = PodTemplateSpec::default();
         let b = PodTemplateSpec {
