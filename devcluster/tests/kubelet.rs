@@ -1239,3 +1239,148 @@ async fn init_containers_run_first_and_a_never_restarted_pod_succeeds() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_and_projected_volumes_reach_the_process() {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::{
+        DownwardAPIProjection, DownwardAPIVolumeFile, KeyToPath, ProjectedVolumeSource, Secret,
+        SecretVolumeSource, ServiceAccountTokenProjection, VolumeProjection,
+    };
+    let mut h = Harness::start().await;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("creds".into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            ("password".to_owned(), ByteString(b"s3cret".to_vec())),
+            ("unused".to_owned(), ByteString(b"x".to_vec())),
+        ])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(h.client.clone(), "default")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let out = h.out();
+    let script = "cat \"$1\" > \"$3/pw\"; cat \"$2/labels\" > \"$3/labels\"; \
+                  cat \"$2/token\" > \"$3/token\"; exec sleep 600";
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some("mounts".into()),
+            namespace: Some("default".into()),
+            labels: Some(BTreeMap::from([("tier".to_owned(), "db".to_owned())])),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some("local".into()),
+            termination_grace_period_seconds: Some(1),
+            containers: vec![Container {
+                name: "main".into(),
+                command: Some(vec!["sh".into(), "-c".into(), script.into()]),
+                args: Some(vec![
+                    "sh".into(),
+                    "/var/creds/pw".into(),
+                    "/var/info".into(),
+                    out.to_string_lossy().into_owned(),
+                ]),
+                volume_mounts: Some(vec![
+                    VolumeMount {
+                        name: "creds".into(),
+                        mount_path: "/var/creds".into(),
+                        ..Default::default()
+                    },
+                    VolumeMount {
+                        name: "maybe".into(),
+                        mount_path: "/var/maybe".into(),
+                        ..Default::default()
+                    },
+                    VolumeMount {
+                        name: "info".into(),
+                        mount_path: "/var/info".into(),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            }],
+            volumes: Some(vec![
+                Volume {
+                    name: "creds".into(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some("creds".into()),
+                        items: Some(vec![KeyToPath {
+                            key: "password".into(),
+                            path: "pw".into(),
+                            mode: None,
+                        }]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                Volume {
+                    name: "maybe".into(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some("absent".into()),
+                        optional: Some(true),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                Volume {
+                    name: "info".into(),
+                    projected: Some(ProjectedVolumeSource {
+                        sources: Some(vec![
+                            VolumeProjection {
+                                downward_api: Some(DownwardAPIProjection {
+                                    items: Some(vec![DownwardAPIVolumeFile {
+                                        path: "labels".into(),
+                                        field_ref: Some(ObjectFieldSelector {
+                                            field_path: "metadata.labels".into(),
+                                            ..Default::default()
+                                        }),
+                                        ..Default::default()
+                                    }]),
+                                }),
+                                ..Default::default()
+                            },
+                            VolumeProjection {
+                                service_account_token: Some(ServiceAccountTokenProjection {
+                                    path: "token".into(),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            },
+                        ]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    h.pods().create(&PostParams::default(), &pod).await.unwrap();
+    wait_for("the files copied by the process", 30, || async {
+        let token = std::fs::read_to_string(out.join("token")).ok()?;
+        (!token.is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(out.join("pw")).unwrap(), "s3cret");
+    assert_eq!(
+        std::fs::read_to_string(out.join("labels")).unwrap(),
+        "tier=\"db\"\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("token")).unwrap(),
+        "token-of-default"
+    );
+    let creds = h
+        .dir
+        .path()
+        .join("kubelet/pods/default_mounts/volumes/creds");
+    assert!(!creds.join("unused").exists(), "only the items asked for");
+    h.stop().await;
+}
