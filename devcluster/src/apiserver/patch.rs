@@ -1,0 +1,256 @@
+//! Patches: JSON merge patch (strategic merge is served as a merge patch), JSON patch, and
+//! server-side apply with field ownership in `metadata.managedFields` (leaves and lists are
+//! owned whole; a field another manager owns with a different value is a conflict unless
+//! `force`; a field a manager stops applying is removed unless another manager owns it).
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value, json};
+
+use super::status::ApiError;
+
+/// A field path: the keys from the object's root.
+type Path = Vec<String>;
+
+/// Applies a JSON merge patch (RFC 7386).
+pub fn merge(target: &mut Value, patch: &Value) {
+    json_patch::merge(target, patch);
+}
+
+/// Applies a JSON patch (RFC 6902).
+pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
+    let ops: json_patch::Patch =
+        serde_json::from_value(patch.clone()).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+    json_patch::patch(target, &ops).map_err(|e| ApiError::invalid("", "", "", &format!("the JSON patch failed: {e}")))
+}
+
+fn skip(path: &[String], status_only: Option<bool>) -> bool {
+    match path {
+        [] => true,
+        [first] if first == "apiVersion" || first == "kind" => true,
+        [m, f] if m == "metadata" && ["name", "namespace", "resourceVersion", "managedFields", "uid", "creationTimestamp", "generation"].contains(&f.as_str()) => true,
+        [first, ..] => match status_only {
+            Some(true) => first != "status",
+            Some(false) => first == "status",
+            None => false,
+        },
+    }
+}
+
+/// The leaf paths an applied configuration sets.
+fn leaves(value: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>, status_only: Option<bool>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                prefix.push(k.clone());
+                leaves(v, prefix, out, status_only);
+                prefix.pop();
+            }
+        }
+        _ => {
+            if !skip(prefix, status_only) {
+                out.insert(prefix.clone());
+            }
+        }
+    }
+}
+
+/// Leaves as a FieldsV1 trie (`{"f:spec":{"f:replicas":{}}}`).
+fn to_fields_v1(paths: &BTreeSet<Path>) -> Value {
+    let mut root = Map::new();
+    for path in paths {
+        let mut cur = &mut root;
+        for key in path {
+            let entry = cur.entry(format!("f:{key}")).or_insert_with(|| json!({}));
+            cur = match entry.as_object_mut() {
+                Some(m) => m,
+                None => break,
+            };
+        }
+    }
+    Value::Object(root)
+}
+
+/// The leaves of a FieldsV1 trie (entries other than `f:` end the path there).
+fn from_fields_v1(fields: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
+    let children: Vec<(&String, &Value)> = fields
+        .as_object()
+        .map(|m| m.iter().filter(|(k, _)| k.starts_with("f:")).collect())
+        .unwrap_or_default();
+    if children.is_empty() {
+        if !prefix.is_empty() {
+            out.insert(prefix.clone());
+        }
+        return;
+    }
+    for (k, v) in children {
+        prefix.push(k[2..].to_string());
+        from_fields_v1(v, prefix, out);
+        prefix.pop();
+    }
+}
+
+fn at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(obj, |cur, k| cur.get(k))
+}
+
+fn remove_at(obj: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut cur = obj;
+    for k in parents {
+        match cur.get_mut(k) {
+            Some(next) => cur = next,
+            None => return,
+        }
+    }
+    if let Some(m) = cur.as_object_mut() {
+        m.remove(last);
+    }
+}
+
+fn overlaps(a: &[String], b: &[String]) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// Whether the subtree at `path` is outside what this apply may touch.
+fn excluded(path: &[String], status_only: Option<bool>) -> bool {
+    match (path.first(), status_only) {
+        (Some(first), Some(true)) => first != "status",
+        (Some(first), Some(false)) => first == "status",
+        _ => false,
+    }
+}
+
+/// Merges an applied configuration into an object: maps merge, everything else replaces.
+fn merge_applied(target: &mut Value, applied: &Value, prefix: &mut Path, status_only: Option<bool>) {
+    let (Some(t), Some(a)) = (target.as_object_mut(), applied.as_object()) else { return };
+    for (k, v) in a {
+        prefix.push(k.clone());
+        if !excluded(prefix, status_only) {
+            match v {
+                Value::Object(m) if !m.is_empty() => {
+                    if !t.get(k).is_some_and(Value::is_object) {
+                        t.insert(k.clone(), json!({}));
+                    }
+                    if let Some(slot) = t.get_mut(k) {
+                        merge_applied(slot, v, prefix, status_only);
+                    }
+                }
+                _ if skip(prefix, status_only) => {}
+                Value::Null => {
+                    t.remove(k);
+                }
+                _ => {
+                    t.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        prefix.pop();
+    }
+}
+
+/// Server-side apply of `applied` by `manager` onto `current` (a fresh object when creating).
+/// `status_only` is `Some(true)` for the status subresource, `Some(false)` for the main
+/// resource of a kind with a status subresource, `None` otherwise.
+pub fn apply(
+    current: &Value,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+    api_version: &str,
+    status_only: Option<bool>,
+) -> Result<Value, ApiError> {
+    let subresource = if status_only == Some(true) { "status" } else { "" };
+    let mut new_paths = BTreeSet::new();
+    leaves(applied, &mut Vec::new(), &mut new_paths, status_only);
+
+    let mut entries: Vec<Value> =
+        current.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut own_old = BTreeSet::new();
+    let mut others: Vec<(usize, BTreeSet<Path>)> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let mut set = BTreeSet::new();
+        from_fields_v1(entry.get("fieldsV1").unwrap_or(&Value::Null), &mut Vec::new(), &mut set);
+        let m = entry.get("manager").and_then(Value::as_str).unwrap_or("");
+        let sub = entry.get("subresource").and_then(Value::as_str).unwrap_or("");
+        let op = entry.get("operation").and_then(Value::as_str).unwrap_or("");
+        if m == manager && sub == subresource && op == "Apply" {
+            own_old = set;
+        } else {
+            others.push((i, set));
+        }
+    }
+
+    // Conflicts: a field another manager owns that this apply sets to a different value.
+    let mut conflicts: Vec<(String, String)> = Vec::new();
+    for (i, set) in &others {
+        let m = entries[*i].get("manager").and_then(Value::as_str).unwrap_or("").to_string();
+        for p in &new_paths {
+            if set.iter().any(|o| overlaps(o, p)) && at(current, p) != at(applied, p) && at(current, p).is_some() {
+                conflicts.push((m.clone(), format!(".{}", p.join("."))));
+            }
+        }
+    }
+    if !conflicts.is_empty() && !force {
+        let n = conflicts.len();
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|(m, f)| json!({"type": "FieldManagerConflict", "message": format!("conflict with \"{m}\""), "field": f}))
+            .collect();
+        let list: Vec<String> = conflicts.iter().map(|(m, f)| format!("- {f}: conflict with \"{m}\"")).collect();
+        let message = if n == 1 {
+            format!("Apply failed with 1 conflict: conflict with \"{}\": {}", conflicts[0].0, conflicts[0].1)
+        } else {
+            format!("Apply failed with {n} conflicts: {}", list.join("\n"))
+        };
+        return Err(ApiError::conflict_with(message, json!({"causes": causes})));
+    }
+
+    let mut obj = current.clone();
+    // Fields this manager no longer applies and nobody else owns go away.
+    for p in own_old.difference(&new_paths) {
+        if !others.iter().any(|(_, set)| set.iter().any(|o| overlaps(o, p))) && !new_paths.iter().any(|n| overlaps(n, p)) {
+            remove_at(&mut obj, p);
+        }
+    }
+    merge_applied(&mut obj, applied, &mut Vec::new(), status_only);
+
+    // Forced fields move to this manager.
+    if force {
+        for (i, set) in &mut others {
+            let before = set.len();
+            set.retain(|o| !conflicts.iter().any(|(_, f)| overlaps(o, &f[1..].split('.').map(String::from).collect::<Vec<_>>())));
+            if set.len() != before {
+                entries[*i]["fieldsV1"] = to_fields_v1(set);
+            }
+        }
+        entries.retain(|e| e.get("fieldsV1").and_then(Value::as_object).is_none_or(|m| !m.is_empty()));
+    }
+    let previous_time = entries
+        .iter()
+        .find(|e| {
+            e.get("manager").and_then(Value::as_str) == Some(manager)
+                && e.get("operation").and_then(Value::as_str) == Some("Apply")
+                && e.get("subresource").and_then(Value::as_str).unwrap_or("") == subresource
+        })
+        .and_then(|e| e.get("time").cloned());
+    entries.retain(|e| {
+        !(e.get("manager").and_then(Value::as_str) == Some(manager)
+            && e.get("operation").and_then(Value::as_str) == Some("Apply")
+            && e.get("subresource").and_then(Value::as_str).unwrap_or("") == subresource)
+    });
+    let mut entry = json!({
+        "manager": manager,
+        "operation": "Apply",
+        "apiVersion": api_version,
+        "time": previous_time.filter(|_| own_old == new_paths).unwrap_or_else(|| json!(super::now())),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": to_fields_v1(&new_paths),
+    });
+    if !subresource.is_empty() {
+        entry["subresource"] = json!(subresource);
+    }
+    entries.push(entry);
+    obj["metadata"]["managedFields"] = Value::Array(entries);
+    Ok(obj)
+}
