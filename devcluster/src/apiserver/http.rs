@@ -142,6 +142,9 @@ fn discovery(state: &Shared, path: &str, accept: &str) -> Result<Response, ApiEr
         ["api", v] => registry.api_resource_list("", v).ok_or_else(ApiError::no_route)?,
         ["apis", g] => registry.api_group(g).ok_or_else(ApiError::no_route)?,
         ["apis", g, v] => registry.api_resource_list(g, v).ok_or_else(ApiError::no_route)?,
+        ["openapi", "v3"] => super::openapi::root(&registry),
+        ["openapi", "v3", "api", v] => super::openapi::group_version(&registry, "", v).ok_or_else(ApiError::no_route)?,
+        ["openapi", "v3", "apis", g, v] => super::openapi::group_version(&registry, g, v).ok_or_else(ApiError::no_route)?,
         _ => return Err(ApiError::no_route()),
     };
     Ok(json_response(StatusCode::OK, &value))
@@ -228,6 +231,9 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
     let content_type =
         req.headers().get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("application/json").to_string();
     let sub = target.sub.as_deref();
+    if content_type.contains("protobuf") && sub != Some("token") && [Method::POST, Method::PUT, Method::PATCH].contains(&method) {
+        return Err(ApiError::unsupported_media(&content_type));
+    }
     if let Some(s) = sub {
         let known = match s {
             "status" => info.status,
@@ -260,7 +266,10 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
             Ok(with_warnings(json_response(StatusCode::CREATED, &obj), &warnings))
         }
         ("POST", Some(name)) if sub == Some("token") => {
-            let body = parse_body(&read_body(req).await?)?;
+            // kubectl sends its TokenRequest as protobuf; every field of it is optional.
+            let protobuf = content_type.contains("protobuf");
+            let bytes = read_body(req).await?;
+            let body = if protobuf { json!({}) } else { parse_body(&bytes)? };
             token_request(state, &ns, name, body)
         }
         ("PUT", Some(name)) => {

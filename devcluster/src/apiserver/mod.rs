@@ -13,6 +13,7 @@ mod gc;
 mod http;
 pub mod kubeconfig;
 mod logs;
+mod openapi;
 mod ops;
 mod patch;
 pub mod resources;
