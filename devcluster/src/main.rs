@@ -15,7 +15,10 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "jetflow-devcluster", about = "jetflow's local control plane: an in-memory Kubernetes API and a local kubelet")]
+#[command(
+    name = "jetflow-devcluster",
+    about = "jetflow's local control plane: an in-memory Kubernetes API and a local kubelet"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,9 +47,13 @@ enum Command {
 fn read_crds(path: &Path) -> Result<Vec<Value>> {
     let mut files = Vec::new();
     if path.is_dir() {
-        for entry in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
+        for entry in
+            std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))?
+        {
             let p = entry?.path();
-            if p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") {
+            if p.extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+            {
                 files.push(p);
             }
         }
@@ -56,9 +63,11 @@ fn read_crds(path: &Path) -> Result<Vec<Value>> {
     }
     let mut crds = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
         for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-            let value: Value = serde::Deserialize::deserialize(doc).with_context(|| format!("parsing {}", file.display()))?;
+            let value: Value = serde::Deserialize::deserialize(doc)
+                .with_context(|| format!("parsing {}", file.display()))?;
             if value.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition") {
                 crds.push(value);
             }
@@ -67,7 +76,12 @@ fn read_crds(path: &Path) -> Result<Vec<Value>> {
     Ok(crds)
 }
 
-async fn up(dir: PathBuf, listen: SocketAddr, crd_paths: Vec<PathBuf>, bin_dirs: Vec<PathBuf>) -> Result<()> {
+async fn up(
+    dir: PathBuf,
+    listen: SocketAddr,
+    crd_paths: Vec<PathBuf>,
+    bin_dirs: Vec<PathBuf>,
+) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let mut crds = Vec::new();
@@ -76,15 +90,29 @@ async fn up(dir: PathBuf, listen: SocketAddr, crd_paths: Vec<PathBuf>, bin_dirs:
     }
     let kubelet_root = dir.join("kubelet");
     std::fs::create_dir_all(&kubelet_root)?;
-    let handle = Server::start(Config { listen, crds, kubelet_root: Some(kubelet_root.clone()), ..Config::default() }).await?;
+    let handle = Server::start(Config {
+        listen,
+        crds,
+        kubelet_root: Some(kubelet_root.clone()),
+        ..Config::default()
+    })
+    .await?;
     let kubeconfig = dir.join("kubeconfig");
     handle.write_kubeconfig(&kubeconfig)?;
     std::fs::write(dir.join("url"), format!("{}\n", handle.url))?;
-    println!("jetflow-devcluster: API at {}, kubeconfig {}", handle.url, kubeconfig.display());
+    println!(
+        "jetflow-devcluster: API at {}, kubeconfig {}",
+        handle.url,
+        kubeconfig.display()
+    );
 
     let stop = CancellationToken::new();
     let client = handle.admin_client()?;
-    let config = KubeletConfig { root: kubelet_root, bin_dirs, server_url: handle.url.clone() };
+    let config = KubeletConfig {
+        root: kubelet_root,
+        bin_dirs,
+        server_url: handle.url.clone(),
+    };
     let mut kubelet = tokio::spawn(kubelet::run(client, config, stop.clone()));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -109,10 +137,17 @@ async fn up(dir: PathBuf, listen: SocketAddr, crd_paths: Vec<PathBuf>, bin_dirs:
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Up { dir, listen, crds, bin_dirs } => up(dir, listen, crds, bin_dirs).await,
+        Command::Up {
+            dir,
+            listen,
+            crds,
+            bin_dirs,
+        } => up(dir, listen, crds, bin_dirs).await,
     }
 }

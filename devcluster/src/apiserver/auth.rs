@@ -14,7 +14,10 @@ pub const ADMIN_USER: &str = "jetflow-admin";
 
 /// The admin identity.
 pub fn admin() -> UserInfo {
-    UserInfo { name: ADMIN_USER.into(), groups: vec!["system:masters".into(), "system:authenticated".into()] }
+    UserInfo {
+        name: ADMIN_USER.into(),
+        groups: vec!["system:masters".into(), "system:authenticated".into()],
+    }
 }
 
 /// The identity of a ServiceAccount.
@@ -31,7 +34,10 @@ pub fn service_account(namespace: &str, name: &str) -> UserInfo {
 
 /// Whom the `Authorization` header names; 401 when nobody.
 pub fn authenticate(state: &State, header: Option<&str>) -> Result<UserInfo, ApiError> {
-    let token = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).ok_or_else(ApiError::unauthorized)?;
+    let token = header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(ApiError::unauthorized)?;
     state.user_for(token).ok_or_else(ApiError::unauthorized)
 }
 
@@ -44,7 +50,10 @@ pub fn issue_token(state: &State, namespace: &str, name: &str) -> String {
 
 fn objects<T: DeserializeOwned>(state: &State, plural: &str) -> Vec<T> {
     let (items, _) = state.store.list("rbac.authorization.k8s.io", plural, None);
-    items.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect()
+    items
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect()
 }
 
 /// The RBAC policy as stored now.

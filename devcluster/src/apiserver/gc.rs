@@ -16,10 +16,17 @@ use super::state::Shared;
 /// made.
 pub fn collect(state: &Shared) -> usize {
     let all = state.store.all();
-    let uids: HashSet<&str> = all.iter().filter_map(|(_, o)| o.pointer("/metadata/uid").and_then(Value::as_str)).collect();
+    let uids: HashSet<&str> = all
+        .iter()
+        .filter_map(|(_, o)| o.pointer("/metadata/uid").and_then(Value::as_str))
+        .collect();
     let terminating: HashSet<String> = all
         .iter()
-        .filter(|(k, o)| k.group.is_empty() && k.plural == "namespaces" && o.pointer("/metadata/deletionTimestamp").is_some())
+        .filter(|(k, o)| {
+            k.group.is_empty()
+                && k.plural == "namespaces"
+                && o.pointer("/metadata/deletionTimestamp").is_some()
+        })
         .map(|(k, _)| k.name.clone())
         .collect();
     let registry = state.registry();
@@ -29,21 +36,45 @@ pub fn collect(state: &Shared) -> usize {
         if !key.namespace.is_empty() && terminating.contains(&key.namespace) {
             non_empty.insert(key.namespace.as_str());
         }
-        let refs = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array);
+        let refs = obj
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array);
         let orphaned = refs.is_some_and(|refs| {
-            !refs.is_empty() && refs.iter().all(|r| r.get("uid").and_then(Value::as_str).is_none_or(|u| !uids.contains(u)))
+            !refs.is_empty()
+                && refs.iter().all(|r| {
+                    r.get("uid")
+                        .and_then(Value::as_str)
+                        .is_none_or(|u| !uids.contains(u))
+                })
         });
         let in_terminating = !key.namespace.is_empty() && terminating.contains(&key.namespace);
         if (orphaned || in_terminating) && obj.pointer("/metadata/deletionTimestamp").is_none() {
-            let Some(info) = registry.all().find(|r| r.group == key.group && r.plural == key.plural).cloned() else { continue };
-            match ops::delete(state, &info, &key.namespace, &key.name, &DeleteOptions::default()) {
+            let Some(info) = registry
+                .all()
+                .find(|r| r.group == key.group && r.plural == key.plural)
+                .cloned()
+            else {
+                continue;
+            };
+            match ops::delete(
+                state,
+                &info,
+                &key.namespace,
+                &key.name,
+                &DeleteOptions::default(),
+            ) {
                 Ok(_) => deleted += 1,
                 Err(e) if e.code == 404 => {}
-                Err(e) => tracing::warn!(error = %e, object = %key.name, "garbage collection could not delete"),
+                Err(e) => {
+                    tracing::warn!(error = %e, object = %key.name, "garbage collection could not delete")
+                }
             }
         }
     }
-    for ns in terminating.iter().filter(|ns| !non_empty.contains(ns.as_str())) {
+    for ns in terminating
+        .iter()
+        .filter(|ns| !non_empty.contains(ns.as_str()))
+    {
         let key = super::store::Key::new("", "namespaces", "", ns);
         if state.store.remove(&key, None).is_ok() {
             deleted += 1;

@@ -41,14 +41,21 @@ pub struct Target {
 
 /// Parses `/api/v1/...` and `/apis/g/v/...` paths that name a resource.
 pub fn parse_path(path: &str) -> Option<Target> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, mut rest) = match segs.first() {
         Some(&"api") if segs.len() >= 3 => ("", segs[1], &segs[2..]),
         Some(&"apis") if segs.len() >= 4 => (segs[1], segs[2], &segs[3..]),
         _ => return None,
     };
     let mut namespace = None;
-    if rest[0] == "namespaces" && rest.len() >= 3 && !(rest.len() == 3 && ["status", "finalize"].contains(&rest[2])) {
+    if rest[0] == "namespaces"
+        && rest.len() >= 3
+        && !(rest.len() == 3 && ["status", "finalize"].contains(&rest[2]))
+    {
         namespace = Some(rest[1].to_string());
         rest = &rest[2..];
     }
@@ -70,12 +77,16 @@ type Query = HashMap<String, String>;
 fn json_response(code: StatusCode, value: &Value) -> Response {
     let mut r = Response::new(Body::from(serde_json::to_vec(value).unwrap_or_default()));
     *r.status_mut() = code;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 fn with_content_type(mut r: Response, ct: &'static str) -> Response {
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     r
 }
 
@@ -112,7 +123,10 @@ async fn serve(state: &Shared, req: Request) -> (Response, Option<String>) {
         }
         _ => {}
     }
-    let header = req.headers().get(header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
     let user = match auth::authenticate(state, header) {
         Ok(u) => u,
         Err(e) => return (error_response(&e), None),
@@ -126,25 +140,51 @@ async fn serve(state: &Shared, req: Request) -> (Response, Option<String>) {
 }
 
 fn accept(req: &Request) -> String {
-    req.headers().get(header::ACCEPT).and_then(|h| h.to_str().ok()).unwrap_or("").to_string()
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 fn discovery(state: &Shared, path: &str, accept: &str) -> Result<Response, ApiError> {
     let registry = state.registry();
     let aggregated = accept.contains("as=APIGroupDiscoveryList") && accept.contains("v=v2");
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let ct_aggregated = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
     let value = match segs.as_slice() {
-        ["api"] if aggregated => return Ok(with_content_type(json_response(StatusCode::OK, &registry.aggregated(true)), ct_aggregated)),
-        ["apis"] if aggregated => return Ok(with_content_type(json_response(StatusCode::OK, &registry.aggregated(false)), ct_aggregated)),
+        ["api"] if aggregated => {
+            return Ok(with_content_type(
+                json_response(StatusCode::OK, &registry.aggregated(true)),
+                ct_aggregated,
+            ));
+        }
+        ["apis"] if aggregated => {
+            return Ok(with_content_type(
+                json_response(StatusCode::OK, &registry.aggregated(false)),
+                ct_aggregated,
+            ));
+        }
         ["api"] => registry.api_versions(),
         ["apis"] => registry.api_group_list(),
-        ["api", v] => registry.api_resource_list("", v).ok_or_else(ApiError::no_route)?,
+        ["api", v] => registry
+            .api_resource_list("", v)
+            .ok_or_else(ApiError::no_route)?,
         ["apis", g] => registry.api_group(g).ok_or_else(ApiError::no_route)?,
-        ["apis", g, v] => registry.api_resource_list(g, v).ok_or_else(ApiError::no_route)?,
+        ["apis", g, v] => registry
+            .api_resource_list(g, v)
+            .ok_or_else(ApiError::no_route)?,
         ["openapi", "v3"] => super::openapi::root(&registry),
-        ["openapi", "v3", "api", v] => super::openapi::group_version(&registry, "", v).ok_or_else(ApiError::no_route)?,
-        ["openapi", "v3", "apis", g, v] => super::openapi::group_version(&registry, g, v).ok_or_else(ApiError::no_route)?,
+        ["openapi", "v3", "api", v] => {
+            super::openapi::group_version(&registry, "", v).ok_or_else(ApiError::no_route)?
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            super::openapi::group_version(&registry, g, v).ok_or_else(ApiError::no_route)?
+        }
         _ => return Err(ApiError::no_route()),
     };
     Ok(json_response(StatusCode::OK, &value))
@@ -183,7 +223,9 @@ fn parse_body(bytes: &[u8]) -> Result<Value, ApiError> {
 fn write_options(query: &Query) -> WriteOptions {
     WriteOptions {
         manager: query.get("fieldManager").cloned(),
-        force: query.get("force").is_some_and(|f| f == "true" || f.is_empty()),
+        force: query
+            .get("force")
+            .is_some_and(|f| f == "true" || f.is_empty()),
         strict: query.get("fieldValidation").is_some_and(|v| v == "Strict"),
         dry_run: query.contains_key("dryRun"),
     }
@@ -228,10 +270,17 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
     };
     auth::authorize(state, user, &attributes)?;
     let ns = target.namespace.clone().unwrap_or_default();
-    let content_type =
-        req.headers().get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("application/json").to_string();
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
     let sub = target.sub.as_deref();
-    if content_type.contains("protobuf") && sub != Some("token") && [Method::POST, Method::PUT, Method::PATCH].contains(&method) {
+    if content_type.contains("protobuf")
+        && sub != Some("token")
+        && [Method::POST, Method::PUT, Method::PATCH].contains(&method)
+    {
         return Err(ApiError::unsupported_media(&content_type));
     }
     if let Some(s) = sub {
@@ -247,7 +296,10 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
     match (method.as_str(), target.name.as_deref()) {
         ("GET", None) => list_or_watch(state, &info, target.namespace.clone(), &query, &accept),
         ("GET", Some(name)) => match sub {
-            Some("scale") => Ok(json_response(StatusCode::OK, &scale_of(&info, &get(state, &info, &ns, name)?))),
+            Some("scale") => Ok(json_response(
+                StatusCode::OK,
+                &scale_of(&info, &get(state, &info, &ns, name)?),
+            )),
             Some("log") => super::logs::logs(state, &ns, name, &query).await,
             _ => {
                 let obj = get(state, &info, &ns, name)?;
@@ -257,19 +309,29 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
         ("POST", None) => {
             let body = parse_body(&read_body(req).await?)?;
             if info.plural == "selfsubjectaccessreviews" {
-                return Ok(json_response(StatusCode::CREATED, &self_review(state, user, body)));
+                return Ok(json_response(
+                    StatusCode::CREATED,
+                    &self_review(state, user, body),
+                ));
             }
             if info.group == "rbac.authorization.k8s.io" {
                 auth::may_grant(state, user, &body)?;
             }
             let (obj, warnings) = ops::create(state, &info, &ns, body, &write_options(&query))?;
-            Ok(with_warnings(json_response(StatusCode::CREATED, &obj), &warnings))
+            Ok(with_warnings(
+                json_response(StatusCode::CREATED, &obj),
+                &warnings,
+            ))
         }
         ("POST", Some(name)) if sub == Some("token") => {
             // kubectl sends its TokenRequest as protobuf; every field of it is optional.
             let protobuf = content_type.contains("protobuf");
             let bytes = read_body(req).await?;
-            let body = if protobuf { json!({}) } else { parse_body(&bytes)? };
+            let body = if protobuf {
+                json!({})
+            } else {
+                parse_body(&bytes)?
+            };
             token_request(state, &ns, name, body)
         }
         ("PUT", Some(name)) => {
@@ -282,7 +344,10 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
                 return write_scale(state, &info, &ns, name, &opts, |_| Ok(body.clone()));
             }
             let (obj, warnings) = ops::replace(state, &info, &ns, name, sub, body, &opts)?;
-            Ok(with_warnings(json_response(StatusCode::OK, &obj), &warnings))
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &obj),
+                &warnings,
+            ))
         }
         ("PATCH", Some(name)) => {
             let kind = if content_type.contains("json-patch") {
@@ -310,7 +375,10 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
                 });
             }
             let (obj, warnings) = ops::patch(state, &info, &ns, name, sub, kind, body, &opts)?;
-            Ok(with_warnings(json_response(StatusCode::OK, &obj), &warnings))
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &obj),
+                &warnings,
+            ))
         }
         ("DELETE", Some(name)) => {
             let body = parse_body(&read_body(req).await?)?;
@@ -321,32 +389,53 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
         ("DELETE", None) => {
             let body = parse_body(&read_body(req).await?)?;
             let opts = delete_options(&query, &body);
-            let filter = Filter::parse(query.get("labelSelector").map(String::as_str), query.get("fieldSelector").map(String::as_str))?;
-            let (items, _) = state.store.list(&info.group, &info.plural, target.namespace.as_deref());
+            let filter = Filter::parse(
+                query.get("labelSelector").map(String::as_str),
+                query.get("fieldSelector").map(String::as_str),
+            )?;
+            let (items, _) =
+                state
+                    .store
+                    .list(&info.group, &info.plural, target.namespace.as_deref());
             for obj in items.iter().filter(|o| filter.matches(o)) {
-                let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+                let name = obj
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 match ops::delete(state, &info, &ns, name, &opts) {
                     Ok(_) => {}
                     Err(e) if e.code == 404 => {}
                     Err(e) => return Err(e),
                 }
             }
-            Ok(json_response(StatusCode::OK, &success(&info.group, &info.plural, "", "")))
+            Ok(json_response(
+                StatusCode::OK,
+                &success(&info.group, &info.plural, "", ""),
+            ))
         }
         _ => Err(ApiError::method_not_allowed()),
     }
 }
 
 fn get(state: &Shared, info: &ResourceInfo, ns: &str, name: &str) -> Result<Value, ApiError> {
-    state.store.get(&ops::key(info, ns, name)).ok_or_else(|| ApiError::not_found(&info.group, &info.plural, name))
+    state
+        .store
+        .get(&ops::key(info, ns, name))
+        .ok_or_else(|| ApiError::not_found(&info.group, &info.plural, name))
 }
 
 fn wants_table(accept: &str) -> bool {
-    accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
 }
 
 fn include_object(query: &Query) -> String {
-    query.get("includeObject").cloned().unwrap_or_else(|| "Metadata".into())
+    query
+        .get("includeObject")
+        .cloned()
+        .unwrap_or_else(|| "Metadata".into())
 }
 
 fn partial(obj: &Value) -> Value {
@@ -355,10 +444,22 @@ fn partial(obj: &Value) -> Value {
 
 fn render_one(info: &ResourceInfo, obj: &Value, accept: &str, query: &Query) -> Response {
     if wants_table(accept) {
-        let t = table::table(info, &[obj], &include_object(query), json!({"resourceVersion": obj.pointer("/metadata/resourceVersion")}));
-        return with_content_type(json_response(StatusCode::OK, &t), "application/json;as=Table;v=v1;g=meta.k8s.io");
+        let t = table::table(
+            info,
+            &[obj],
+            &include_object(query),
+            json!({"resourceVersion": obj.pointer("/metadata/resourceVersion")}),
+        );
+        return with_content_type(
+            json_response(StatusCode::OK, &t),
+            "application/json;as=Table;v=v1;g=meta.k8s.io",
+        );
     }
-    if accept.split(',').next().is_some_and(|a| a.contains("as=PartialObjectMetadata")) {
+    if accept
+        .split(',')
+        .next()
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"))
+    {
         return json_response(StatusCode::OK, &partial(obj));
     }
     json_response(StatusCode::OK, obj)
@@ -371,30 +472,50 @@ fn list_or_watch(
     query: &Query,
     accept: &str,
 ) -> Result<Response, ApiError> {
-    let filter = Filter::parse(query.get("labelSelector").map(String::as_str), query.get("fieldSelector").map(String::as_str))?;
+    let filter = Filter::parse(
+        query.get("labelSelector").map(String::as_str),
+        query.get("fieldSelector").map(String::as_str),
+    )?;
     let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
     if watching {
         let params = WatchParams {
             rv: query.get("resourceVersion").cloned(),
             initial_events: query.get("sendInitialEvents").is_some_and(|v| v == "true"),
-            bookmarks: query.get("allowWatchBookmarks").is_some_and(|v| v == "true"),
+            bookmarks: query
+                .get("allowWatchBookmarks")
+                .is_some_and(|v| v == "true"),
             timeout: query.get("timeoutSeconds").and_then(|t| t.parse().ok()),
             table: wants_table(accept).then(|| include_object(query)),
         };
         let stream = watch::watch(state.clone(), info.clone(), namespace, filter, params)?;
         let mut r = Response::new(Body::from_stream(stream));
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, private"),
+        );
         return Ok(r);
     }
-    let (items, rv) = state.store.list(&info.group, &info.plural, namespace.as_deref());
+    let (items, rv) = state
+        .store
+        .list(&info.group, &info.plural, namespace.as_deref());
     let items: Vec<&Value> = items.iter().filter(|o| filter.matches(o)).collect();
     let meta = json!({"resourceVersion": rv.to_string()});
     if wants_table(accept) {
         let t = table::table(info, &items, &include_object(query), meta);
-        return Ok(with_content_type(json_response(StatusCode::OK, &t), "application/json;as=Table;v=v1;g=meta.k8s.io"));
+        return Ok(with_content_type(
+            json_response(StatusCode::OK, &t),
+            "application/json;as=Table;v=v1;g=meta.k8s.io",
+        ));
     }
-    if accept.split(',').next().is_some_and(|a| a.contains("as=PartialObjectMetadataList")) {
+    if accept
+        .split(',')
+        .next()
+        .is_some_and(|a| a.contains("as=PartialObjectMetadataList"))
+    {
         let list = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items.iter().map(|o| partial(o)).collect::<Vec<_>>()});
         return Ok(json_response(StatusCode::OK, &list));
     }
@@ -410,13 +531,26 @@ fn delete_options(query: &Query, body: &Value) -> DeleteOptions {
     let policy = query
         .get("propagationPolicy")
         .cloned()
-        .or_else(|| body.get("propagationPolicy").and_then(Value::as_str).map(String::from))
-        .or_else(|| (body.get("orphanDependents").and_then(Value::as_bool) == Some(true)).then(|| "Orphan".into()));
+        .or_else(|| {
+            body.get("propagationPolicy")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+        .or_else(|| {
+            (body.get("orphanDependents").and_then(Value::as_bool) == Some(true))
+                .then(|| "Orphan".into())
+        });
     DeleteOptions {
         grace,
         orphan: policy.as_deref() == Some("Orphan"),
-        rv: body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(String::from),
-        uid: body.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from),
+        rv: body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(String::from),
+        uid: body
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(String::from),
     }
 }
 
@@ -427,11 +561,21 @@ fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
         status_replicas: ".status.replicas".into(),
         label_selector: None,
     });
-    let spec = table::eval(obj, &paths.spec_replicas).and_then(Value::as_i64).unwrap_or(if info.custom { 0 } else { 1 });
-    let status = table::eval(obj, &paths.status_replicas).and_then(Value::as_i64).unwrap_or(0);
+    let spec = table::eval(obj, &paths.spec_replicas)
+        .and_then(Value::as_i64)
+        .unwrap_or(if info.custom { 0 } else { 1 });
+    let status = table::eval(obj, &paths.status_replicas)
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     let selector = match &paths.label_selector {
-        Some(p) => table::eval(obj, p).and_then(Value::as_str).unwrap_or("").to_string(),
-        None => obj.pointer("/spec/selector").map(selector_string).unwrap_or_default(),
+        Some(p) => table::eval(obj, p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        None => obj
+            .pointer("/spec/selector")
+            .map(selector_string)
+            .unwrap_or_default(),
     };
     let m = &obj["metadata"];
     json!({
@@ -444,7 +588,9 @@ fn scale_of(info: &ResourceInfo, obj: &Value) -> Value {
 
 fn set_path(obj: &mut Value, path: &str, value: Value) {
     let parts: Vec<&str> = path.trim_start_matches('.').split('.').collect();
-    let Some((last, parents)) = parts.split_last() else { return };
+    let Some((last, parents)) = parts.split_last() else {
+        return;
+    };
     let mut cur = obj;
     for p in parents {
         if !cur.get(*p).is_some_and(Value::is_object) {
@@ -463,16 +609,31 @@ fn write_scale(
     opts: &WriteOptions,
     new_scale: impl Fn(&Value) -> Result<Value, ApiError>,
 ) -> Result<Response, ApiError> {
-    let spec_path = info.scale.as_ref().map(|s| s.spec_replicas.clone()).unwrap_or_else(|| ".spec.replicas".into());
+    let spec_path = info
+        .scale
+        .as_ref()
+        .map(|s| s.spec_replicas.clone())
+        .unwrap_or_else(|| ".spec.replicas".into());
     let (obj, _) = ops::update_with(state, info, ns, name, None, opts, |old| {
         let scale = new_scale(&scale_of(info, old))?;
         let replicas = scale
             .pointer("/spec/replicas")
             .and_then(Value::as_i64)
-            .ok_or_else(|| ApiError::invalid("Scale", "autoscaling", name, "spec.replicas: Required value"))?;
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "Scale",
+                    "autoscaling",
+                    name,
+                    "spec.replicas: Required value",
+                )
+            })?;
         let mut new = old.clone();
         set_path(&mut new, &spec_path, json!(replicas));
-        match scale.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        match scale
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
             Some(rv) => new["metadata"]["resourceVersion"] = json!(rv),
             None => {
                 if let Some(m) = new["metadata"].as_object_mut() {
@@ -486,11 +647,18 @@ fn write_scale(
 }
 
 fn token_request(state: &Shared, ns: &str, name: &str, body: Value) -> Result<Response, ApiError> {
-    if state.store.get(&super::store::Key::new("", "serviceaccounts", ns, name)).is_none() {
+    if state
+        .store
+        .get(&super::store::Key::new("", "serviceaccounts", ns, name))
+        .is_none()
+    {
         return Err(ApiError::not_found("", "serviceaccounts", name));
     }
     let token = auth::issue_token(state, ns, name);
-    let seconds = body.pointer("/spec/expirationSeconds").and_then(Value::as_i64).unwrap_or(3600);
+    let seconds = body
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
     let expires = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_secs(seconds))
         .unwrap_or_else(|_| jiff::Timestamp::now());
@@ -505,7 +673,10 @@ fn token_request(state: &Shared, ns: &str, name: &str, body: Value) -> Result<Re
 }
 
 fn self_review(state: &Shared, user: &UserInfo, mut body: Value) -> Value {
-    let ra = body.pointer("/spec/resourceAttributes").cloned().unwrap_or(json!({}));
+    let ra = body
+        .pointer("/spec/resourceAttributes")
+        .cloned()
+        .unwrap_or(json!({}));
     let s = |k: &str| ra.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let attributes = Attributes {
         verb: s("verb"),

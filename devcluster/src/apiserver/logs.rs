@@ -17,16 +17,32 @@ use super::status::ApiError;
 use super::store::Key;
 
 /// `GET .../pods/{name}/log`.
-pub async fn logs(state: &Shared, ns: &str, name: &str, query: &HashMap<String, String>) -> Result<Response, ApiError> {
-    let pod = state.store.get(&Key::new("", "pods", ns, name)).ok_or_else(|| ApiError::not_found("", "pods", name))?;
+pub async fn logs(
+    state: &Shared,
+    ns: &str,
+    name: &str,
+    query: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let pod = state
+        .store
+        .get(&Key::new("", "pods", ns, name))
+        .ok_or_else(|| ApiError::not_found("", "pods", name))?;
     let containers: Vec<String> = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
-        .map(|c| c.iter().filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from)).collect())
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let container = match query.get("container").filter(|c| !c.is_empty()) {
         Some(c) if containers.contains(c) => c.clone(),
-        Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        Some(c) => {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            )));
+        }
         None if containers.len() == 1 => containers[0].clone(),
         None => {
             return Err(ApiError::bad_request(format!(
@@ -38,7 +54,11 @@ pub async fn logs(state: &Shared, ns: &str, name: &str, query: &HashMap<String, 
     let Some(root) = &state.kubelet_root else {
         return Ok(Response::new(Body::empty()));
     };
-    let file = root.join("pods").join(format!("{ns}_{name}")).join("logs").join(format!("{container}.log"));
+    let file = root
+        .join("pods")
+        .join(format!("{ns}_{name}"))
+        .join("logs")
+        .join(format!("{container}.log"));
     let content = tokio::fs::read(&file).await.unwrap_or_default();
     let mut text = content.clone();
     if let Some(n) = query.get("tailLines").and_then(|n| n.parse::<usize>().ok()) {
@@ -64,15 +84,14 @@ pub async fn logs(state: &Shared, ns: &str, name: &str, query: &HashMap<String, 
                     _ = state.shutdown.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 }
-                if let Ok(mut f) = tokio::fs::File::open(&file).await {
-                    if f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
+                if let Ok(mut f) = tokio::fs::File::open(&file).await
+                    && f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
                         let mut buf = Vec::new();
                         if f.read_to_end(&mut buf).await.is_ok() && !buf.is_empty() {
                             offset += buf.len() as u64;
                             yield Ok(Bytes::from(buf));
                         }
                     }
-                }
                 if state.store.get(&key).is_none() {
                     break;
                 }
@@ -82,6 +101,8 @@ pub async fn logs(state: &Shared, ns: &str, name: &str, query: &HashMap<String, 
     } else {
         Response::new(Body::from(text))
     };
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     Ok(response)
 }

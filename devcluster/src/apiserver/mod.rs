@@ -36,15 +36,17 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use self::auth::{ADMIN_USER, admin, service_account};
-pub use self::status::ApiError;
 use self::ops::WriteOptions;
 use self::resources::Registry;
 use self::state::{Shared, State, random_token};
+pub use self::status::ApiError;
 use crate::admission::CrdAdmission;
 
 /// Now, as the API server writes times (RFC 3339, seconds).
 pub(crate) fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// How to start the server.
@@ -58,6 +60,8 @@ pub struct Config {
     pub kubelet_root: Option<PathBuf>,
     /// How often the garbage collector runs.
     pub gc_interval: Duration,
+    /// How many changes the watch history keeps (older resourceVersions get 410 Gone).
+    pub watch_history: usize,
 }
 
 impl Default for Config {
@@ -67,6 +71,7 @@ impl Default for Config {
             crds: Vec::new(),
             kubelet_root: None,
             gc_interval: Duration::from_millis(200),
+            watch_history: store::HISTORY,
         }
     }
 }
@@ -91,7 +96,7 @@ pub enum StartError {
         /// What.
         what: String,
         /// The cause.
-        source: ApiError,
+        source: Box<ApiError>,
     },
 }
 
@@ -184,11 +189,17 @@ impl Server {
     pub async fn start(config: Config) -> Result<Handle, StartError> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .map_err(|source| StartError::Bind { address: config.listen, source })?;
-        let address = listener.local_addr().map_err(|source| StartError::Bind { address: config.listen, source })?;
+            .map_err(|source| StartError::Bind {
+                address: config.listen,
+                source,
+            })?;
+        let address = listener.local_addr().map_err(|source| StartError::Bind {
+            address: config.listen,
+            source,
+        })?;
         let admin_token = random_token();
         let state: Shared = Arc::new(State {
-            store: store::Store::new(),
+            store: store::Store::new(config.watch_history),
             registry: RwLock::new(Registry::builtin()),
             admission: RwLock::new(CrdAdmission::new(Vec::new())),
             tokens: RwLock::new(HashMap::from([(admin_token.clone(), admin())])),
@@ -197,19 +208,40 @@ impl Server {
         });
         seed(&state, &config.crds)?;
         let tls = tls::generate()?;
-        let app = axum::Router::new().fallback(http::handle).with_state(state.clone());
-        let server = tokio::spawn(serve(listener, app, tls.acceptor.clone(), state.shutdown.clone()));
+        let app = axum::Router::new()
+            .fallback(http::handle)
+            .with_state(state.clone());
+        let server = tokio::spawn(serve(
+            listener,
+            app,
+            tls.acceptor.clone(),
+            state.shutdown.clone(),
+        ));
         let gc = tokio::spawn(gc::run(state.clone(), config.gc_interval));
         let url = format!("http://{address}");
         let https_url = format!("https://{address}");
         tracing::info!(%url, "API server serving");
-        Ok(Handle { url, https_url, ca_pem: tls.ca_pem, address, admin_token, state, server, gc })
+        Ok(Handle {
+            url,
+            https_url,
+            ca_pem: tls.ca_pem,
+            address,
+            admin_token,
+            state,
+            server,
+            gc,
+        })
     }
 }
 
 /// Accepts connections until `stop`: TLS when the first byte is a handshake record, plain
 /// HTTP otherwise. Open connections end with `stop` too.
-async fn serve(listener: tokio::net::TcpListener, app: axum::Router, acceptor: tokio_rustls::TlsAcceptor, stop: CancellationToken) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stop: CancellationToken,
+) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
@@ -235,7 +267,8 @@ async fn serve(listener: tokio::net::TcpListener, app: axum::Router, acceptor: t
             let served = if is_tls {
                 match acceptor.accept(stream).await {
                     Ok(tls) => {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                         tokio::select! { r = conn => r, _ = stop.cancelled() => Ok(()) }
                     }
                     Err(e) => {
@@ -260,7 +293,10 @@ fn seed(state: &State, crds: &[Value]) -> Result<(), StartError> {
     let registry = Registry::builtin();
     let seed_err = |what: &str| {
         let what = what.to_string();
-        move |source| StartError::Seed { what, source }
+        move |source| StartError::Seed {
+            what,
+            source: Box::new(source),
+        }
     };
     let ns_info = registry.get("", "v1", "namespaces").cloned();
     if let Some(info) = ns_info {
@@ -269,10 +305,18 @@ fn seed(state: &State, crds: &[Value]) -> Result<(), StartError> {
             ops::create(state, &info, "", obj, &WriteOptions::default()).map_err(seed_err(ns))?;
         }
     }
-    if let Some(info) = registry.get("apiextensions.k8s.io", "v1", "customresourcedefinitions").cloned() {
+    if let Some(info) = registry
+        .get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        .cloned()
+    {
         for crd in crds {
-            let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("a CRD").to_string();
-            ops::create(state, &info, "", crd.clone(), &WriteOptions::default()).map_err(seed_err(&name))?;
+            let name = crd
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("a CRD")
+                .to_string();
+            ops::create(state, &info, "", crd.clone(), &WriteOptions::default())
+                .map_err(seed_err(&name))?;
         }
     }
     Ok(())

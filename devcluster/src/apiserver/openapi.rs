@@ -12,8 +12,15 @@ use super::resources::Registry;
 pub fn root(registry: &Registry) -> Value {
     let mut paths = Map::new();
     for r in registry.all() {
-        let p = if r.group.is_empty() { format!("api/{}", r.version) } else { format!("apis/{}/{}", r.group, r.version) };
-        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}")}));
+        let p = if r.group.is_empty() {
+            format!("api/{}", r.version)
+        } else {
+            format!("apis/{}/{}", r.group, r.version)
+        };
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}")}),
+        );
     }
     json!({"paths": paths})
 }
@@ -21,9 +28,20 @@ pub fn root(registry: &Registry) -> Value {
 /// `GET /openapi/v3/api/v1`, `GET /openapi/v3/apis/{group}/{version}`
 pub fn group_version(registry: &Registry, group: &str, version: &str) -> Option<Value> {
     let mut paths = Map::new();
-    for r in registry.all().filter(|r| r.group == group && r.version == version) {
-        let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
-        let ns = if r.namespaced { "/namespaces/{namespace}" } else { "" };
+    for r in registry
+        .all()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let prefix = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let ns = if r.namespaced {
+            "/namespaces/{namespace}"
+        } else {
+            ""
+        };
         let gvk = json!({"group": group, "version": version, "kind": r.kind});
         let params: Vec<Value> = ["fieldValidation", "fieldManager", "force", "dryRun"]
             .iter()
@@ -42,7 +60,10 @@ pub fn group_version(registry: &Registry, group: &str, version: &str) -> Option<
             format!("{prefix}{ns}/{}/{{name}}", r.plural),
             json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}),
         );
-        paths.insert(format!("{prefix}{ns}/{}", r.plural), json!({"get": op("list"), "post": op("post")}));
+        paths.insert(
+            format!("{prefix}{ns}/{}", r.plural),
+            json!({"get": op("list"), "post": op("post")}),
+        );
     }
     if paths.is_empty() {
         return None;

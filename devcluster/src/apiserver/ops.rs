@@ -57,12 +57,19 @@ pub fn now() -> String {
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str)
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
 }
 
 /// The key of an object of `info` named `name` in `namespace`.
 pub fn key(info: &ResourceInfo, namespace: &str, name: &str) -> Key {
-    Key::new(&info.group, &info.plural, if info.namespaced { namespace } else { "" }, name)
+    Key::new(
+        &info.group,
+        &info.plural,
+        if info.namespaced { namespace } else { "" },
+        name,
+    )
 }
 
 fn admit(
@@ -84,8 +91,14 @@ fn admit(
         old,
         strict: opts.strict,
     };
-    let admission = state.admission.read().unwrap_or_else(|e| e.into_inner()).clone();
-    admission.admit(&request, obj).map_err(|invalid| ApiError::from_status(invalid.to_status()))
+    let admission = state
+        .admission
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    admission
+        .admit(&request, obj)
+        .map_err(|invalid| ApiError::from_status(invalid.to_status()))
 }
 
 fn spec_part(info: &ResourceInfo, obj: &Value) -> Value {
@@ -113,7 +126,9 @@ pub fn create(
         return Err(ApiError::bad_request("the body is not an object"));
     }
     if info.namespaced {
-        if let Some(ns) = meta_str(&obj, "namespace").filter(|ns| !ns.is_empty() && *ns != namespace) {
+        if let Some(ns) =
+            meta_str(&obj, "namespace").filter(|ns| !ns.is_empty() && *ns != namespace)
+        {
             return Err(ApiError::bad_request(format!(
                 "the namespace of the provided object ({ns}) does not match the namespace sent on the request ({namespace})"
             )));
@@ -121,7 +136,10 @@ pub fn create(
         let ns_obj = state.store.get(&Key::new("", "namespaces", "", namespace));
         match ns_obj {
             None => return Err(ApiError::not_found("", "namespaces", namespace)),
-            Some(ns) if ns.pointer("/metadata/deletionTimestamp").is_some() && info.plural != "events" => {
+            Some(ns)
+                if ns.pointer("/metadata/deletionTimestamp").is_some()
+                    && info.plural != "events" =>
+            {
                 return Err(ApiError::forbidden(format!(
                     "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
                     info.plural,
@@ -139,13 +157,23 @@ pub fn create(
     let name = match meta_str(&obj, "name").filter(|n| !n.is_empty()) {
         Some(n) => n.to_string(),
         None => match meta_str(&obj, "generateName").filter(|n| !n.is_empty()) {
-            Some(prefix) => format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..5]),
+            Some(prefix) => format!(
+                "{prefix}{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..5]
+            ),
             None => {
-                return Err(ApiError::invalid(&info.kind, &info.group, "", "metadata.name: Required value: name or generateName is required"));
+                return Err(ApiError::invalid(
+                    &info.kind,
+                    &info.group,
+                    "",
+                    "metadata.name: Required value: name or generateName is required",
+                ));
             }
         },
     };
-    let meta = obj["metadata"].as_object_mut().ok_or_else(|| ApiError::bad_request("metadata is not an object"))?;
+    let meta = obj["metadata"]
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("metadata is not an object"))?;
     meta.insert("name".into(), json!(name));
     if info.namespaced {
         meta.insert("namespace".into(), json!(namespace));
@@ -158,10 +186,10 @@ pub fn create(
     meta.remove("resourceVersion");
     meta.remove("deletionTimestamp");
     meta.remove("deletionGracePeriodSeconds");
-    if info.status {
-        if let Some(m) = obj.as_object_mut() {
-            m.remove("status");
-        }
+    if info.status
+        && let Some(m) = obj.as_object_mut()
+    {
+        m.remove("status");
     }
     match (info.group.as_str(), info.plural.as_str()) {
         ("", "namespaces") => obj["status"] = json!({"phase": "Active"}),
@@ -189,11 +217,20 @@ pub fn create(
 }
 
 /// What the API server does beside the store when an object changes.
-fn after_write(state: &State, info: &ResourceInfo, _ns: &str, _old: Option<&Value>, new: Option<&Value>) -> Result<(), ApiError> {
+fn after_write(
+    state: &State,
+    info: &ResourceInfo,
+    _ns: &str,
+    _old: Option<&Value>,
+    new: Option<&Value>,
+) -> Result<(), ApiError> {
     match (info.group.as_str(), info.plural.as_str(), new) {
         ("", "namespaces", Some(ns)) => {
             let name = meta_str(ns, "name").unwrap_or_default().to_string();
-            if state.store.get(&Key::new("", "serviceaccounts", &name, "default")).is_none()
+            if state
+                .store
+                .get(&Key::new("", "serviceaccounts", &name, "default"))
+                .is_none()
                 && ns.pointer("/metadata/deletionTimestamp").is_none()
             {
                 let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
@@ -241,7 +278,15 @@ fn merge_write(info: &ResourceInfo, old: &Value, mut new: Value, sub: Option<&st
     }
     new["apiVersion"] = old["apiVersion"].clone();
     new["kind"] = old["kind"].clone();
-    for field in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+    for field in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
         match old["metadata"].get(field) {
             Some(v) => new["metadata"][field] = v.clone(),
             None => {
@@ -251,20 +296,25 @@ fn merge_write(info: &ResourceInfo, old: &Value, mut new: Value, sub: Option<&st
             }
         }
     }
-    if new.pointer("/metadata/managedFields").is_none() {
-        if let Some(mf) = old.pointer("/metadata/managedFields") {
-            new["metadata"]["managedFields"] = mf.clone();
-        }
+    if new.pointer("/metadata/managedFields").is_none()
+        && let Some(mf) = old.pointer("/metadata/managedFields")
+    {
+        new["metadata"]["managedFields"] = mf.clone();
     }
     if spec_part(info, old) != spec_part(info, &new) {
-        let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        let generation = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         new["metadata"]["generation"] = json!(generation + 1);
     }
     new
 }
 
 fn finalizers_empty(obj: &Value) -> bool {
-    obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty())
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(|f| f.is_empty())
 }
 
 /// Writes `compute(old)` over the stored object, retrying on a concurrent write unless the
@@ -287,15 +337,17 @@ pub fn update_with(
         let old_rv = rv_of(&old).unwrap_or_default().to_string();
         let new = compute(&old)?;
         let pinned = rv_of(&new).filter(|rv| !rv.is_empty()).map(String::from);
-        if let Some(rv) = &pinned {
-            if *rv != old_rv {
-                return Err(ApiError::conflict(&info.group, &info.plural, name));
-            }
+        if let Some(rv) = &pinned
+            && *rv != old_rv
+        {
+            return Err(ApiError::conflict(&info.group, &info.plural, name));
         }
-        if let Some(n) = meta_str(&new, "name") {
-            if n != name {
-                return Err(ApiError::bad_request(format!("the name of the object ({n}) does not match the name on the URL ({name})")));
-            }
+        if let Some(n) = meta_str(&new, "name")
+            && n != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
         }
         let mut merged = merge_write(info, &old, new, sub);
         let warnings = admit(state, info, sub, Some(&old), &mut merged, opts)?;
@@ -304,7 +356,9 @@ pub fn update_with(
         }
         let deleting = merged.pointer("/metadata/deletionTimestamp").is_some()
             && finalizers_empty(&merged)
-            && !(info.group.is_empty() && info.plural == "pods" && merged.pointer("/spec/nodeName").is_some());
+            && !(info.group.is_empty()
+                && info.plural == "pods"
+                && merged.pointer("/spec/nodeName").is_some());
         let result = if deleting {
             state.store.remove(&key, Some(&old_rv))
         } else {
@@ -335,7 +389,15 @@ pub fn replace(
     body: Value,
     opts: &WriteOptions,
 ) -> Result<Written, ApiError> {
-    update_with(state, info, namespace, name, sub, opts, |_| Ok(body.clone()))
+    update_with(
+        state,
+        info,
+        namespace,
+        name,
+        sub,
+        opts,
+        |_| Ok(body.clone()),
+    )
 }
 
 /// PATCH of any kind; an apply of an absent object creates it.
@@ -350,13 +412,23 @@ pub fn patch(
     body: Value,
     opts: &WriteOptions,
 ) -> Result<Written, ApiError> {
-    let status_only = if sub == Some("status") { Some(true) } else if info.status { Some(false) } else { None };
+    let status_only = if sub == Some("status") {
+        Some(true)
+    } else if info.status {
+        Some(false)
+    } else {
+        None
+    };
     if kind == PatchKind::Apply {
         if body.get("apiVersion").is_none() || body.get("kind").is_none() {
-            return Err(ApiError::bad_request("apiVersion and kind must be set in an applied configuration"));
+            return Err(ApiError::bad_request(
+                "apiVersion and kind must be set in an applied configuration",
+            ));
         }
         if opts.manager.as_deref().unwrap_or("").is_empty() {
-            return Err(ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
+            return Err(ApiError::bad_request(
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+            ));
         }
         if state.store.get(&key(info, namespace, name)).is_none() {
             if sub.is_some() {
@@ -364,12 +436,21 @@ pub fn patch(
             }
             let base = json!({"apiVersion": info.api_version(), "kind": info.kind, "metadata": {"name": name}});
             let manager = opts.manager.clone().unwrap_or_default();
-            let mut obj = patch::apply(&base, &body, &manager, opts.force, &info.api_version(), status_only.map(|_| false))?;
+            let mut obj = patch::apply(
+                &base,
+                &body,
+                &manager,
+                opts.force,
+                &info.api_version(),
+                status_only.map(|_| false),
+            )?;
             if let Some(m) = obj["metadata"].as_object_mut() {
                 m.insert("name".into(), json!(name));
             }
             return match create(state, info, namespace, obj, opts) {
-                Err(e) if e.reason == "AlreadyExists" => patch(state, info, namespace, name, sub, kind, body, opts),
+                Err(e) if e.reason == "AlreadyExists" => {
+                    patch(state, info, namespace, name, sub, kind, body, opts)
+                }
                 other => other,
             };
         }
@@ -384,7 +465,14 @@ pub fn patch(
             PatchKind::Merge => patch::merge(&mut target, &body),
             PatchKind::Json => patch::json_patch(&mut target, &body)?,
             PatchKind::Apply => {
-                target = patch::apply(&target, &body, &manager, opts.force, &info.api_version(), status_only)?;
+                target = patch::apply(
+                    &target,
+                    &body,
+                    &manager,
+                    opts.force,
+                    &info.api_version(),
+                    status_only,
+                )?;
             }
         }
         Ok(target)
@@ -406,11 +494,20 @@ pub fn delete(
             return Err(ApiError::not_found(&info.group, &info.plural, name));
         };
         let old_rv = rv_of(&old).unwrap_or_default().to_string();
-        if opts.rv.as_ref().is_some_and(|rv| *rv != old_rv) || opts.uid.as_deref().is_some_and(|u| Some(u) != meta_str(&old, "uid")) {
+        if opts.rv.as_ref().is_some_and(|rv| *rv != old_rv)
+            || opts
+                .uid
+                .as_deref()
+                .is_some_and(|u| Some(u) != meta_str(&old, "uid"))
+        {
             return Err(ApiError::conflict(&info.group, &info.plural, name));
         }
         let is_pod = info.group.is_empty() && info.plural == "pods";
-        let scheduled_pod = is_pod && old.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+        let scheduled_pod = is_pod
+            && old
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
         let graceful = scheduled_pod && opts.grace != Some(0);
         let is_namespace = info.group.is_empty() && info.plural == "namespaces";
         if opts.orphan {
@@ -427,7 +524,12 @@ pub fn delete(
                 let mut marked = old.clone();
                 marked["metadata"]["deletionTimestamp"] = json!(now());
                 let grace = if graceful {
-                    opts.grace.or_else(|| old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64)).unwrap_or(30)
+                    opts.grace
+                        .or_else(|| {
+                            old.pointer("/spec/terminationGracePeriodSeconds")
+                                .and_then(Value::as_i64)
+                        })
+                        .unwrap_or(30)
                 } else {
                     0
                 };
@@ -438,7 +540,10 @@ pub fn delete(
                 if scheduled_pod && !graceful && finalizers_empty(&old) {
                     state.store.remove(&key, Some(&old_rv)).map(|o| (o, true))
                 } else {
-                    state.store.replace(&key, marked, &old_rv).map(|o| (o, false))
+                    state
+                        .store
+                        .replace(&key, marked, &old_rv)
+                        .map(|o| (o, false))
                 }
             }
         } else {
@@ -465,15 +570,24 @@ fn after_delete(state: &State, info: &ResourceInfo, obj: &Value) {
 
 /// Removes the owner references to `owner` from its dependents (orphan propagation).
 fn orphan_dependents(state: &State, owner: &Value) {
-    let Some(uid) = meta_str(owner, "uid") else { return };
+    let Some(uid) = meta_str(owner, "uid") else {
+        return;
+    };
     for (key, obj) in state.store.all() {
-        let refs = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array);
-        if refs.is_some_and(|r| r.iter().any(|o| o.get("uid").and_then(Value::as_str) == Some(uid))) {
+        let refs = obj
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array);
+        if refs.is_some_and(|r| {
+            r.iter()
+                .any(|o| o.get("uid").and_then(Value::as_str) == Some(uid))
+        }) {
             let mut new = obj.clone();
             if let Some(r) = new["metadata"]["ownerReferences"].as_array_mut() {
                 r.retain(|o| o.get("uid").and_then(Value::as_str) != Some(uid));
             }
-            let _ = state.store.replace(&key, new, rv_of(&obj).unwrap_or_default());
+            let _ = state
+                .store
+                .replace(&key, new, rv_of(&obj).unwrap_or_default());
         }
     }
 }

@@ -19,16 +19,31 @@ pub fn merge(target: &mut Value, patch: &Value) {
 
 /// Applies a JSON patch (RFC 6902).
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
-    let ops: json_patch::Patch =
-        serde_json::from_value(patch.clone()).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-    json_patch::patch(target, &ops).map_err(|e| ApiError::invalid("", "", "", &format!("the JSON patch failed: {e}")))
+    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+    json_patch::patch(target, &ops)
+        .map_err(|e| ApiError::invalid("", "", "", &format!("the JSON patch failed: {e}")))
 }
 
 fn skip(path: &[String], status_only: Option<bool>) -> bool {
     match path {
         [] => true,
         [first] if first == "apiVersion" || first == "kind" => true,
-        [m, f] if m == "metadata" && ["name", "namespace", "resourceVersion", "managedFields", "uid", "creationTimestamp", "generation"].contains(&f.as_str()) => true,
+        [m, f]
+            if m == "metadata"
+                && [
+                    "name",
+                    "namespace",
+                    "resourceVersion",
+                    "managedFields",
+                    "uid",
+                    "creationTimestamp",
+                    "generation",
+                ]
+                .contains(&f.as_str()) =>
+        {
+            true
+        }
         [first, ..] => match status_only {
             Some(true) => first != "status",
             Some(false) => first == "status",
@@ -95,7 +110,9 @@ fn at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
 }
 
 fn remove_at(obj: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = obj;
     for k in parents {
         match cur.get_mut(k) {
@@ -122,8 +139,15 @@ fn excluded(path: &[String], status_only: Option<bool>) -> bool {
 }
 
 /// Merges an applied configuration into an object: maps merge, everything else replaces.
-fn merge_applied(target: &mut Value, applied: &Value, prefix: &mut Path, status_only: Option<bool>) {
-    let (Some(t), Some(a)) = (target.as_object_mut(), applied.as_object()) else { return };
+fn merge_applied(
+    target: &mut Value,
+    applied: &Value,
+    prefix: &mut Path,
+    status_only: Option<bool>,
+) {
+    let (Some(t), Some(a)) = (target.as_object_mut(), applied.as_object()) else {
+        return;
+    };
     for (k, v) in a {
         prefix.push(k.clone());
         if !excluded(prefix, status_only) {
@@ -160,19 +184,33 @@ pub fn apply(
     api_version: &str,
     status_only: Option<bool>,
 ) -> Result<Value, ApiError> {
-    let subresource = if status_only == Some(true) { "status" } else { "" };
+    let subresource = if status_only == Some(true) {
+        "status"
+    } else {
+        ""
+    };
     let mut new_paths = BTreeSet::new();
     leaves(applied, &mut Vec::new(), &mut new_paths, status_only);
 
-    let mut entries: Vec<Value> =
-        current.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut entries: Vec<Value> = current
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut own_old = BTreeSet::new();
     let mut others: Vec<(usize, BTreeSet<Path>)> = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         let mut set = BTreeSet::new();
-        from_fields_v1(entry.get("fieldsV1").unwrap_or(&Value::Null), &mut Vec::new(), &mut set);
+        from_fields_v1(
+            entry.get("fieldsV1").unwrap_or(&Value::Null),
+            &mut Vec::new(),
+            &mut set,
+        );
         let m = entry.get("manager").and_then(Value::as_str).unwrap_or("");
-        let sub = entry.get("subresource").and_then(Value::as_str).unwrap_or("");
+        let sub = entry
+            .get("subresource")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let op = entry.get("operation").and_then(Value::as_str).unwrap_or("");
         if m == manager && sub == subresource && op == "Apply" {
             own_old = set;
@@ -184,9 +222,16 @@ pub fn apply(
     // Conflicts: a field another manager owns that this apply sets to a different value.
     let mut conflicts: Vec<(String, String)> = Vec::new();
     for (i, set) in &others {
-        let m = entries[*i].get("manager").and_then(Value::as_str).unwrap_or("").to_string();
+        let m = entries[*i]
+            .get("manager")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         for p in &new_paths {
-            if set.iter().any(|o| overlaps(o, p)) && at(current, p) != at(applied, p) && at(current, p).is_some() {
+            if set.iter().any(|o| overlaps(o, p))
+                && at(current, p) != at(applied, p)
+                && at(current, p).is_some()
+            {
                 conflicts.push((m.clone(), format!(".{}", p.join("."))));
             }
         }
@@ -197,9 +242,15 @@ pub fn apply(
             .iter()
             .map(|(m, f)| json!({"type": "FieldManagerConflict", "message": format!("conflict with \"{m}\""), "field": f}))
             .collect();
-        let list: Vec<String> = conflicts.iter().map(|(m, f)| format!("- {f}: conflict with \"{m}\"")).collect();
+        let list: Vec<String> = conflicts
+            .iter()
+            .map(|(m, f)| format!("- {f}: conflict with \"{m}\""))
+            .collect();
         let message = if n == 1 {
-            format!("Apply failed with 1 conflict: conflict with \"{}\": {}", conflicts[0].0, conflicts[0].1)
+            format!(
+                "Apply failed with 1 conflict: conflict with \"{}\": {}",
+                conflicts[0].0, conflicts[0].1
+            )
         } else {
             format!("Apply failed with {n} conflicts: {}", list.join("\n"))
         };
@@ -209,7 +260,11 @@ pub fn apply(
     let mut obj = current.clone();
     // Fields this manager no longer applies and nobody else owns go away.
     for p in own_old.difference(&new_paths) {
-        if !others.iter().any(|(_, set)| set.iter().any(|o| overlaps(o, p))) && !new_paths.iter().any(|n| overlaps(n, p)) {
+        if !others
+            .iter()
+            .any(|(_, set)| set.iter().any(|o| overlaps(o, p)))
+            && !new_paths.iter().any(|n| overlaps(n, p))
+        {
             remove_at(&mut obj, p);
         }
     }
@@ -219,12 +274,20 @@ pub fn apply(
     if force {
         for (i, set) in &mut others {
             let before = set.len();
-            set.retain(|o| !conflicts.iter().any(|(_, f)| overlaps(o, &f[1..].split('.').map(String::from).collect::<Vec<_>>())));
+            set.retain(|o| {
+                !conflicts.iter().any(|(_, f)| {
+                    overlaps(o, &f[1..].split('.').map(String::from).collect::<Vec<_>>())
+                })
+            });
             if set.len() != before {
                 entries[*i]["fieldsV1"] = to_fields_v1(set);
             }
         }
-        entries.retain(|e| e.get("fieldsV1").and_then(Value::as_object).is_none_or(|m| !m.is_empty()));
+        entries.retain(|e| {
+            e.get("fieldsV1")
+                .and_then(Value::as_object)
+                .is_none_or(|m| !m.is_empty())
+        });
     }
     let previous_time = entries
         .iter()

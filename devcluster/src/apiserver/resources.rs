@@ -63,18 +63,34 @@ pub struct ResourceInfo {
     pub verbs: Vec<&'static str>,
 }
 
-const ALL_VERBS: &[&str] =
-    &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 impl ResourceInfo {
     /// `group/version` or `version` for core.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// `pipelines.jetflow.io` or `configmaps`.
     pub fn qualified(&self) -> String {
-        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -114,20 +130,43 @@ impl ResourceInfo {
         let version = versions
             .iter()
             .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
-            .or_else(|| versions.iter().find(|v| v.get("served").and_then(Value::as_bool) != Some(false)))
+            .or_else(|| {
+                versions
+                    .iter()
+                    .find(|v| v.get("served").and_then(Value::as_bool) != Some(false))
+            })
             .or_else(|| versions.first())?;
         let strings = |v: Option<&Value>| -> Vec<String> {
             v.and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let kind = names.get("kind")?.as_str()?.to_string();
-        let subresources = version.get("subresources").or_else(|| spec.get("subresources"));
-        let scale = subresources.and_then(|s| s.get("scale")).map(|s| ScalePaths {
-            spec_replicas: s.get("specReplicasPath").and_then(Value::as_str).unwrap_or(".spec.replicas").into(),
-            status_replicas: s.get("statusReplicasPath").and_then(Value::as_str).unwrap_or(".status.replicas").into(),
-            label_selector: s.get("labelSelectorPath").and_then(Value::as_str).map(String::from),
-        });
+        let subresources = version
+            .get("subresources")
+            .or_else(|| spec.get("subresources"));
+        let scale = subresources
+            .and_then(|s| s.get("scale"))
+            .map(|s| ScalePaths {
+                spec_replicas: s
+                    .get("specReplicasPath")
+                    .and_then(Value::as_str)
+                    .unwrap_or(".spec.replicas")
+                    .into(),
+                status_replicas: s
+                    .get("statusReplicasPath")
+                    .and_then(Value::as_str)
+                    .unwrap_or(".status.replicas")
+                    .into(),
+                label_selector: s
+                    .get("labelSelectorPath")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+            });
         let columns = version
             .get("additionalPrinterColumns")
             .and_then(Value::as_array)
@@ -136,7 +175,11 @@ impl ResourceInfo {
                     .filter_map(|c| {
                         Some(PrinterColumn {
                             name: c.get("name")?.as_str()?.into(),
-                            type_: c.get("type").and_then(Value::as_str).unwrap_or("string").into(),
+                            type_: c
+                                .get("type")
+                                .and_then(Value::as_str)
+                                .unwrap_or("string")
+                                .into(),
                             json_path: c.get("jsonPath")?.as_str()?.into(),
                             priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
                         })
@@ -148,7 +191,11 @@ impl ResourceInfo {
             group: spec.get("group")?.as_str()?.into(),
             version: version.get("name")?.as_str()?.into(),
             plural: names.get("plural")?.as_str()?.into(),
-            singular: names.get("singular").and_then(Value::as_str).map(String::from).unwrap_or_else(|| kind.to_lowercase()),
+            singular: names
+                .get("singular")
+                .and_then(Value::as_str)
+                .map(String::from)
+                .unwrap_or_else(|| kind.to_lowercase()),
             kind,
             namespaced: spec.get("scope").and_then(Value::as_str) != Some("Cluster"),
             short_names: strings(names.get("shortNames")),
@@ -178,7 +225,12 @@ impl ResourceInfo {
     fn sub_resources(&self) -> Vec<(String, &'static str, Vec<&'static str>, Value)> {
         let mut out = Vec::new();
         if self.status {
-            out.push(("status".to_string(), "", vec!["get", "patch", "update"], json!({"kind": self.kind})));
+            out.push((
+                "status".to_string(),
+                "",
+                vec!["get", "patch", "update"],
+                json!({"kind": self.kind}),
+            ));
         }
         if self.scale.is_some() {
             out.push((
@@ -190,7 +242,10 @@ impl ResourceInfo {
         }
         for sub in &self.extra_subresources {
             let (verbs, kind) = match *sub {
-                "token" => (vec!["create"], json!({"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"})),
+                "token" => (
+                    vec!["create"],
+                    json!({"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}),
+                ),
                 "log" => (vec!["get"], json!({"kind": "Pod"})),
                 _ => (vec!["get"], json!({"kind": self.kind})),
             };
@@ -211,32 +266,131 @@ impl Registry {
     pub fn builtin() -> Self {
         let mut r = Self::default();
         let b = ResourceInfo::builtin;
-        r.add(b("", "v1", "namespaces", "Namespace", false, &["ns"], true, false));
+        r.add(b(
+            "",
+            "v1",
+            "namespaces",
+            "Namespace",
+            false,
+            &["ns"],
+            true,
+            false,
+        ));
         let mut pods = b("", "v1", "pods", "Pod", true, &["po"], true, true);
         pods.extra_subresources = vec!["log"];
         r.add(pods);
-        r.add(b("", "v1", "configmaps", "ConfigMap", true, &["cm"], false, false));
+        r.add(b(
+            "",
+            "v1",
+            "configmaps",
+            "ConfigMap",
+            true,
+            &["cm"],
+            false,
+            false,
+        ));
         r.add(b("", "v1", "secrets", "Secret", true, &[], false, false));
-        let mut sa = b("", "v1", "serviceaccounts", "ServiceAccount", true, &["sa"], false, false);
+        let mut sa = b(
+            "",
+            "v1",
+            "serviceaccounts",
+            "ServiceAccount",
+            true,
+            &["sa"],
+            false,
+            false,
+        );
         sa.extra_subresources = vec!["token"];
         r.add(sa);
-        r.add(b("", "v1", "services", "Service", true, &["svc"], true, true));
+        r.add(b(
+            "",
+            "v1",
+            "services",
+            "Service",
+            true,
+            &["svc"],
+            true,
+            true,
+        ));
         r.add(b("", "v1", "events", "Event", true, &["ev"], false, false));
-        r.add(b("events.k8s.io", "v1", "events", "Event", true, &["ev"], false, false));
-        let mut deployments = b("apps", "v1", "deployments", "Deployment", true, &["deploy"], true, true);
+        r.add(b(
+            "events.k8s.io",
+            "v1",
+            "events",
+            "Event",
+            true,
+            &["ev"],
+            false,
+            false,
+        ));
+        let mut deployments = b(
+            "apps",
+            "v1",
+            "deployments",
+            "Deployment",
+            true,
+            &["deploy"],
+            true,
+            true,
+        );
         deployments.scale = Some(ScalePaths {
             spec_replicas: ".spec.replicas".into(),
             status_replicas: ".status.replicas".into(),
             label_selector: None,
         });
         r.add(deployments);
-        r.add(b("apps", "v1", "replicasets", "ReplicaSet", true, &["rs"], true, true));
+        r.add(b(
+            "apps",
+            "v1",
+            "replicasets",
+            "ReplicaSet",
+            true,
+            &["rs"],
+            true,
+            true,
+        ));
         let rbac = "rbac.authorization.k8s.io";
         r.add(b(rbac, "v1", "roles", "Role", true, &[], false, false));
-        r.add(b(rbac, "v1", "rolebindings", "RoleBinding", true, &[], false, false));
-        r.add(b(rbac, "v1", "clusterroles", "ClusterRole", false, &[], false, false));
-        r.add(b(rbac, "v1", "clusterrolebindings", "ClusterRoleBinding", false, &[], false, false));
-        r.add(b("coordination.k8s.io", "v1", "leases", "Lease", true, &[], false, false));
+        r.add(b(
+            rbac,
+            "v1",
+            "rolebindings",
+            "RoleBinding",
+            true,
+            &[],
+            false,
+            false,
+        ));
+        r.add(b(
+            rbac,
+            "v1",
+            "clusterroles",
+            "ClusterRole",
+            false,
+            &[],
+            false,
+            false,
+        ));
+        r.add(b(
+            rbac,
+            "v1",
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+            false,
+            &[],
+            false,
+            false,
+        ));
+        r.add(b(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            "Lease",
+            true,
+            &[],
+            false,
+            false,
+        ));
         r.add(b(
             "apiextensions.k8s.io",
             "v1",
@@ -264,22 +418,28 @@ impl Registry {
 
     /// Adds or replaces a resource.
     pub fn add(&mut self, info: ResourceInfo) {
-        self.resources.insert((info.group.clone(), info.plural.clone()), info);
+        self.resources
+            .insert((info.group.clone(), info.plural.clone()), info);
     }
 
     /// Removes a resource (its CRD was deleted).
     pub fn remove(&mut self, group: &str, plural: &str) {
-        self.resources.remove(&(group.to_string(), plural.to_string()));
+        self.resources
+            .remove(&(group.to_string(), plural.to_string()));
     }
 
     /// The resource served at `group`/`version`/`plural`.
     pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceInfo> {
-        self.resources.get(&(group.to_string(), plural.to_string())).filter(|r| r.version == version)
+        self.resources
+            .get(&(group.to_string(), plural.to_string()))
+            .filter(|r| r.version == version)
     }
 
     /// The resource of a kind, for owner references and apply bodies.
     pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<&ResourceInfo> {
-        self.resources.values().find(|r| r.kind == kind && r.api_version() == api_version)
+        self.resources
+            .values()
+            .find(|r| r.kind == kind && r.api_version() == api_version)
     }
 
     /// Every resource.
@@ -318,13 +478,19 @@ impl Registry {
     pub fn api_group(&self, group: &str) -> Option<Value> {
         let version = self.groups().get(group)?.clone();
         let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
-        Some(json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv.clone()], "preferredVersion": gv}))
+        Some(
+            json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv.clone()], "preferredVersion": gv}),
+        )
     }
 
     /// `GET /api/v1` or `GET /apis/{group}/{version}`
     pub fn api_resource_list(&self, group: &str, version: &str) -> Option<Value> {
         let mut resources = Vec::new();
-        for r in self.resources.values().filter(|r| r.group == group && r.version == version) {
+        for r in self
+            .resources
+            .values()
+            .filter(|r| r.group == group && r.version == version)
+        {
             resources.push(r.api_resource());
             for (sub, _, verbs, kind) in r.sub_resources() {
                 let mut entry = json!({
@@ -344,16 +510,29 @@ impl Registry {
         if resources.is_empty() {
             return None;
         }
-        let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-        Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+        let gv = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
+        Some(
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+        )
     }
 
     /// Aggregated discovery (`apidiscovery.k8s.io/v2` `APIGroupDiscoveryList`) for `/api`
     /// (core only) or `/apis` (every group).
     pub fn aggregated(&self, core: bool) -> Value {
         let mut by_group: BTreeMap<(String, String), Vec<&ResourceInfo>> = BTreeMap::new();
-        for r in self.resources.values().filter(|r| r.group.is_empty() == core) {
-            by_group.entry((r.group.clone(), r.version.clone())).or_default().push(r);
+        for r in self
+            .resources
+            .values()
+            .filter(|r| r.group.is_empty() == core)
+        {
+            by_group
+                .entry((r.group.clone(), r.version.clone()))
+                .or_default()
+                .push(r);
         }
         let items: Vec<Value> = by_group
             .into_iter()

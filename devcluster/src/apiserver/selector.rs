@@ -19,16 +19,25 @@ pub struct Filter {
 
 impl Filter {
     /// Parses the two selectors of a request.
-    pub fn parse(label_selector: Option<&str>, field_selector: Option<&str>) -> Result<Self, ApiError> {
+    pub fn parse(
+        label_selector: Option<&str>,
+        field_selector: Option<&str>,
+    ) -> Result<Self, ApiError> {
         let labels = match label_selector.filter(|s| !s.trim().is_empty()) {
             Some(s) => Some(
-                kube_fake_client::label_selector::parse_label_selector(s)
-                    .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
+                kube_fake_client::label_selector::parse_label_selector(s).map_err(|e| {
+                    ApiError::bad_request(format!("unable to parse requirement: {e}"))
+                })?,
             ),
             None => None,
         };
         let mut fields = Vec::new();
-        for term in field_selector.unwrap_or("").split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        for term in field_selector
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
             let (path, eq, value) = if let Some((p, v)) = term.split_once("!=") {
                 (p, false, v)
             } else if let Some((p, v)) = term.split_once("==") {
@@ -36,7 +45,9 @@ impl Filter {
             } else if let Some((p, v)) = term.split_once('=') {
                 (p, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{term}'; can't understand '{term}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{term}'; can't understand '{term}'"
+                )));
             };
             fields.push((path.trim().to_string(), eq, value.trim().to_string()));
         }
@@ -49,7 +60,11 @@ impl Filter {
             let labels: BTreeMap<String, String> = obj
                 .pointer("/metadata/labels")
                 .and_then(Value::as_object)
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                        .collect()
+                })
                 .unwrap_or_default();
             if !sel.matches(&labels) {
                 return false;
@@ -81,8 +96,11 @@ pub fn selector_string(sel: &Value) -> String {
     if let Some(exprs) = sel.get("matchExpressions").and_then(Value::as_array) {
         for e in exprs {
             let key = e.get("key").and_then(Value::as_str).unwrap_or("");
-            let values: Vec<&str> =
-                e.get("values").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
             match e.get("operator").and_then(Value::as_str).unwrap_or("") {
                 "In" => parts.push(format!("{key} in ({})", values.join(","))),
                 "NotIn" => parts.push(format!("{key} notin ({})", values.join(","))),

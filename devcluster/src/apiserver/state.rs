@@ -35,41 +35,68 @@ pub type Shared = Arc<State>;
 impl State {
     /// The resource at `group`/`version`/`plural`.
     pub fn resource(&self, group: &str, version: &str, plural: &str) -> Option<ResourceInfo> {
-        self.registry.read().unwrap_or_else(|e| e.into_inner()).get(group, version, plural).cloned()
+        self.registry
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(group, version, plural)
+            .cloned()
     }
 
     /// A snapshot of the served resources.
     pub fn registry(&self) -> Registry {
-        self.registry.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.registry
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Serves the resource a CRD declares, and admits its objects.
     pub fn register_crd(&self, crd: &Value) {
         if let Some(info) = ResourceInfo::from_crd(crd) {
-            self.registry.write().unwrap_or_else(|e| e.into_inner()).add(info);
-            self.admission.write().unwrap_or_else(|e| e.into_inner()).register(crd.clone());
+            self.registry
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(info);
+            self.admission
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .register(crd.clone());
         }
     }
 
     /// Stops serving the resource of a deleted CRD.
     pub fn unregister_crd(&self, crd: &Value) {
         if let Some(info) = ResourceInfo::from_crd(crd) {
-            self.registry.write().unwrap_or_else(|e| e.into_inner()).remove(&info.group, &info.plural);
+            self.registry
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&info.group, &info.plural);
         }
     }
 
     /// Whom a bearer token identifies.
     pub fn user_for(&self, token: &str) -> Option<UserInfo> {
-        self.tokens.read().unwrap_or_else(|e| e.into_inner()).get(token).cloned()
+        self.tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .cloned()
     }
 
     /// Remembers a token.
     pub fn add_token(&self, token: String, user: UserInfo) {
-        self.tokens.write().unwrap_or_else(|e| e.into_inner()).insert(token, user);
+        self.tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token, user);
     }
 }
 
 /// A random token (two v4 UUIDs, hex).
 pub fn random_token() -> String {
-    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }

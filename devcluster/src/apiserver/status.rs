@@ -26,18 +26,31 @@ fn details(kind: &str, group: &str, name: &str) -> Value {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None, raw: None }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+            raw: None,
+        }
     }
 
     /// 404 for a named object; `resource` is the plural, qualified with its group.
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
         let q = qualified(group, plural);
-        Self { details: Some(details(plural, group, name)), ..Self::new(404, "NotFound", format!("{q} \"{name}\" not found")) }
+        Self {
+            details: Some(details(plural, group, name)),
+            ..Self::new(404, "NotFound", format!("{q} \"{name}\" not found"))
+        }
     }
 
     /// 404 for a path that serves nothing.
     pub fn no_route() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     /// 409 AlreadyExists.
@@ -45,7 +58,11 @@ impl ApiError {
         let q = qualified(group, plural);
         Self {
             details: Some(details(plural, group, name)),
-            ..Self::new(409, "AlreadyExists", format!("{q} \"{name}\" already exists"))
+            ..Self::new(
+                409,
+                "AlreadyExists",
+                format!("{q} \"{name}\" already exists"),
+            )
         }
     }
 
@@ -66,15 +83,26 @@ impl ApiError {
 
     /// 409 Conflict with a message of its own (server-side apply conflicts).
     pub fn conflict_with(message: String, details: Value) -> Self {
-        Self { details: Some(details), ..Self::new(409, "Conflict", message) }
+        Self {
+            details: Some(details),
+            ..Self::new(409, "Conflict", message)
+        }
     }
 
     /// 422 Invalid.
     pub fn invalid(kind: &str, group: &str, name: &str, message: &str) -> Self {
-        let k = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let k = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         Self {
             details: Some(details(kind, group, name)),
-            ..Self::new(422, "Invalid", format!("{k} \"{name}\" is invalid: {message}"))
+            ..Self::new(
+                422,
+                "Invalid",
+                format!("{k} \"{name}\" is invalid: {message}"),
+            )
         }
     }
 
@@ -95,7 +123,11 @@ impl ApiError {
 
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed() -> Self {
-        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
 
     /// 410 Gone / Expired for a resourceVersion older than the history kept.
@@ -105,7 +137,13 @@ impl ApiError {
 
     /// 415 UnsupportedMediaType.
     pub fn unsupported_media(ct: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (this local API server does not read protobuf); got {ct}"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (this local API server does not read protobuf); got {ct}"
+            ),
+        )
     }
 
     /// 500 InternalError.
@@ -116,8 +154,15 @@ impl ApiError {
     /// A full Status given by someone else (admission), sent unchanged.
     pub fn from_status(status: Value) -> Self {
         let code = status.get("code").and_then(Value::as_u64).unwrap_or(422) as u16;
-        let message = status.get("message").and_then(Value::as_str).unwrap_or("invalid").to_string();
-        Self { raw: Some(status), ..Self::new(code, "Invalid", message) }
+        let message = status
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("invalid")
+            .to_string();
+        Self {
+            raw: Some(status),
+            ..Self::new(code, "Invalid", message)
+        }
     }
 
     /// The HTTP status code.
@@ -147,7 +192,11 @@ impl ApiError {
 }
 
 fn qualified(group: &str, plural: &str) -> String {
-    if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") }
+    if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    }
 }
 
 /// A success `Status` (deletecollection, deletes that return no object).

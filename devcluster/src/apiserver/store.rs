@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 
 use super::status::ApiError;
 
-/// How many changes the watch history keeps.
+/// How many changes the watch history keeps by default.
 pub const HISTORY: usize = 10_000;
 
 /// Where an object lives.
@@ -30,7 +30,12 @@ pub struct Key {
 impl Key {
     /// A key.
     pub fn new(group: &str, plural: &str, namespace: &str, name: &str) -> Self {
-        Self { group: group.into(), plural: plural.into(), namespace: namespace.into(), name: name.into() }
+        Self {
+            group: group.into(),
+            plural: plural.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -44,7 +49,6 @@ pub enum EventType {
     /// Removed.
     Deleted,
 }
-
 
 /// One change of the store.
 #[derive(Clone, Debug)]
@@ -62,6 +66,7 @@ pub struct Event {
 }
 
 struct Inner {
+    history: usize,
     objects: BTreeMap<Key, Value>,
     rv: u64,
     log: VecDeque<Arc<Event>>,
@@ -83,15 +88,10 @@ pub struct Subscription {
     pub rv: u64,
 }
 
-impl Default for Store {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// The object's `metadata.resourceVersion`.
 pub fn rv_of(obj: &Value) -> Option<&str> {
-    obj.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+    obj.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
 }
 
 /// The object with what a no-op write may still change removed (resourceVersion, the times of
@@ -112,16 +112,24 @@ fn normalized(obj: &Value) -> Value {
 }
 
 impl Store {
-    /// An empty store.
-    pub fn new() -> Self {
-        let (tx, _) = broadcast::channel(HISTORY);
-        Self { inner: Mutex::new(Inner { objects: BTreeMap::new(), rv: 0, log: VecDeque::new() }), tx }
+    /// An empty store whose watch history keeps the last `history` changes.
+    pub fn new(history: usize) -> Self {
+        let history = history.max(1);
+        let (tx, _) = broadcast::channel(history);
+        Self {
+            inner: Mutex::new(Inner {
+                history,
+                objects: BTreeMap::new(),
+                rv: 0,
+                log: VecDeque::new(),
+            }),
+            tx,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
-
 
     /// One object.
     pub fn get(&self, key: &Key) -> Option<Value> {
@@ -136,13 +144,20 @@ impl Store {
         (items, inner.rv)
     }
 
-    fn list_locked(inner: &Inner, group: &str, plural: &str, namespace: Option<&str>) -> Vec<Value> {
+    fn list_locked(
+        inner: &Inner,
+        group: &str,
+        plural: &str,
+        namespace: Option<&str>,
+    ) -> Vec<Value> {
         let start = Key::new(group, plural, namespace.unwrap_or(""), "");
         inner
             .objects
             .range(start..)
             .take_while(|(k, _)| {
-                k.group == group && k.plural == plural && namespace.is_none_or(|ns| k.namespace == ns)
+                k.group == group
+                    && k.plural == plural
+                    && namespace.is_none_or(|ns| k.namespace == ns)
             })
             .map(|(_, v)| v.clone())
             .collect()
@@ -150,13 +165,17 @@ impl Store {
 
     /// Every object of every resource (garbage collection).
     pub fn all(&self) -> Vec<(Key, Value)> {
-        self.lock().objects.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.lock()
+            .objects
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     fn record(&self, inner: &mut Inner, event: Event) {
         let event = Arc::new(event);
         inner.log.push_back(event.clone());
-        while inner.log.len() > HISTORY {
+        while inner.log.len() > inner.history {
             inner.log.pop_front();
         }
         let _ = self.tx.send(event);
@@ -172,7 +191,16 @@ impl Store {
         obj["metadata"]["resourceVersion"] = Value::String(inner.rv.to_string());
         inner.objects.insert(key.clone(), obj.clone());
         let rv = inner.rv;
-        self.record(&mut inner, Event { rv, type_: EventType::Added, key, object: Arc::new(obj.clone()), old: None });
+        self.record(
+            &mut inner,
+            Event {
+                rv,
+                type_: EventType::Added,
+                key,
+                object: Arc::new(obj.clone()),
+                old: None,
+            },
+        );
         Ok(obj)
     }
 
@@ -196,7 +224,13 @@ impl Store {
         let rv = inner.rv;
         self.record(
             &mut inner,
-            Event { rv, type_: EventType::Modified, key: key.clone(), object: Arc::new(obj.clone()), old: Some(old) },
+            Event {
+                rv,
+                type_: EventType::Modified,
+                key: key.clone(),
+                object: Arc::new(obj.clone()),
+                old: Some(old),
+            },
         );
         Ok(obj)
     }
@@ -214,7 +248,16 @@ impl Store {
         inner.rv += 1;
         obj["metadata"]["resourceVersion"] = Value::String(inner.rv.to_string());
         let rv = inner.rv;
-        self.record(&mut inner, Event { rv, type_: EventType::Deleted, key: key.clone(), object: Arc::new(obj.clone()), old: None });
+        self.record(
+            &mut inner,
+            Event {
+                rv,
+                type_: EventType::Deleted,
+                key: key.clone(),
+                object: Arc::new(obj.clone()),
+                old: None,
+            },
+        );
         Ok(obj)
     }
 
@@ -225,20 +268,40 @@ impl Store {
         let oldest_kept = inner.log.front().map(|e| e.rv).unwrap_or(inner.rv + 1);
         if rv > inner.rv {
             // A resourceVersion from the future (a restarted server): start from now.
-            return Ok(Subscription { backlog: Vec::new(), live, rv: inner.rv });
+            return Ok(Subscription {
+                backlog: Vec::new(),
+                live,
+                rv: inner.rv,
+            });
         }
-        if rv + 1 < oldest_kept && inner.log.len() >= HISTORY {
+        if rv + 1 < oldest_kept && inner.log.len() >= inner.history {
             return Err(ApiError::expired(&rv.to_string()));
         }
         let backlog = inner.log.iter().filter(|e| e.rv > rv).cloned().collect();
-        Ok(Subscription { backlog, live, rv: inner.rv })
+        Ok(Subscription {
+            backlog,
+            live,
+            rv: inner.rv,
+        })
     }
 
     /// The objects of a resource now, and a subscription to what changes after them.
-    pub fn snapshot(&self, group: &str, plural: &str, namespace: Option<&str>) -> (Vec<Value>, Subscription) {
+    pub fn snapshot(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: Option<&str>,
+    ) -> (Vec<Value>, Subscription) {
         let inner = self.lock();
         let live = self.tx.subscribe();
         let items = Self::list_locked(&inner, group, plural, namespace);
-        (items, Subscription { backlog: Vec::new(), live, rv: inner.rv })
+        (
+            items,
+            Subscription {
+                backlog: Vec::new(),
+                live,
+                rv: inner.rv,
+            },
+        )
     }
 }

@@ -21,7 +21,8 @@ pub fn eval<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
                 let (field, value) = filter.split_once("==")?;
                 let value = value.trim().trim_matches('"').trim_matches('\'');
                 cur = cur.as_array()?.iter().find(|item| {
-                    item.get(field.trim()).and_then(|v| v.as_str().map(String::from).or_else(|| Some(v.to_string())))
+                    item.get(field.trim())
+                        .and_then(|v| v.as_str().map(String::from).or_else(|| Some(v.to_string())))
                         == Some(value.to_string())
                 })?;
             } else {
@@ -38,17 +39,27 @@ pub fn eval<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
 
 /// The age of a timestamp as kubectl prints it (`5s`, `3m`, `2h`, `4d`).
 pub fn age(timestamp: &str) -> String {
-    let Ok(t) = timestamp.parse::<jiff::Timestamp>() else { return "<unknown>".into() };
+    let Ok(t) = timestamp.parse::<jiff::Timestamp>() else {
+        return "<unknown>".into();
+    };
     let secs = jiff::Timestamp::now().as_second() - t.as_second();
     let secs = secs.max(0);
     if secs < 120 {
         format!("{secs}s")
     } else if secs < 3600 * 2 {
         let (m, s) = (secs / 60, secs % 60);
-        if secs < 600 && s > 0 { format!("{m}m{s}s") } else { format!("{m}m") }
+        if secs < 600 && s > 0 {
+            format!("{m}m{s}s")
+        } else {
+            format!("{m}m")
+        }
     } else if secs < 86400 * 2 {
         let (h, m) = (secs / 3600, (secs % 3600) / 60);
-        if secs < 3600 * 8 && m > 0 { format!("{h}h{m}m") } else { format!("{h}h") }
+        if secs < 3600 * 8 && m > 0 {
+            format!("{h}h{m}m")
+        } else {
+            format!("{h}h")
+        }
     } else {
         format!("{}d", secs / 86400)
     }
@@ -67,20 +78,38 @@ fn s(obj: &Value, path: &str) -> Value {
 }
 
 fn created(obj: &Value) -> Value {
-    json!(obj.pointer("/metadata/creationTimestamp").and_then(Value::as_str).map(age).unwrap_or_else(|| "<unknown>".into()))
+    json!(
+        obj.pointer("/metadata/creationTimestamp")
+            .and_then(Value::as_str)
+            .map(age)
+            .unwrap_or_else(|| "<unknown>".into())
+    )
 }
 
 fn columns_and_cells(info: &ResourceInfo, objs: &[&Value]) -> (Vec<Value>, Vec<Vec<Value>>) {
     let name = col("Name", "string", "name", 0);
     let age_col = col("Age", "string", "", 0);
-    let name_of = |o: &Value| json!(o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(""));
+    let name_of = |o: &Value| {
+        json!(
+            o.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        )
+    };
     if info.custom || !info.columns.is_empty() {
         let mut cols = vec![name];
         for c in &info.columns {
-            let t = if c.type_ == "date" { "string" } else { c.type_.as_str() };
+            let t = if c.type_ == "date" {
+                "string"
+            } else {
+                c.type_.as_str()
+            };
             cols.push(col(&c.name, t, "", c.priority));
         }
-        let has_age = info.columns.iter().any(|c| c.json_path == ".metadata.creationTimestamp");
+        let has_age = info
+            .columns
+            .iter()
+            .any(|c| c.json_path == ".metadata.creationTimestamp");
         if !has_age {
             cols.push(age_col);
         }
@@ -118,16 +147,41 @@ fn columns_and_cells(info: &ResourceInfo, objs: &[&Value]) -> (Vec<Value>, Vec<V
             let rows = objs
                 .iter()
                 .map(|o| {
-                    let total = o.pointer("/spec/containers").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
-                    let statuses = o.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
-                    let ready = statuses.iter().filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true)).count();
-                    let restarts: i64 = statuses.iter().filter_map(|c| c.get("restartCount").and_then(Value::as_i64)).sum();
+                    let total = o
+                        .pointer("/spec/containers")
+                        .and_then(Value::as_array)
+                        .map(Vec::len)
+                        .unwrap_or(0);
+                    let statuses = o
+                        .pointer("/status/containerStatuses")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    let ready = statuses
+                        .iter()
+                        .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
+                        .count();
+                    let restarts: i64 = statuses
+                        .iter()
+                        .filter_map(|c| c.get("restartCount").and_then(Value::as_i64))
+                        .sum();
                     let status = if o.pointer("/metadata/deletionTimestamp").is_some() {
                         "Terminating".to_string()
                     } else {
-                        o.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending").to_string()
+                        o.pointer("/status/phase")
+                            .and_then(Value::as_str)
+                            .unwrap_or("Pending")
+                            .to_string()
                     };
-                    vec![name_of(o), json!(format!("{ready}/{total}")), json!(status), json!(restarts.to_string()), created(o), s(o, ".status.podIP"), s(o, ".spec.nodeName")]
+                    vec![
+                        name_of(o),
+                        json!(format!("{ready}/{total}")),
+                        json!(status),
+                        json!(restarts.to_string()),
+                        created(o),
+                        s(o, ".status.podIP"),
+                        s(o, ".spec.nodeName"),
+                    ]
                 })
                 .collect();
             (cols, rows)
@@ -144,7 +198,10 @@ fn columns_and_cells(info: &ResourceInfo, objs: &[&Value]) -> (Vec<Value>, Vec<V
                 .iter()
                 .map(|o| {
                     let n = |p: &str| o.pointer(p).and_then(Value::as_i64).unwrap_or(0);
-                    let want = o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+                    let want = o
+                        .pointer("/spec/replicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1);
                     vec![
                         name_of(o),
                         json!(format!("{}/{want}", n("/status/readyReplicas"))),
@@ -158,7 +215,10 @@ fn columns_and_cells(info: &ResourceInfo, objs: &[&Value]) -> (Vec<Value>, Vec<V
         }
         ("", "namespaces") => {
             let cols = vec![name, col("Status", "string", "", 0), age_col];
-            let rows = objs.iter().map(|o| vec![name_of(o), s(o, ".status.phase"), created(o)]).collect();
+            let rows = objs
+                .iter()
+                .map(|o| vec![name_of(o), s(o, ".status.phase"), created(o)])
+                .collect();
             (cols, rows)
         }
         _ => {
@@ -173,7 +233,9 @@ fn row_object(obj: &Value, include: &str) -> Value {
     match include {
         "None" => Value::Null,
         "Object" => obj.clone(),
-        _ => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))}),
+        _ => {
+            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))})
+        }
     }
 }
 

@@ -44,8 +44,14 @@ fn line(type_: &str, object: Value) -> Bytes {
 fn encode(info: &ResourceInfo, params: &WatchParams, type_: &str, obj: &Value) -> Bytes {
     match &params.table {
         Some(include) => {
-            let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
-            line(type_, table::table(info, &[obj], include, json!({"resourceVersion": rv})))
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(json!(""));
+            line(
+                type_,
+                table::table(info, &[obj], include, json!({"resourceVersion": rv})),
+            )
         }
         None => line(type_, obj.clone()),
     }
@@ -56,11 +62,19 @@ fn bookmark(info: &ResourceInfo, rv: u64, initial_end: bool) -> Bytes {
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    line("BOOKMARK", json!({"kind": info.kind, "apiVersion": info.api_version(), "metadata": meta}))
+    line(
+        "BOOKMARK",
+        json!({"kind": info.kind, "apiVersion": info.api_version(), "metadata": meta}),
+    )
 }
 
 /// What one change means for this watch: the event type to send, if any.
-fn translate(event: &Event, info: &ResourceInfo, namespace: Option<&str>, filter: &Filter) -> Option<&'static str> {
+fn translate(
+    event: &Event,
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    filter: &Filter,
+) -> Option<&'static str> {
     if event.key.group != info.group || event.key.plural != info.plural {
         return None;
     }
@@ -91,9 +105,12 @@ pub fn watch(
     filter: Filter,
     params: WatchParams,
 ) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static, ApiError> {
-    let from_now = matches!(params.rv.as_deref(), None | Some("") | Some("0")) || params.initial_events;
+    let from_now =
+        matches!(params.rv.as_deref(), None | Some("") | Some("0")) || params.initial_events;
     let (initial, sub): (Vec<Value>, Result<Subscription, ApiError>) = if from_now {
-        let (items, sub) = state.store.snapshot(&info.group, &info.plural, namespace.as_deref());
+        let (items, sub) = state
+            .store
+            .snapshot(&info.group, &info.plural, namespace.as_deref());
         (items, Ok(sub))
     } else {
         let rv = params
@@ -101,7 +118,12 @@ pub fn watch(
             .as_deref()
             .unwrap_or("0")
             .parse::<u64>()
-            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion: {}", params.rv.as_deref().unwrap_or(""))))?;
+            .map_err(|_| {
+                ApiError::bad_request(format!(
+                    "invalid resourceVersion: {}",
+                    params.rv.as_deref().unwrap_or("")
+                ))
+            })?;
         (Vec::new(), state.store.subscribe_after(rv))
     };
     let timeout = Duration::from_secs(params.timeout.unwrap_or(1800).max(1));
