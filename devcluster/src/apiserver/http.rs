@@ -499,9 +499,17 @@ fn list_or_watch(
         );
         return Ok(r);
     }
-    let (items, rv) = state
+    let (mut items, rv) = state
         .store
         .list(&info.group, &info.plural, namespace.as_deref());
+    if info.group.is_empty() && info.plural == "events" {
+        // One storage for both Event APIs, as on a real server: `kubectl describe` reads core
+        // Events, kube-rs's recorder writes events.k8s.io ones.
+        let (new_events, _) = state
+            .store
+            .list("events.k8s.io", "events", namespace.as_deref());
+        items.extend(new_events.iter().map(core_event));
+    }
     let items: Vec<&Value> = items.iter().filter(|o| filter.matches(o)).collect();
     let meta = json!({"resourceVersion": rv.to_string()});
     if wants_table(accept) {
@@ -521,6 +529,44 @@ fn list_or_watch(
     }
     let list = json!({"kind": format!("{}List", info.kind), "apiVersion": info.api_version(), "metadata": meta, "items": items});
     Ok(json_response(StatusCode::OK, &list))
+}
+
+/// An events.k8s.io/v1 Event as a core v1 Event.
+fn core_event(e: &Value) -> Value {
+    let time = e.get("eventTime").filter(|t| !t.is_null()).cloned();
+    let first = e
+        .get("deprecatedFirstTimestamp")
+        .filter(|t| !t.is_null())
+        .cloned()
+        .or_else(|| time.clone());
+    let last = e
+        .pointer("/series/lastObservedTime")
+        .or_else(|| e.get("deprecatedLastTimestamp").filter(|t| !t.is_null()))
+        .cloned()
+        .or_else(|| time.clone());
+    let count = e
+        .pointer("/series/count")
+        .or_else(|| e.get("deprecatedCount"))
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": e.get("metadata").cloned().unwrap_or(json!({})),
+        "involvedObject": e.get("regarding").cloned().unwrap_or(json!({})),
+        "related": e.get("related").cloned(),
+        "reason": e.get("reason").cloned(),
+        "message": e.get("note").cloned(),
+        "type": e.get("type").cloned(),
+        "action": e.get("action").cloned(),
+        "source": {"component": e.get("reportingController").cloned()},
+        "reportingComponent": e.get("reportingController").cloned(),
+        "reportingInstance": e.get("reportingInstance").cloned(),
+        "firstTimestamp": first,
+        "lastTimestamp": last,
+        "eventTime": time,
+        "count": count,
+    })
 }
 
 fn delete_options(query: &Query, body: &Value) -> DeleteOptions {
