@@ -235,3 +235,57 @@ async fn kubectl_describe_shows_events_from_the_events_api() {
     .await;
     assert!(out.contains("the thing is wrong"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_of_simple_kinds_and_namespace_deletion() {
+    let cluster = Cluster::start().await;
+    cluster.kubectl_ok(&["create", "namespace", "shop"]);
+    cluster.kubectl_ok(&[
+        "create",
+        "configmap",
+        "c",
+        "-n",
+        "shop",
+        "--from-literal=a=b",
+    ]);
+    cluster.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "-n",
+        "shop",
+        "--from-literal=user=u",
+    ]);
+    cluster.kubectl_ok(&["create", "serviceaccount", "w", "-n", "shop"]);
+    let data = cluster.kubectl_ok(&["get", "cm", "c", "-n", "shop", "-o", "jsonpath={.data.a}"]);
+    assert_eq!(data, "b");
+    let secret = cluster.kubectl_ok(&[
+        "get",
+        "secret",
+        "s",
+        "-n",
+        "shop",
+        "-o",
+        "jsonpath={.data.user} {.type}",
+    ]);
+    assert_eq!(secret, "dQ== Opaque");
+    let sas = cluster.kubectl_ok(&["get", "sa", "-n", "shop", "-o", "name"]);
+    assert_eq!(
+        sas.lines().collect::<Vec<_>>(),
+        ["serviceaccount/default", "serviceaccount/w"]
+    );
+
+    // Deleting the namespace deletes its content, then the namespace (kubectl waits for it).
+    cluster.kubectl_ok(&["delete", "namespace", "shop", "--timeout=20s"]);
+    let left = cluster.kubectl_ok(&["get", "namespaces", "-o", "name"]);
+    assert!(!left.contains("shop"), "{left}");
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client().await, "shop");
+    assert!(
+        api.list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+}

@@ -277,9 +277,12 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
         .unwrap_or("application/json")
         .to_string();
     let sub = target.sub.as_deref();
-    if content_type.contains("protobuf")
+    let protobuf = content_type.contains("protobuf");
+    let create = method == Method::POST && target.name.is_none();
+    if protobuf
         && sub != Some("token")
-        && [Method::POST, Method::PUT, Method::PATCH].contains(&method)
+        && !create
+        && [Method::PUT, Method::PATCH, Method::POST].contains(&method)
     {
         return Err(ApiError::unsupported_media(&content_type));
     }
@@ -307,7 +310,14 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
             }
         },
         ("POST", None) => {
-            let body = parse_body(&read_body(req).await?)?;
+            let bytes = read_body(req).await?;
+            let body = if protobuf {
+                // `kubectl create namespace|configmap|secret|serviceaccount` send protobuf.
+                super::protobuf::decode(&bytes)
+                    .ok_or_else(|| ApiError::unsupported_media(&content_type))?
+            } else {
+                parse_body(&bytes)?
+            };
             if info.plural == "selfsubjectaccessreviews" {
                 return Ok(json_response(
                     StatusCode::CREATED,
@@ -325,7 +335,6 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
         }
         ("POST", Some(name)) if sub == Some("token") => {
             // kubectl sends its TokenRequest as protobuf; every field of it is optional.
-            let protobuf = content_type.contains("protobuf");
             let bytes = read_body(req).await?;
             let body = if protobuf {
                 json!({})

@@ -16,6 +16,7 @@ mod logs;
 mod openapi;
 mod ops;
 mod patch;
+mod protobuf;
 pub mod resources;
 mod selector;
 mod state;

@@ -194,6 +194,14 @@ pub fn create(
     match (info.group.as_str(), info.plural.as_str()) {
         ("", "namespaces") => obj["status"] = json!({"phase": "Active"}),
         ("", "pods") => obj["status"] = json!({"phase": "Pending"}),
+        ("", "secrets")
+            if obj
+                .get("type")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty) =>
+        {
+            obj["type"] = json!("Opaque")
+        }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             let names = obj.pointer("/spec/names").cloned().unwrap_or(json!({}));
             obj["status"] = json!({

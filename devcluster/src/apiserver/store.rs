@@ -172,6 +172,12 @@ impl Store {
             .collect()
     }
 
+    /// Runs `f` over every object under the lock, without copying them (garbage collection).
+    pub fn scan<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = (&Key, &Value)>) -> R) -> R {
+        let inner = self.lock();
+        f(&mut inner.objects.iter())
+    }
+
     fn record(&self, inner: &mut Inner, event: Event) {
         let event = Arc::new(event);
         inner.log.push_back(event.clone());
