@@ -63,7 +63,7 @@ fn string(bytes: &[u8]) -> Value {
 /// A map entry (`key = 1`, `value = 2`); `binary` values become base64.
 fn entry(bytes: &[u8], binary: bool) -> Option<(String, Value)> {
     let mut key = String::new();
-    let mut value = if binary { json!("") } else { json!("") };
+    let mut value = json!("");
     for (n, f) in fields(bytes)? {
         if let Field::Bytes(b) = f {
             match n {
