@@ -724,3 +724,63 @@ async fn a_service_account_is_forbidden_until_a_role_binding_grants_it() {
         .expect("binding");
     api.list(&ListParams::default()).await.expect("allowed now");
 }
+
+#[tokio::test]
+async fn watcher_with_streaming_lists_gets_the_initial_events_then_changes() {
+    let cluster = Cluster::start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().await);
+    api.create(&PostParams::default(), &cm("before", &[]))
+        .await
+        .expect("create");
+    let mut events = watcher(api.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut initial = Vec::new();
+    loop {
+        match events.try_next().await.expect("watch").expect("open") {
+            watcher::Event::InitApply(c) => initial.push(c.metadata.name.unwrap_or_default()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(initial, ["before"]);
+    api.create(&PostParams::default(), &cm("after", &[]))
+        .await
+        .expect("create");
+    match events.try_next().await.expect("watch").expect("open") {
+        watcher::Event::Apply(c) => assert_eq!(c.metadata.name.as_deref(), Some("after")),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_crd_stops_serving_it_and_removes_its_objects() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client().await;
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &pipelines());
+    api.create(&PostParams::default(), &pipeline("p"))
+        .await
+        .expect("create");
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client);
+    crds.delete("pipelines.jetflow.io", &DeleteParams::default())
+        .await
+        .expect("delete CRD");
+    let err = api
+        .list(&ListParams::default())
+        .await
+        .expect_err("no longer served");
+    assert!(is_status(&err, 404, "NotFound"), "{err:?}");
+    let crd = common::jetflow_crds().into_iter().next().expect("crd");
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(crd).expect("crd"),
+    )
+    .await
+    .expect("recreate CRD");
+    assert!(
+        api.list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+}

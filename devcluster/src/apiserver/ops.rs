@@ -573,6 +573,15 @@ pub fn delete(
 fn after_delete(state: &State, info: &ResourceInfo, obj: &Value) {
     if info.group == "apiextensions.k8s.io" && info.plural == "customresourcedefinitions" {
         state.unregister_crd(obj);
+        // Its objects go with it, each with a DELETED event.
+        if let Some(served) = ResourceInfo::from_crd(obj) {
+            let (items, _) = state.store.list(&served.group, &served.plural, None);
+            for item in items {
+                let ns = meta_str(&item, "namespace").unwrap_or("");
+                let name = meta_str(&item, "name").unwrap_or("");
+                let _ = state.store.remove(&key(&served, ns, name), None);
+            }
+        }
     }
 }
 
