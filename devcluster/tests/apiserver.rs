@@ -784,3 +784,23 @@ async fn deleting_a_crd_stops_serving_it_and_removes_its_objects() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn metadata_watcher_sees_partial_objects() {
+    let cluster = Cluster::start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().await);
+    let mut events =
+        kube::runtime::metadata_watcher(api.clone(), watcher::Config::default()).boxed();
+    loop {
+        if let watcher::Event::InitDone = events.try_next().await.expect("watch").expect("open") {
+            break;
+        }
+    }
+    api.create(&PostParams::default(), &cm("meta", &[("big", "value")]))
+        .await
+        .expect("create");
+    match events.try_next().await.expect("watch").expect("open") {
+        watcher::Event::Apply(m) => assert_eq!(m.metadata.name.as_deref(), Some("meta")),
+        other => panic!("unexpected {other:?}"),
+    }
+}

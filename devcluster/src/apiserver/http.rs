@@ -392,6 +392,12 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
         ("DELETE", Some(name)) => {
             let body = parse_body(&read_body(req).await?)?;
             let opts = delete_options(&query, &body);
+            if query.contains_key("dryRun") || body.get("dryRun").is_some_and(|d| !d.is_null()) {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &get(state, &info, &ns, name)?,
+                ));
+            }
             let obj = ops::delete(state, &info, &ns, name, &opts)?;
             Ok(json_response(StatusCode::OK, &obj))
         }
@@ -495,6 +501,10 @@ fn list_or_watch(
                 .is_some_and(|v| v == "true"),
             timeout: query.get("timeoutSeconds").and_then(|t| t.parse().ok()),
             table: wants_table(accept).then(|| include_object(query)),
+            partial: accept
+                .split(',')
+                .next()
+                .is_some_and(|a| a.contains("as=PartialObjectMetadata")),
         };
         let stream = watch::watch(state.clone(), info.clone(), namespace, filter, params)?;
         let mut r = Response::new(Body::from_stream(stream));

@@ -317,3 +317,63 @@ pub fn apply(
     obj["metadata"]["managedFields"] = Value::Array(entries);
     Ok(obj)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cm(data: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": data})
+    }
+
+    #[test]
+    fn apply_removes_what_the_manager_stopped_applying() {
+        let base = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        let first = apply(
+            &base,
+            &cm(json!({"a": "1", "b": "2"})),
+            "m",
+            false,
+            "v1",
+            None,
+        )
+        .expect("apply");
+        let second = apply(&first, &cm(json!({"a": "1"})), "m", false, "v1", None).expect("apply");
+        assert_eq!(second["data"], json!({"a": "1"}));
+    }
+
+    #[test]
+    fn apply_conflicts_only_on_a_different_value_and_force_takes_the_field() {
+        let base = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        let a = apply(&base, &cm(json!({"x": "1"})), "a", false, "v1", None).expect("apply");
+        assert!(apply(&a, &cm(json!({"x": "1"})), "b", false, "v1", None).is_ok());
+        let err = apply(&a, &cm(json!({"x": "2"})), "b", false, "v1", None).expect_err("conflict");
+        assert_eq!(err.code, 409);
+        assert!(
+            err.message.contains("conflict with \"a\""),
+            "{}",
+            err.message
+        );
+        let forced = apply(&a, &cm(json!({"x": "2"})), "b", true, "v1", None).expect("forced");
+        assert_eq!(forced["data"]["x"], "2");
+        let managers: Vec<&str> = forced["metadata"]["managedFields"]
+            .as_array()
+            .expect("managed fields")
+            .iter()
+            .filter_map(|e| e["manager"].as_str())
+            .collect();
+        assert_eq!(managers, ["b"], "a lost its only field");
+    }
+
+    #[test]
+    fn apply_to_the_main_resource_ignores_status_and_to_status_ignores_the_rest() {
+        let base = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "k"}, "status": {"s": 1}});
+        let body = json!({"apiVersion": "x/v1", "kind": "K", "spec": {"a": 1}, "status": {"s": 2}});
+        let main = apply(&base, &body, "m", false, "x/v1", Some(false)).expect("apply");
+        assert_eq!(main["status"]["s"], 1);
+        assert_eq!(main["spec"]["a"], 1);
+        let status = apply(&base, &body, "m", false, "x/v1", Some(true)).expect("apply");
+        assert_eq!(status["status"]["s"], 2);
+        assert!(status.get("spec").is_none());
+    }
+}

@@ -249,3 +249,33 @@ pub fn table(info: &ResourceInfo, objs: &[&Value], include: &str, list_meta: Val
         .collect();
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta, "columnDefinitions": cols, "rows": rows})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eval_follows_fields_indexes_and_filters() {
+        let obj = json!({"status": {"conditions": [{"type": "Other", "status": "False"}, {"type": "Ready", "status": "True"}]}, "spec": {"n": 3}});
+        assert_eq!(eval(&obj, ".spec.n"), Some(&json!(3)));
+        assert_eq!(
+            eval(&obj, ".status.conditions[0].type"),
+            Some(&json!("Other"))
+        );
+        assert_eq!(
+            eval(&obj, ".status.conditions[?(@.type==\"Ready\")].status"),
+            Some(&json!("True"))
+        );
+        assert_eq!(eval(&obj, ".status.missing"), None);
+    }
+
+    #[test]
+    fn age_reads_like_kubectl() {
+        let ago =
+            |s: i64| (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(s)).to_string();
+        assert_eq!(age(&ago(5)), "5s");
+        assert_eq!(age(&ago(185)), "3m5s");
+        assert_eq!(age(&ago(3 * 3600)), "3h");
+        assert_eq!(age(&ago(3 * 86400)), "3d");
+    }
+}

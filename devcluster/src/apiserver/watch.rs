@@ -33,6 +33,8 @@ pub struct WatchParams {
     pub timeout: Option<u64>,
     /// `includeObject` when the client asked for Tables.
     pub table: Option<String>,
+    /// The client asked for `PartialObjectMetadata` (kube-rs `metadata_watcher`).
+    pub partial: bool,
 }
 
 fn line(type_: &str, object: Value) -> Bytes {
@@ -53,6 +55,10 @@ fn encode(info: &ResourceInfo, params: &WatchParams, type_: &str, obj: &Value) -
                 table::table(info, &[obj], include, json!({"resourceVersion": rv})),
             )
         }
+        None if params.partial => line(
+            type_,
+            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))}),
+        ),
         None => line(type_, obj.clone()),
     }
 }
