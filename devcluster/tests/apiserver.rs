@@ -789,8 +789,9 @@ async fn deleting_a_crd_stops_serving_it_and_removes_its_objects() {
 async fn metadata_watcher_sees_partial_objects() {
     let cluster = Cluster::start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().await);
-    let mut events =
-        kube::runtime::metadata_watcher(api.clone(), watcher::Config::default()).boxed();
+    let meta: Api<kube::core::PartialObjectMeta<ConfigMap>> =
+        Api::default_namespaced(cluster.client().await);
+    let mut events = watcher(meta, watcher::Config::default()).boxed();
     loop {
         if let watcher::Event::InitDone = events.try_next().await.expect("watch").expect("open") {
             break;
