@@ -59,6 +59,13 @@ async fn kubectl_applies_gets_annotates_waits_and_deletes_a_pipeline() {
         before,
         "re-applying the same manifest changes nothing"
     );
+    let diff = cluster.kubectl(&["diff", "--server-side", "-f", example]);
+    assert_eq!(
+        diff.status.code(),
+        Some(0),
+        "no difference: {}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
 
     let table = cluster.kubectl_ok(&["get", "pipelines"]);
     assert!(table.starts_with("NAME"), "{table}");
@@ -287,5 +294,21 @@ async fn kubectl_create_of_simple_kinds_and_namespace_deletion() {
             .expect("list")
             .items
             .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_auth_can_i_and_whoami_answer_for_the_admin() {
+    let cluster = Cluster::start().await;
+    assert_eq!(
+        cluster
+            .kubectl_ok(&["auth", "can-i", "create", "pipelines"])
+            .trim(),
+        "yes"
+    );
+    let whoami = cluster.kubectl_ok(&["auth", "whoami"]);
+    assert!(
+        whoami.contains("jetflow-admin") && whoami.contains("system:masters"),
+        "{whoami}"
     );
 }

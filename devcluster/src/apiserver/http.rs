@@ -311,6 +311,14 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
         },
         ("POST", None) => {
             let bytes = read_body(req).await?;
+            if info.plural == "selfsubjectreviews" {
+                let review = json!({
+                    "apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview",
+                    "metadata": {"creationTimestamp": ops::now()},
+                    "status": {"userInfo": {"username": user.name, "groups": user.groups}},
+                });
+                return Ok(json_response(StatusCode::CREATED, &review));
+            }
             let body = if protobuf {
                 // `kubectl create namespace|configmap|secret|serviceaccount` send protobuf.
                 super::protobuf::decode(&bytes)
@@ -336,6 +344,14 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
         ("POST", Some(name)) if sub == Some("token") => {
             // kubectl sends its TokenRequest as protobuf; every field of it is optional.
             let bytes = read_body(req).await?;
+            if info.plural == "selfsubjectreviews" {
+                let review = json!({
+                    "apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview",
+                    "metadata": {"creationTimestamp": ops::now()},
+                    "status": {"userInfo": {"username": user.name, "groups": user.groups}},
+                });
+                return Ok(json_response(StatusCode::CREATED, &review));
+            }
             let body = if protobuf {
                 json!({})
             } else {

@@ -319,6 +319,25 @@ fn merge_write(info: &ResourceInfo, old: &Value, mut new: Value, sub: Option<&st
     new
 }
 
+/// Whether a write would change nothing (as the store judges it).
+fn normalized_eq(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(mf) = v
+            .pointer_mut("/metadata/managedFields")
+            .and_then(Value::as_array_mut)
+        {
+            for e in mf {
+                if let Some(e) = e.as_object_mut() {
+                    e.remove("time");
+                }
+            }
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
 fn finalizers_empty(obj: &Value) -> bool {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
@@ -360,6 +379,10 @@ pub fn update_with(
         let mut merged = merge_write(info, &old, new, sub);
         let warnings = admit(state, info, sub, Some(&old), &mut merged, opts)?;
         if opts.dry_run {
+            merged["metadata"]["resourceVersion"] = json!(old_rv);
+            if normalized_eq(&old, &merged) {
+                return Ok((old, warnings));
+            }
             return Ok((merged, warnings));
         }
         let deleting = merged.pointer("/metadata/deletionTimestamp").is_some()

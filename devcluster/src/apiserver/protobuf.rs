@@ -146,6 +146,11 @@ pub fn decode(body: &[u8]) -> Option<Value> {
     let mut obj = Map::new();
     obj.insert("apiVersion".into(), json!(api_version));
     obj.insert("kind".into(), json!(kind));
+    if (api_version.as_str(), kind.as_str())
+        == ("authorization.k8s.io/v1", "SelfSubjectAccessReview")
+    {
+        return self_subject_access_review(raw);
+    }
     let (data_field, binary_field) = match (api_version.as_str(), kind.as_str()) {
         ("v1", "Namespace") | ("v1", "ServiceAccount") => (None, None),
         ("v1", "ConfigMap") => (Some(("data", false)), Some(("binaryData", true))),
@@ -190,4 +195,38 @@ pub fn decode(body: &[u8]) -> Option<Value> {
         obj.insert(name.into(), Value::Object(other));
     }
     Some(Value::Object(obj))
+}
+
+/// `kubectl auth can-i`'s question: `spec.resourceAttributes`.
+fn self_subject_access_review(raw: &[u8]) -> Option<Value> {
+    let mut attributes = Map::new();
+    for (n, f) in fields(raw)? {
+        let (2, Field::Bytes(spec)) = (n, f) else {
+            continue;
+        };
+        for (m, g) in fields(spec)? {
+            let (1, Field::Bytes(ra)) = (m, g) else {
+                continue;
+            };
+            for (k, h) in fields(ra)? {
+                let Field::Bytes(b) = h else { continue };
+                let name = match k {
+                    1 => "namespace",
+                    2 => "verb",
+                    3 => "group",
+                    4 => "version",
+                    5 => "resource",
+                    6 => "subresource",
+                    7 => "name",
+                    _ => continue,
+                };
+                attributes.insert(name.into(), string(b));
+            }
+        }
+    }
+    Some(json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": attributes},
+    }))
 }

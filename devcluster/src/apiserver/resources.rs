@@ -413,6 +413,18 @@ impl Registry {
         );
         ssar.verbs = vec!["create"];
         r.add(ssar);
+        let mut ssr = b(
+            "authentication.k8s.io",
+            "v1",
+            "selfsubjectreviews",
+            "SelfSubjectReview",
+            false,
+            &[],
+            false,
+            false,
+        );
+        ssr.verbs = vec!["create"];
+        r.add(ssr);
         r
     }
 
