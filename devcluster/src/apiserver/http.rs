@@ -190,6 +190,15 @@ fn discovery(state: &Shared, path: &str, accept: &str) -> Result<Response, ApiEr
     Ok(json_response(StatusCode::OK, &value))
 }
 
+/// The single name a field selector of only `metadata.name=x` pins.
+fn pinned_name(query: &Query) -> Option<String> {
+    let selector = query.get("fieldSelector")?;
+    let name = selector
+        .strip_prefix("metadata.name==")
+        .or_else(|| selector.strip_prefix("metadata.name="))?;
+    (!name.contains(',')).then(|| name.to_string())
+}
+
 fn verb_of(method: &Method, target: &Target, query: &Query) -> &'static str {
     let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
     match (method.as_str(), target.name.is_some()) {
@@ -265,8 +274,20 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
         api_group: info.group.clone(),
         resource: info.plural.clone(),
         subresource: target.sub.clone().unwrap_or_default(),
-        namespace: target.namespace.clone().unwrap_or_default(),
-        name: target.name.clone().unwrap_or_default(),
+        // As the API server's RequestInfo: a namespace object is in its own namespace.
+        namespace: match (
+            &target.namespace,
+            info.group.is_empty() && info.plural == "namespaces",
+        ) {
+            (Some(ns), _) => ns.clone(),
+            (None, true) => target.name.clone().unwrap_or_default(),
+            (None, false) => String::new(),
+        },
+        // A list or watch pinned to one name by `metadata.name=` is authorized for that name.
+        name: target
+            .name
+            .clone()
+            .unwrap_or_else(|| pinned_name(&query).unwrap_or_default()),
     };
     auth::authorize(state, user, &attributes)?;
     let ns = target.namespace.clone().unwrap_or_default();
