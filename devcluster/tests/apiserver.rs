@@ -461,7 +461,7 @@ async fn watcher_relists_after_falling_behind_the_history() {
     // Large writes while the watcher is not read: the server's stream blocks, falls behind
     // the history, and tells the watcher 410 Gone.
     let blob = "x".repeat(200_000);
-    for i in 0..60 {
+    for i in 0..100 {
         api.patch(
             "big",
             &PatchParams::default(),
@@ -483,14 +483,14 @@ async fn watcher_relists_after_falling_behind_the_history() {
             Ok(watcher::Event::InitApply(c)) | Ok(watcher::Event::Apply(c))
                 if relisted
                     && c.data.as_ref().and_then(|d| d.get("i")).map(String::as_str)
-                        == Some("59") =>
+                        == Some("99") =>
             {
                 break;
             }
             Ok(watcher::Event::Apply(c))
                 if !gone
                     && c.data.as_ref().and_then(|d| d.get("i")).map(String::as_str)
-                        == Some("59") =>
+                        == Some("99") =>
             {
                 panic!("the watcher kept up; the history was never exceeded");
             }
