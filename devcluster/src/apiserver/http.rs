@@ -229,8 +229,15 @@ fn parse_body(bytes: &[u8]) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON or YAML: {e}")))
 }
 
-fn write_options(query: &Query) -> WriteOptions {
+fn write_options(query: &Query, user_agent: &str) -> WriteOptions {
     WriteOptions {
+        default_manager: user_agent
+            .split('/')
+            .next()
+            .filter(|m| !m.is_empty())
+            .unwrap_or("unknown")
+            .to_string(),
+        applying: false,
         manager: query.get("fieldManager").cloned(),
         force: query
             .get("force")
@@ -248,6 +255,12 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
     let accept = accept(&req);
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let Some(target) = parse_path(&path) else {
         if req.method() != Method::GET {
             return Err(ApiError::method_not_allowed());
@@ -356,7 +369,8 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
             if info.group == "rbac.authorization.k8s.io" {
                 auth::may_grant(state, user, &body)?;
             }
-            let (obj, warnings) = ops::create(state, &info, &ns, body, &write_options(&query))?;
+            let (obj, warnings) =
+                ops::create(state, &info, &ns, body, &write_options(&query, &user_agent))?;
             Ok(with_warnings(
                 json_response(StatusCode::CREATED, &obj),
                 &warnings,
@@ -385,7 +399,7 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
             if info.group == "rbac.authorization.k8s.io" {
                 auth::may_grant(state, user, &body)?;
             }
-            let opts = write_options(&query);
+            let opts = write_options(&query, &user_agent);
             if sub == Some("scale") {
                 return write_scale(state, &info, &ns, name, &opts, |_| Ok(body.clone()));
             }
@@ -409,7 +423,7 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
             if info.group == "rbac.authorization.k8s.io" && kind == PatchKind::Apply {
                 auth::may_grant(state, user, &body)?;
             }
-            let opts = write_options(&query);
+            let opts = write_options(&query, &user_agent);
             if sub == Some("scale") {
                 return write_scale(state, &info, &ns, name, &opts, |scale| {
                     let mut s = scale.clone();

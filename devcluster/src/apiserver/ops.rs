@@ -33,6 +33,31 @@ pub struct WriteOptions {
     pub strict: bool,
     /// `dryRun=All`.
     pub dry_run: bool,
+    /// The manager of a non-apply write when `fieldManager` is not given (the User-Agent's
+    /// first word, as the API server does).
+    pub default_manager: String,
+    /// Set internally for server-side apply, which records its own field ownership.
+    pub applying: bool,
+}
+
+impl WriteOptions {
+    fn update_manager(&self) -> String {
+        self.manager
+            .clone()
+            .filter(|m| !m.is_empty())
+            .or_else(|| Some(self.default_manager.clone()).filter(|m| !m.is_empty()))
+            .unwrap_or_else(|| "jetflow-devcluster".into())
+    }
+}
+
+fn status_scope(info: &ResourceInfo, sub: Option<&str>) -> Option<bool> {
+    if sub == Some("status") {
+        Some(true)
+    } else if info.status {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// Options of a delete.
@@ -215,6 +240,15 @@ pub fn create(
         }
         _ => {}
     }
+    if obj.pointer("/metadata/managedFields").is_none() {
+        patch::record_update(
+            None,
+            &mut obj,
+            &opts.update_manager(),
+            &info.api_version(),
+            status_scope(info, None),
+        );
+    }
     let warnings = admit(state, info, None, None, &mut obj, opts)?;
     if opts.dry_run {
         return Ok((obj, warnings));
@@ -377,6 +411,16 @@ pub fn update_with(
             )));
         }
         let mut merged = merge_write(info, &old, new, sub);
+        if !opts.applying {
+            let manager = opts.update_manager();
+            patch::record_update(
+                Some(&old),
+                &mut merged,
+                &manager,
+                &info.api_version(),
+                status_scope(info, sub),
+            );
+        }
         let warnings = admit(state, info, sub, Some(&old), &mut merged, opts)?;
         if opts.dry_run {
             merged["metadata"]["resourceVersion"] = json!(old_rv);
@@ -487,6 +531,10 @@ pub fn patch(
         }
     }
     let manager = opts.manager.clone().unwrap_or_default();
+    let opts = &WriteOptions {
+        applying: kind == PatchKind::Apply,
+        ..opts.clone()
+    };
     update_with(state, info, namespace, name, sub, opts, |old| {
         let mut target = old.clone();
         if let Some(m) = target["metadata"].as_object_mut() {

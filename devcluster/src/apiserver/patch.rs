@@ -222,11 +222,16 @@ pub fn apply(
     // Conflicts: a field another manager owns that this apply sets to a different value.
     let mut conflicts: Vec<(String, String)> = Vec::new();
     for (i, set) in &others {
-        let m = entries[*i]
+        let name = entries[*i]
             .get("manager")
             .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+            .unwrap_or("");
+        let version = entries[*i]
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(api_version);
+        // As the API server words it: `conflict with "kubectl-edit" using apps/v1`.
+        let m = format!("{name}\" using {version}");
         for p in &new_paths {
             if set.iter().any(|o| overlaps(o, p))
                 && at(current, p) != at(applied, p)
@@ -240,15 +245,15 @@ pub fn apply(
         let n = conflicts.len();
         let causes: Vec<Value> = conflicts
             .iter()
-            .map(|(m, f)| json!({"type": "FieldManagerConflict", "message": format!("conflict with \"{m}\""), "field": f}))
+            .map(|(m, f)| json!({"type": "FieldManagerConflict", "message": format!("conflict with \"{m}"), "field": f}))
             .collect();
         let list: Vec<String> = conflicts
             .iter()
-            .map(|(m, f)| format!("- {f}: conflict with \"{m}\""))
+            .map(|(m, f)| format!("- {f}: conflict with \"{m}"))
             .collect();
         let message = if n == 1 {
             format!(
-                "Apply failed with 1 conflict: conflict with \"{}\": {}",
+                "Apply failed with 1 conflict: conflict with \"{}: {}",
                 conflicts[0].0, conflicts[0].1
             )
         } else {
@@ -318,12 +323,141 @@ pub fn apply(
     Ok(obj)
 }
 
+/// The leaf paths whose value `new` sets differently from `old` (added or changed), within
+/// the part of the object `status_only` selects.
+fn changed_leaves(old: Option<&Value>, new: &Value, status_only: Option<bool>) -> BTreeSet<Path> {
+    let mut all = BTreeSet::new();
+    leaves(new, &mut Vec::new(), &mut all, status_only);
+    all.into_iter()
+        .filter(|p| {
+            !(p.first().is_some_and(|f| f == "metadata")
+                && p.get(1)
+                    .is_some_and(|f| f == "deletionTimestamp" || f == "deletionGracePeriodSeconds"))
+        })
+        .filter(|p| old.is_none_or(|o| at(o, p) != at(new, p)))
+        .collect()
+}
+
+/// Records a non-apply write (create, update, merge or JSON patch) by `manager` in
+/// `metadata.managedFields` as the API server does: the fields it set or changed become that
+/// manager's (operation `Update`), taken from any other manager without conflict.
+pub fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    api_version: &str,
+    status_only: Option<bool>,
+) {
+    let subresource = if status_only == Some(true) {
+        "status"
+    } else {
+        ""
+    };
+    let changed = changed_leaves(old, new, status_only);
+    if changed.is_empty() {
+        return;
+    }
+    let mut entries: Vec<Value> = new
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut own = BTreeSet::new();
+    let mut own_time = None;
+    let mut kept = Vec::with_capacity(entries.len() + 1);
+    for mut entry in entries.drain(..) {
+        let m = entry.get("manager").and_then(Value::as_str).unwrap_or("");
+        let sub = entry
+            .get("subresource")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let op = entry.get("operation").and_then(Value::as_str).unwrap_or("");
+        let mut set = BTreeSet::new();
+        from_fields_v1(
+            entry.get("fieldsV1").unwrap_or(&Value::Null),
+            &mut Vec::new(),
+            &mut set,
+        );
+        if m == manager && sub == subresource && op == "Update" {
+            own = set;
+            own_time = entry.get("time").cloned();
+            continue;
+        }
+        let before = set.len();
+        set.retain(|o| !changed.iter().any(|c| overlaps(o, c)));
+        if set.is_empty() {
+            continue;
+        }
+        if set.len() != before {
+            entry["fieldsV1"] = to_fields_v1(&set);
+        }
+        kept.push(entry);
+    }
+    let before = own.clone();
+    own.retain(|o| !changed.iter().any(|c| overlaps(o, c)));
+    own.extend(changed);
+    let time = own_time
+        .filter(|_| own == before)
+        .unwrap_or_else(|| json!(super::now()));
+    let mut entry = json!({
+        "manager": manager,
+        "operation": "Update",
+        "apiVersion": api_version,
+        "time": time,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": to_fields_v1(&own),
+    });
+    if !subresource.is_empty() {
+        entry["subresource"] = json!(subresource);
+    }
+    kept.push(entry);
+    new["metadata"]["managedFields"] = Value::Array(kept);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cm(data: Value) -> Value {
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": data})
+    }
+
+    #[test]
+    fn an_update_takes_the_fields_it_changes_and_later_applies_conflict_on_them() {
+        let base = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        let mut applied = apply(
+            &base,
+            &cm(json!({"x": "1", "y": "1"})),
+            "a",
+            false,
+            "v1",
+            None,
+        )
+        .expect("apply");
+        let old = applied.clone();
+        applied["data"]["x"] = json!("2");
+        record_update(Some(&old), &mut applied, "kubectl-edit", "v1", None);
+        let err = apply(
+            &applied,
+            &cm(json!({"x": "1", "y": "1"})),
+            "a",
+            false,
+            "v1",
+            None,
+        )
+        .expect_err("conflict");
+        assert!(err.message.contains("kubectl-edit"), "{}", err.message);
+        assert!(
+            apply(
+                &applied,
+                &cm(json!({"x": "2", "y": "1"})),
+                "a",
+                false,
+                "v1",
+                None
+            )
+            .is_ok()
+        );
     }
 
     #[test]
