@@ -537,6 +537,16 @@ pub fn patch(
     };
     update_with(state, info, namespace, name, sub, opts, |old| {
         let mut target = old.clone();
+        if kind == PatchKind::Json {
+            // A JSON patch may `test` the resourceVersion; it pins the write only if it changes it.
+            patch::json_patch(&mut target, &body)?;
+            if rv_of(&target) == rv_of(old) {
+                if let Some(m) = target["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                }
+            }
+            return Ok(target);
+        }
         if let Some(m) = target["metadata"].as_object_mut() {
             m.remove("resourceVersion");
         }

@@ -18,8 +18,23 @@ pub fn merge(target: &mut Value, patch: &Value) {
 }
 
 /// Applies a JSON patch (RFC 6902).
+///
+/// As the API server (evanphx/json-patch) does, a `test` of a missing path against `null`
+/// passes: kube-runtime's finalizer helper starts with `test /metadata/finalizers null`.
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
-    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+    let mut patch = patch.clone();
+    if let Some(ops) = patch.as_array_mut() {
+        ops.retain(|op| {
+            let missing_null_test = op.get("op").and_then(Value::as_str) == Some("test")
+                && op.get("value").is_some_and(Value::is_null)
+                && op
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .is_some_and(|p| target.pointer(p).is_none());
+            !missing_null_test
+        });
+    }
+    let ops: json_patch::Patch = serde_json::from_value(patch)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
     json_patch::patch(target, &ops)
         .map_err(|e| ApiError::invalid("", "", "", &format!("the JSON patch failed: {e}")))
@@ -458,6 +473,19 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn json_patch_tests_of_missing_paths_against_null_pass() {
+        let mut obj = json!({"metadata": {"name": "x", "resourceVersion": "3"}});
+        let ops = json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": []},
+            {"op": "test", "path": "/metadata/resourceVersion", "value": "3"},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": "f"},
+        ]);
+        json_patch(&mut obj, &ops).expect("patch");
+        assert_eq!(obj["metadata"]["finalizers"], json!(["f"]));
     }
 
     #[test]
