@@ -186,7 +186,8 @@ pub struct Server;
 
 impl Server {
     /// Binds `config.listen`, seeds the namespaces `default` and `kube-system` (each with its
-    /// `default` ServiceAccount) and the CRDs, and serves in the background.
+    /// `default` ServiceAccount), the `cluster-admin` ClusterRole bound to `system:masters`,
+    /// and the CRDs, and serves in the background.
     pub async fn start(config: Config) -> Result<Handle, StartError> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -305,6 +306,33 @@ fn seed(state: &State, crds: &[Value]) -> Result<(), StartError> {
             let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             ops::create(state, &info, "", obj, &WriteOptions::default()).map_err(seed_err(ns))?;
         }
+    }
+    // The `cluster-admin` ClusterRole and its binding to `system:masters`, as a real cluster
+    // has them (charts and tests bind ServiceAccounts to `cluster-admin`).
+    let rbac = "rbac.authorization.k8s.io";
+    if let (Some(role), Some(binding)) = (
+        registry.get(rbac, "v1", "clusterroles").cloned(),
+        registry.get(rbac, "v1", "clusterrolebindings").cloned(),
+    ) {
+        let labels = serde_json::json!({"kubernetes.io/bootstrapping": "rbac-defaults"});
+        let admin = serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "cluster-admin", "labels": labels},
+            "rules": [
+                {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                {"nonResourceURLs": ["*"], "verbs": ["*"]},
+            ],
+        });
+        ops::create(state, &role, "", admin, &WriteOptions::default())
+            .map_err(seed_err("cluster-admin"))?;
+        let masters = serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "cluster-admin", "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:masters"}],
+        });
+        ops::create(state, &binding, "", masters, &WriteOptions::default())
+            .map_err(seed_err("cluster-admin"))?;
     }
     if let Some(info) = registry
         .get("apiextensions.k8s.io", "v1", "customresourcedefinitions")

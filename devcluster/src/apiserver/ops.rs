@@ -540,10 +540,10 @@ pub fn patch(
         if kind == PatchKind::Json {
             // A JSON patch may `test` the resourceVersion; it pins the write only if it changes it.
             patch::json_patch(&mut target, &body)?;
-            if rv_of(&target) == rv_of(old) {
-                if let Some(m) = target["metadata"].as_object_mut() {
-                    m.remove("resourceVersion");
-                }
+            if rv_of(&target) == rv_of(old)
+                && let Some(m) = target["metadata"].as_object_mut()
+            {
+                m.remove("resourceVersion");
             }
             return Ok(target);
         }
