@@ -137,3 +137,46 @@ async fn a_controller_reconciles_owned_objects_and_settles_without_writes() {
     .await;
     running.abort();
 }
+
+#[tokio::test]
+async fn kube_runtime_finalizer_helper_adds_its_finalizer_and_cleans_up_on_delete() {
+    use kube::runtime::finalizer::{Event, finalizer};
+    let cluster = Cluster::start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().await);
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "fin"}})).expect("configmap");
+    api.create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
+    let run = |api: Api<ConfigMap>| async move {
+        let obj = Arc::new(api.get("fin").await.expect("get"));
+        finalizer(&api, "jetflow.io/cleanup", obj, |event| async move {
+            Ok::<_, ReconcileError>(match event {
+                Event::Apply(_) | Event::Cleanup(_) => Action::await_change(),
+            })
+        })
+        .await
+        .expect("finalizer step")
+    };
+    // First step: the finalizer is added (a JSON patch that tests the list and the version).
+    run(api.clone()).await;
+    let with = api.get("fin").await.expect("get");
+    assert_eq!(
+        with.metadata.finalizers,
+        Some(vec!["jetflow.io/cleanup".to_string()])
+    );
+    // Deleted: held by the finalizer until the cleanup step removes it.
+    api.delete("fin", &Default::default())
+        .await
+        .expect("delete");
+    assert!(
+        api.get("fin")
+            .await
+            .expect("held")
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    run(api.clone()).await;
+    assert!(api.get_opt("fin").await.expect("get").is_none());
+}
