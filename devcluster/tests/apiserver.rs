@@ -805,3 +805,31 @@ async fn metadata_watcher_sees_partial_objects() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn delete_collection_deletes_what_the_selector_picks() {
+    let cluster = Cluster::start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().await);
+    for (name, app) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        let mut c = cm(name, &[]);
+        c.metadata.labels = Some(BTreeMap::from([("app".into(), app.into())]));
+        api.create(&PostParams::default(), &c)
+            .await
+            .expect("create");
+    }
+    api.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("app=x"),
+    )
+    .await
+    .expect("delete collection");
+    let left: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(left, ["c"]);
+}
