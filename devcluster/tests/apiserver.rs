@@ -805,3 +805,55 @@ async fn metadata_watcher_sees_partial_objects() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn delete_collection_deletes_what_the_selector_picks() {
+    let cluster = Cluster::start().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(cluster.client().await);
+    for (name, app) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        let mut c = cm(name, &[]);
+        c.metadata.labels = Some(BTreeMap::from([("app".into(), app.into())]));
+        api.create(&PostParams::default(), &c)
+            .await
+            .expect("create");
+    }
+    api.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("app=x"),
+    )
+    .await
+    .expect("delete collection");
+    let left: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(left, ["c"]);
+}
+
+#[tokio::test]
+async fn a_plain_http_kubeconfig_with_a_token_authenticates_kube_rs() {
+    // What the kubelet writes for a pod: the http:// URL and a TokenRequest token.
+    let cluster = Cluster::start().await;
+    let token = cluster.handle.issue_token("default", "default");
+    let text = jetflow_devcluster::apiserver::kubeconfig::render(
+        &cluster.handle.url,
+        None,
+        "pod",
+        &token,
+        "default",
+    );
+    let path = cluster.file("pod-kubeconfig", &text);
+    let kc = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
+    let api: Api<ConfigMap> =
+        Api::default_namespaced(kube::Client::try_from(config).expect("client"));
+    api.list(&ListParams::default())
+        .await
+        .expect("the token is sent over plain HTTP and accepted");
+}

@@ -122,6 +122,19 @@ async fn kubectl_scales_a_deployment() {
     assert_eq!(replicas, "5");
     let table = cluster.kubectl_ok(&["get", "deployments"]);
     assert!(table.contains("READY") && table.contains("0/5"), "{table}");
+
+    // Strategic merge patches (kubectl set image, client-side apply) merge containers by name.
+    cluster.kubectl_ok(&["set", "image", "deployment/web", "c=nginx:2"]);
+    let containers = cluster.kubectl_ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.template.spec.containers}",
+    ]);
+    assert_eq!(containers, r#"[{"image":"nginx:2","name":"c"}]"#);
+    let yaml = cluster.kubectl_ok(&["get", "deploy", "web", "-o", "yaml"]);
+    assert!(!yaml.contains("$setElementOrder"), "{yaml}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

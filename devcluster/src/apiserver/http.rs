@@ -412,6 +412,8 @@ async fn route(state: &Shared, user: &UserInfo, req: Request) -> Result<Response
         ("PATCH", Some(name)) => {
             let kind = if content_type.contains("json-patch") {
                 PatchKind::Json
+            } else if content_type.contains("strategic-merge-patch") {
+                PatchKind::Strategic
             } else if content_type.contains("merge-patch") {
                 PatchKind::Merge
             } else if content_type.contains("apply-patch") {

@@ -14,8 +14,10 @@ use crate::admission;
 /// How a patch body is to be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatchKind {
-    /// `application/merge-patch+json` and `application/strategic-merge-patch+json`.
+    /// `application/merge-patch+json`.
     Merge,
+    /// `application/strategic-merge-patch+json`.
+    Strategic,
     /// `application/json-patch+json`.
     Json,
     /// `application/apply-patch+yaml`.
@@ -552,6 +554,7 @@ pub fn patch(
         }
         match kind {
             PatchKind::Merge => patch::merge(&mut target, &body),
+            PatchKind::Strategic => patch::strategic_merge(&mut target, &body),
             PatchKind::Json => patch::json_patch(&mut target, &body)?,
             PatchKind::Apply => {
                 target = patch::apply(

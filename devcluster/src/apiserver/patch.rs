@@ -17,6 +17,114 @@ pub fn merge(target: &mut Value, patch: &Value) {
     json_patch::merge(target, patch);
 }
 
+/// The keys lists of objects are merged by in a strategic merge patch (containers, env,
+/// volumes by `name`; conditions by `type`; ports; mounts).
+const MERGE_KEYS: &[&str] = &["name", "type", "containerPort", "mountPath", "port", "uid"];
+
+/// Applies a strategic merge patch the way kubectl's patches need it: maps merge, lists of
+/// objects that all carry one of [`MERGE_KEYS`] merge element by element (`$patch: delete`
+/// removes one), other lists replace, and the directives (`$setElementOrder/...`,
+/// `$retainKeys`, `$deleteFromPrimitiveList/...`) are honoured enough not to be stored.
+pub fn strategic_merge(target: &mut Value, patch: &Value) {
+    let Some(p) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    match p.get("$patch").and_then(Value::as_str) {
+        Some("replace") => {
+            let mut clean = patch.clone();
+            strip_directives(&mut clean);
+            *target = clean;
+            return;
+        }
+        Some("delete") => {
+            *target = Value::Null;
+            return;
+        }
+        _ => {}
+    }
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let Some(t) = target.as_object_mut() else {
+        return;
+    };
+    for (k, v) in p {
+        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
+            if let (Some(list), Some(remove)) =
+                (t.get_mut(field).and_then(Value::as_array_mut), v.as_array())
+            {
+                list.retain(|item| !remove.contains(item));
+            }
+            continue;
+        }
+        if k.starts_with('$') {
+            continue;
+        }
+        match v {
+            Value::Null => {
+                t.remove(k);
+            }
+            Value::Object(_) => {
+                let slot = t.entry(k.clone()).or_insert(Value::Null);
+                strategic_merge(slot, v);
+                if slot.is_null() {
+                    t.remove(k);
+                }
+            }
+            Value::Array(items) => {
+                let key = MERGE_KEYS.iter().find(|key| {
+                    !items.is_empty()
+                        && items
+                            .iter()
+                            .all(|i| i.get(**key).is_some_and(|v| !v.is_null()))
+                });
+                match (key, t.get_mut(k).and_then(Value::as_array_mut)) {
+                    (Some(key), Some(existing)) => {
+                        for item in items {
+                            let id = &item[*key];
+                            let pos = existing.iter().position(|e| e.get(*key) == Some(id));
+                            let delete =
+                                item.get("$patch").and_then(Value::as_str) == Some("delete");
+                            match (pos, delete) {
+                                (Some(i), true) => {
+                                    existing.remove(i);
+                                }
+                                (None, true) => {}
+                                (Some(i), false) => strategic_merge(&mut existing[i], item),
+                                (None, false) => {
+                                    let mut clean = item.clone();
+                                    strip_directives(&mut clean);
+                                    existing.push(clean);
+                                }
+                            }
+                        }
+                    }
+                    _ => {
+                        let mut clean = v.clone();
+                        strip_directives(&mut clean);
+                        t.insert(k.clone(), clean);
+                    }
+                }
+            }
+            _ => {
+                t.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+fn strip_directives(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, _| !k.starts_with('$'));
+            m.values_mut().for_each(strip_directives);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_directives),
+        _ => {}
+    }
+}
+
 /// Applies a JSON patch (RFC 6902).
 ///
 /// As the API server (evanphx/json-patch) does, a `test` of a missing path against `null`
@@ -486,6 +594,17 @@ mod tests {
         ]);
         json_patch(&mut obj, &ops).expect("patch");
         assert_eq!(obj["metadata"]["finalizers"], json!(["f"]));
+    }
+
+    #[test]
+    fn strategic_merge_merges_containers_by_name_and_drops_directives() {
+        let mut d = json!({"spec": {"containers": [{"name": "a", "image": "x", "args": ["1"]}, {"name": "b", "image": "y"}]}});
+        let patch = json!({"spec": {"$setElementOrder/containers": [{"name": "a"}, {"name": "b"}], "containers": [{"name": "a", "image": "z"}, {"name": "b", "$patch": "delete"}]}});
+        strategic_merge(&mut d, &patch);
+        assert_eq!(
+            d,
+            json!({"spec": {"containers": [{"name": "a", "image": "z", "args": ["1"]}]}})
+        );
     }
 
     #[test]
