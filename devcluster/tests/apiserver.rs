@@ -688,7 +688,6 @@ async fn token_request_gives_a_service_account_identity() {
 
 /// Needs the RBAC implementation (the stub in `rbac.rs` allows everything).
 #[tokio::test]
-#[ignore = "passes once rbac::Policy::authorize is implemented; the stub allows everything"]
 async fn a_service_account_is_forbidden_until_a_role_binding_grants_it() {
     let cluster = Cluster::start().await;
     let admin = cluster.client().await;
@@ -853,7 +852,20 @@ async fn a_plain_http_kubeconfig_with_a_token_authenticates_kube_rs() {
         .expect("config");
     let api: Api<ConfigMap> =
         Api::default_namespaced(kube::Client::try_from(config).expect("client"));
-    api.list(&ListParams::default())
-        .await
-        .expect("the token is sent over plain HTTP and accepted");
+    // Authenticated as the ServiceAccount (RBAC then refuses it, which no anonymous or
+    // unauthenticated caller would get to).
+    match api.list(&ListParams::default()).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 403, "{status:?}");
+            assert!(
+                status
+                    .message
+                    .contains("User \"system:serviceaccount:default:default\""),
+                "{status:?}"
+            );
+        }
+        other => {
+            panic!("expected the ServiceAccount to be authenticated, then forbidden: {other:?}")
+        }
+    }
 }

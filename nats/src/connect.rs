@@ -148,9 +148,10 @@ pub async fn connect(
 
 /// Makes ring the process's TLS crypto provider unless one is installed already. rustls picks
 /// a provider by itself only when exactly one of its backends is compiled in; a binary whose
-/// dependency graph enables two (one crate asking for ring, another for aws-lc-rs) would
-/// otherwise fail at the first TLS handshake.
-fn install_crypto_provider() {
+/// dependency graph enables two (one crate asking for ring, another for aws-lc-rs, as a
+/// workspace test build does) would otherwise fail at the first TLS handshake, NATS's or the
+/// Kubernetes client's. Both binaries call it first thing.
+pub fn install_crypto_provider() {
     // An error only says a provider is already installed, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -98,6 +98,7 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    jetflow_nats::install_crypto_provider();
     let args = Args::parse();
     init_logging();
     let mut metrics_addr = args.metrics_addr;

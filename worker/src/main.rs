@@ -162,6 +162,7 @@ fn init_logs(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    jetflow_nats::install_crypto_provider();
     let args = Args::parse();
     init_logs(args.log_format);
     match args.command {
