@@ -497,22 +497,32 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 impl Cluster {
-    /// The pod's IP (its own loopback address on the local control plane).
-    pub async fn pod_ip(&self, namespace: &str, pod: &str) -> Option<String> {
+    /// The address of the pod's container port named `metrics`: its pod IP (its own
+    /// loopback address on the local control plane) and the port.
+    pub async fn metrics_address(&self, namespace: &str, pod: &str) -> Option<String> {
         use k8s_openapi::api::core::v1::Pod;
-        kube::Api::<Pod>::namespaced(self.client.clone(), namespace)
+        let pod = kube::Api::<Pod>::namespaced(self.client.clone(), namespace)
             .get_opt(pod)
             .await
             .ok()
-            .flatten()?
-            .status?
-            .pod_ip
+            .flatten()?;
+        let port = pod
+            .spec?
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| p.name.as_deref() == Some("metrics"))?
+            .container_port;
+        Some(format!("{}:{port}", pod.status?.pod_ip?))
     }
 
-    /// The worker pod's `/metrics` text (port 8080 at the pod's IP), if it answers.
+    /// The pod's `/metrics` text, if it answers.
     pub async fn pod_metrics(&self, namespace: &str, pod: &str) -> Option<String> {
-        let ip = self.pod_ip(namespace, pod).await?;
-        http_get(&format!("{ip}:8080"), "/metrics")
+        let address = self.metrics_address(namespace, pod).await?;
+        tokio::task::spawn_blocking(move || http_get(&address, "/metrics"))
+            .await
+            .ok()
+            .flatten()
     }
 }
 
