@@ -139,6 +139,8 @@ async fn a_pipeline_deleted_and_applied_again_resumes_from_its_checkpoint() {
     expected.extend(publish_orders(&js, 200, 100).await);
     passthrough(&cluster).await;
     assert_exactly_once(&cluster, &js, &expected).await;
+    // The new workers' checkpoints are committed (not refused as stale).
+    wait_committed_through(&cluster, *expected.last().unwrap()).await;
     // Resumed from the checkpoint: the new workers read only what came after it.
     let read = messages_read(&cluster).await;
     assert_eq!(
@@ -370,7 +372,8 @@ async fn the_operator_killed_and_its_lease_taken_over_while_traffic_flows() {
         .await;
     scale_through_the_operator(&cluster, 2).await;
 
-    // The leader's pod deleted: the standby takes the Lease and reconciles.
+    // The leader's pod deleted: another replica (the standby, or the pod that replaces the
+    // deleted one, whichever asks first) takes the Lease and reconciles.
     cluster.kubectl_ok(&[
         "delete",
         "pod",
@@ -384,10 +387,7 @@ async fn the_operator_killed_and_its_lease_taken_over_while_traffic_flows() {
             lease_holder(&cluster).await.filter(|h| *h != leader)
         })
         .await;
-    assert!(
-        pods.iter().any(|(p, _)| *p == new_leader),
-        "the standby {new_leader} leads"
-    );
+    assert_ne!(new_leader, leader);
     scale_through_the_operator(&cluster, 1).await;
 
     let expected = stop_traffic(flow).await;
