@@ -488,6 +488,100 @@ async fn delete_removes_consumers_keeps_the_checkpoint_and_a_new_pipeline_resume
 }
 
 #[tokio::test]
+async fn a_pipeline_applied_again_publishes_a_generation_above_its_checkpoint() {
+    let h = setup().await;
+    running(&h).await;
+    // The earlier Pipeline's workers went through several rebalances.
+    let checkpoint = Checkpoint {
+        id: 30,
+        time: Some(jiff::Timestamp::now()),
+        splits: BTreeMap::from([
+            (
+                "orders.eu".into(),
+                SplitPosition {
+                    position: 2,
+                    owner: Some("orders-copy-worker-old-1".into()),
+                    generation: 7,
+                    ..Default::default()
+                },
+            ),
+            (
+                "orders.us".into(),
+                SplitPosition {
+                    position: 1,
+                    owner: Some("orders-copy-worker-old-0".into()),
+                    generation: 5,
+                    ..Default::default()
+                },
+            ),
+        ]),
+    };
+    write_checkpoint(&h, &checkpoint).await;
+    let h = h.mark_deleted::<Pipeline>(NAME).await;
+    h.run_workers(NAME, 0).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert!(
+        h.config_map(&names::assignment_config_map(NAME))
+            .await
+            .is_none(),
+        "the assignment goes with the Pipeline"
+    );
+
+    h.create_pipeline(orders()).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    h.run_workers(NAME, 2).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let a = assignment(&h).await;
+    assert!(
+        a.generation > 7,
+        "generation {} would make every commit of the new workers stale",
+        a.generation
+    );
+    // A worker's commit under the published generation is accepted by the store's rules.
+    let next = checkpoint.merged(
+        &BTreeMap::from([(
+            "orders.eu".into(),
+            SplitPosition {
+                position: 3,
+                owner: a.owners.get("orders.eu").cloned(),
+                generation: a.generation,
+                ..Default::default()
+            },
+        )]),
+        jiff::Timestamp::now(),
+    );
+    assert!(next.is_ok(), "{next:?}");
+    // Settled: the generation stays where it is.
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert_eq!(assignment(&h).await.generation, a.generation);
+}
+
+#[tokio::test]
+async fn a_change_of_parallelism_or_suspend_rolls_no_worker() {
+    let h = setup().await;
+    running(&h).await;
+    let config = h.config_map(&names::config_map(NAME)).await.unwrap();
+    let before = hash(&h.deployment("orders-copy-worker").await.unwrap());
+    h.edit_pipeline(NAME, json!({"spec": {"parallelism": 3}}))
+        .await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let d = h.deployment("orders-copy-worker").await.unwrap();
+    assert_eq!(d.spec.as_ref().unwrap().replicas, Some(3));
+    assert_eq!(hash(&d), before, "a scale keeps the pods that stay");
+    assert_eq!(
+        h.config_map(&names::config_map(NAME)).await.unwrap().data,
+        config.data
+    );
+    assert!(!h.event_reasons(NAME).await.contains(&"Rolled".to_owned()));
+    h.edit_pipeline(NAME, json!({"spec": {"suspend": true}}))
+        .await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let d = h.deployment("orders-copy-worker").await.unwrap();
+    assert_eq!(d.spec.as_ref().unwrap().replicas, Some(0));
+    assert_eq!(hash(&d), before);
+}
+
+#[tokio::test]
 async fn reset_annotation_discards_the_checkpoint_and_recreates_consumers() {
     let h = setup().await;
     running(&h).await;

@@ -209,6 +209,16 @@ async fn reset_checkpoint(
     Ok(checkpoint)
 }
 
+/// The highest assignment generation any split of `checkpoint` was committed under.
+fn generation_floor(checkpoint: &Checkpoint) -> u64 {
+    checkpoint
+        .splits
+        .values()
+        .map(|p| p.generation)
+        .max()
+        .unwrap_or(0)
+}
+
 /// The apply branch of the Pipeline reconcile.
 pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -> Result<Action> {
     let name = p.name_any();
@@ -313,6 +323,14 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
     let previous: Assignment = decode(assignment_cm.as_ref(), names::ASSIGNMENT_KEY)?;
     let workers = ready_workers(ctx, ns, &name).await?;
     let mut assignment = assign(&split_names, &workers, &previous);
+    // The checkpoint may hold generations the assignment never reached: it outlives the
+    // Pipeline and its assignment ConfigMap, so a Pipeline applied again starts its assignment
+    // from nothing. Every commit under a generation below the checkpoint's would be refused as
+    // stale: publish one above them all.
+    let floor = generation_floor(&checkpoint);
+    if previous.generation < floor {
+        assignment.generation = assignment.generation.max(floor + 1);
+    }
 
     if let (true, Some(reset)) = (resetting, reset.as_deref()) {
         assignment.generation = assignment.generation.max(previous.generation + 1);
@@ -366,8 +384,15 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         default_nats_url: ctx.nats.default_url(),
         replicas,
     };
-    let config = configmap::worker_config(&inputs)?;
-    let hash = deployment::config_hash(&config, reset.as_deref());
+    // The checkpoint's epoch goes into the worker configuration: a worker that started before
+    // a reset carries another one, and its store refuses to write into the fresh checkpoint.
+    let epoch = if resetting {
+        reset.clone()
+    } else {
+        applied_reset
+    };
+    let config = configmap::worker_config(&inputs, epoch.as_deref())?;
+    let hash = deployment::config_hash(&config);
 
     // Apply.
     let dep = apply_children(
