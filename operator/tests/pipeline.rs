@@ -635,6 +635,14 @@ async fn reset_annotation_discards_the_checkpoint_and_recreates_consumers() {
         hash_before
     );
     assert!(h.event_reasons(NAME).await.contains(&"Reset".to_owned()));
+    // The new workers carry the checkpoint's epoch; the old ones' stores refuse to write into it.
+    let config = h.config_map(&names::config_map(NAME)).await.unwrap();
+    let worker: Pipeline =
+        serde_yaml_ng::from_str(&config.data.unwrap()[names::CONFIG_KEY]).unwrap();
+    assert_eq!(
+        worker.metadata.annotations.unwrap()[RESET_APPLIED_ANNOTATION],
+        "2026-11-26"
+    );
 
     // The same value again resets nothing.
     h.clear_calls();

@@ -157,7 +157,7 @@ async fn a_worker_runs_the_splits_the_assignment_config_map_gives_it() {
         jetflow_crds::manifest::load_pipeline(&write_manifest(dir.path(), MANIFEST), None).unwrap();
     let stores = Stores::with_client(api.worker_client(), NS);
     let store = stores
-        .checkpoint(StoreKind::Configmap, dir.path(), NS, "orders")
+        .checkpoint(StoreKind::Configmap, dir.path(), NS, "orders", None)
         .unwrap();
     let feed = stores
         .assignment(StoreKind::Configmap, None, "orders")
