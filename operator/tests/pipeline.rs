@@ -460,6 +460,8 @@ async fn delete_removes_consumers_keeps_the_checkpoint_and_a_new_pipeline_resume
 
     let h = h.mark_deleted::<Pipeline>(NAME).await;
     h.reconcile_pipeline(NAME).await.unwrap();
+    h.run_workers(NAME, 0).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
     assert!(h.api::<Pipeline>().get_opt(NAME).await.unwrap().is_none());
     assert!(
         consumer(&h, "orders.eu").await.is_none(),
@@ -485,6 +487,54 @@ async fn delete_removes_consumers_keeps_the_checkpoint_and_a_new_pipeline_resume
     );
     assert_eq!(status(&h).await.splits[0].position, 2);
     assert!(h.event_reasons(NAME).await.contains(&"Adopted".to_owned()));
+}
+
+#[tokio::test]
+async fn delete_stops_the_workers_before_it_removes_the_consumers() {
+    let h = setup().await;
+    running(&h).await;
+    let h = h.mark_deleted::<Pipeline>(NAME).await;
+    let action = h.reconcile_pipeline(NAME).await.unwrap();
+    // The workers still run: they would make a deleted consumer again at once.
+    assert!(
+        consumer(&h, "orders.eu").await.is_some(),
+        "a consumer was removed while its worker still runs"
+    );
+    assert!(consumer(&h, "orders.us").await.is_some());
+    let d = h.deployment("orders-copy-worker").await.unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(0), "the workers are stopped");
+    assert!(
+        h.api::<Pipeline>().get_opt(NAME).await.unwrap().is_some(),
+        "the finalizer stays while workers run"
+    );
+    assert_eq!(
+        action,
+        Action::requeue(jetflow_operator::pipeline::apply::STOPPING_RECHECK)
+    );
+    // One pod still terminating (writing its final checkpoint): still waiting.
+    h.run_workers(NAME, 1).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert!(consumer(&h, "orders.eu").await.is_some());
+    // Every worker gone: the consumers go, and the Pipeline with them.
+    h.run_workers(NAME, 0).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert!(consumer(&h, "orders.eu").await.is_none());
+    assert!(consumer(&h, "orders.us").await.is_none());
+    assert!(h.api::<Pipeline>().get_opt(NAME).await.unwrap().is_none());
+    h.assert_calls_permitted();
+}
+
+#[tokio::test]
+async fn a_split_consumer_has_an_inactivity_threshold() {
+    let h = setup().await;
+    h.create_pipeline(orders()).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let info = consumer(&h, "orders.eu").await.unwrap();
+    assert!(
+        info.config.inactive_threshold >= Duration::from_secs(3600),
+        "{:?}",
+        info.config.inactive_threshold
+    );
 }
 
 #[tokio::test]
