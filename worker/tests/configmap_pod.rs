@@ -307,7 +307,9 @@ async fn a_worker_started_before_a_reset_never_writes_into_the_fresh_checkpoint(
         "the old worker wrote into the reset checkpoint; log:\n{}",
         worker.log_text()
     );
-    let _ = worker.terminate(Duration::from_secs(30));
+    // Its stop is clean: the final checkpoint is not written either.
+    let status = worker.terminate(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "log:\n{}", worker.log_text());
     assert_eq!(api.checkpoint("orders").await, fresh);
     assert!(
         worker.log_text().contains("was reset"),
