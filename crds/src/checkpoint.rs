@@ -78,6 +78,15 @@ pub enum MergeError {
     },
 }
 
+impl MergeError {
+    /// The split the write was refused for.
+    pub fn split(&self) -> &str {
+        match self {
+            Self::Backwards { split, .. } | Self::StaleGeneration { split, .. } => split,
+        }
+    }
+}
+
 impl Checkpoint {
     /// Applies `updates` to this checkpoint, checking that no position moves backwards and no
     /// generation is older than the committed one, and returns the next checkpoint. Splits not

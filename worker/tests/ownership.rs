@@ -406,3 +406,73 @@ async fn a_worker_stopped_with_sigterm_releases_its_splits_to_the_next_owner_at_
         assert_eq!(p.generation, 2, "{split}: {p:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_releases_its_splits_even_when_one_was_taken_on_by_a_newer_owner() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, "transfers", &["transfers.>"]).await;
+    create_stream(&js, "ledger", &["ledger.>"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path(), MANIFEST);
+    let checkpoints = dir.path().join("checkpoints");
+    let assignment = dir.path().join("assignment.json");
+    let assignment_arg = assignment.display().to_string();
+    let all_w1: Vec<(&str, &str)> = SUBJECTS.iter().map(|s| (*s, "w1")).collect();
+    write_assignment(&assignment, 1, &all_w1);
+    let addr = free_addr();
+    let mut worker = spawn(
+        &manifest,
+        &server.url(),
+        &checkpoints,
+        "w1",
+        &addr,
+        &["--assignment-file", &assignment_arg],
+    );
+    wait_ready(&mut worker, &addr, Duration::from_secs(30)).await;
+    publish(&js, &SUBJECTS, 1_200, 128).await;
+    let checkpoint = || read_checkpoint(&checkpoints, "ledger");
+    wait_until("every split committed", Duration::from_secs(30), || {
+        let c = checkpoint();
+        SUBJECTS
+            .iter()
+            .all(|s| c.splits.get(*s).is_some_and(|p| p.position > 0))
+    })
+    .await;
+
+    // transfers.anz was given to w9 under an assignment w1 has not seen yet, and w9 moved it on.
+    let store = Arc::new(jetflow_worker::checkpoint::FileStore::new(
+        &checkpoints,
+        "default",
+        "ledger",
+    ));
+    let mut committer = jetflow_worker::checkpoint::Committer::open(store)
+        .await
+        .unwrap();
+    let taken = jetflow_crds::checkpoint::SplitPosition {
+        position: committer.checkpoint().splits["transfers.anz"].position + 1_000,
+        owner: Some("w9".into()),
+        generation: 2,
+        ..Default::default()
+    };
+    committer
+        .commit(&[("transfers.anz".to_owned(), taken.clone())].into())
+        .await
+        .unwrap();
+    publish(&js, &SUBJECTS, 600, 128).await;
+
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}; log:\n{}", worker.log_text());
+    let last = checkpoint();
+    assert_eq!(
+        last.splits["transfers.anz"], taken,
+        "left to its newer owner"
+    );
+    for split in &SUBJECTS[..5] {
+        let p = &last.splits[*split];
+        assert!(
+            p.released && p.owner.as_deref() == Some("w1"),
+            "{split}: {p:?}"
+        );
+    }
+}
