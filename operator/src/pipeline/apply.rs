@@ -167,11 +167,9 @@ async fn checkpoint_config_map(
     }
 }
 
-/// Discards the checkpoint: every split back to position 0 under the new assignment generation,
-/// recorded with the reset value (the epoch, which the stores of workers started before it
-/// refuse to write into), by a replace conditional on the version read. Every split is marked
-/// released: its old owner can write nothing into this checkpoint, not even a release, so a
-/// worker of the new epoch that gains it starts at once.
+/// Discards the checkpoint: every split back to position 0 under the new assignment generation
+/// (so a worker still running with the old assignment cannot write its old positions back),
+/// recorded with the reset value, by a replace conditional on the version read.
 async fn reset_checkpoint(
     cms: &Api<ConfigMap>,
     live: &ConfigMap,
@@ -192,7 +190,6 @@ async fn reset_checkpoint(
                     SplitPosition {
                         position: 0,
                         generation,
-                        released: true,
                         ..Default::default()
                     },
                 )
