@@ -43,6 +43,12 @@ pub struct SplitPosition {
     /// The next commit of the split (once the steps or the data are fixed) clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
+    /// Set by an owner that stopped running the split (a graceful stop, or the split given to
+    /// another worker) after it committed its final position: the next owner may start at once,
+    /// without waiting for a release under its own generation. The next commit of the split
+    /// (the new owner claiming it) clears it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
 }
 
 /// Why a checkpoint write was refused.
@@ -70,6 +76,15 @@ pub enum MergeError {
         /// The writer's generation.
         proposed: u64,
     },
+}
+
+impl MergeError {
+    /// The split the write was refused for.
+    pub fn split(&self) -> &str {
+        match self {
+            Self::Backwards { split, .. } | Self::StaleGeneration { split, .. } => split,
+        }
+    }
 }
 
 impl Checkpoint {

@@ -33,3 +33,8 @@ pub const PIPELINE_LABEL: &str = "jetflow.io/pipeline";
 /// Annotation on a Pipeline that, when its value changes, discards the checkpoint and starts
 /// the pipeline afresh from `source.jetstream.start`.
 pub const RESET_ANNOTATION: &str = "jetflow.io/reset";
+/// Annotation on the checkpoint ConfigMap recording the last reset value applied to it (the
+/// checkpoint's epoch). The operator also writes it into the worker configuration's metadata,
+/// and a worker's checkpoint store refuses to write into a checkpoint of another epoch: a worker
+/// that started before a reset can never write its old positions into the fresh checkpoint.
+pub const RESET_APPLIED_ANNOTATION: &str = "jetflow.io/reset-applied";

@@ -13,6 +13,12 @@
 //! pending state of thousands of messages between checkpoints would cost the server more than
 //! the messages themselves.
 //!
+//! Every consumer carries an inactivity threshold ([`inactive_threshold`], at least an hour):
+//! a split's reader always has a pull request waiting, so a live consumer is never inactive,
+//! while one whose pipeline is gone (its workers stopped, the operator's cleanup missed it) is
+//! removed by the server instead of holding its state forever. A consumer removed while its
+//! pipeline was only suspended is made again at its checkpoint when the pipeline resumes.
+//!
 //! Nothing here talks to NATS: the functions are pure, and the callers do the I/O and handle
 //! its errors.
 
@@ -30,6 +36,16 @@ pub const MAX_ACK_PENDING: i64 = 1_000_000;
 /// intervals plus 30 s, so that a message merely waiting for its checkpoint is not redelivered.
 pub fn ack_wait(checkpoint_interval: Duration) -> Duration {
     checkpoint_interval * 2 + Duration::from_secs(30)
+}
+
+/// The shortest inactivity threshold a split's consumer gets.
+pub const MIN_INACTIVE_THRESHOLD: Duration = Duration::from_secs(3600);
+
+/// How long a consumer may go without a pull request before the server removes it: an hour, or
+/// ten ack waits for very long checkpoint intervals. A live split pulls all the time (a handover
+/// pauses it for seconds), so only a consumer whose readers are gone ever reaches it.
+pub fn inactive_threshold(checkpoint_interval: Duration) -> Duration {
+    MIN_INACTIVE_THRESHOLD.max(ack_wait(checkpoint_interval) * 10)
 }
 
 /// Where a split's consumer starts.
@@ -139,6 +155,8 @@ pub fn config(
         max_deliver: -1,
         // Recovery comes from jetflow's checkpoint, not from the consumer's state.
         memory_storage: true,
+        // A second line behind the operator's cleanup: a consumer nobody reads goes.
+        inactive_threshold: inactive_threshold(checkpoint_interval),
         ..Default::default()
     })
 }
@@ -149,8 +167,8 @@ pub enum Verdict {
     /// It is what the reader wants: read through it as it is.
     Use,
     /// Only settings JetStream changes in place differ (ack wait after a change of the
-    /// checkpoint interval, max ack pending, max deliver, description): update it, keeping its
-    /// start and its state.
+    /// checkpoint interval, max ack pending, max deliver, inactivity threshold, description):
+    /// update it, keeping its start and its state.
     Update,
     /// It cannot serve: delete it and create it again. The reason is for logs.
     Recreate(&'static str),
@@ -191,6 +209,7 @@ pub fn judge_settings(live: &consumer::Config, desired: &pull::Config) -> Verdic
     if live.ack_wait != desired.ack_wait
         || live.max_ack_pending != desired.max_ack_pending
         || max_deliver(live) != desired.max_deliver
+        || live.inactive_threshold != desired.inactive_threshold
         || live.description != desired.description
     {
         return Verdict::Update;
@@ -262,6 +281,7 @@ mod tests {
             max_deliver: -1,
             filter_subject: config.filter_subject.clone(),
             memory_storage: config.memory_storage,
+            inactive_threshold: config.inactive_threshold,
             ..Default::default()
         }
     }
@@ -280,6 +300,8 @@ mod tests {
         assert!(c.ack_wait > interval * 2);
         assert_eq!(c.max_ack_pending, MAX_ACK_PENDING);
         assert!(c.memory_storage);
+        assert!(c.inactive_threshold >= Duration::from_secs(3600));
+        assert!(c.inactive_threshold > c.ack_wait * 2);
         assert_eq!(c.deliver_policy, DeliverPolicy::All);
         assert_eq!(c.filter_subject, "orders.eu");
         let whole = config("c", &split(">"), &Start::After(41), interval).unwrap();
@@ -340,5 +362,9 @@ mod tests {
         let update = update_of(&old_interval, &want);
         assert_eq!(update.deliver_policy, old_interval.deliver_policy);
         assert_eq!(update.ack_wait, want.ack_wait);
+        // A consumer made before consumers had an inactivity threshold gets one in place.
+        let mut forever = live(&want);
+        forever.inactive_threshold = Duration::ZERO;
+        assert_eq!(judge_settings(&forever, &want), Verdict::Update);
     }
 }

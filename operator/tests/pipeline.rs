@@ -460,6 +460,8 @@ async fn delete_removes_consumers_keeps_the_checkpoint_and_a_new_pipeline_resume
 
     let h = h.mark_deleted::<Pipeline>(NAME).await;
     h.reconcile_pipeline(NAME).await.unwrap();
+    h.run_workers(NAME, 0).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
     assert!(h.api::<Pipeline>().get_opt(NAME).await.unwrap().is_none());
     assert!(
         consumer(&h, "orders.eu").await.is_none(),
@@ -485,6 +487,148 @@ async fn delete_removes_consumers_keeps_the_checkpoint_and_a_new_pipeline_resume
     );
     assert_eq!(status(&h).await.splits[0].position, 2);
     assert!(h.event_reasons(NAME).await.contains(&"Adopted".to_owned()));
+}
+
+#[tokio::test]
+async fn delete_stops_the_workers_before_it_removes_the_consumers() {
+    let h = setup().await;
+    running(&h).await;
+    let h = h.mark_deleted::<Pipeline>(NAME).await;
+    let action = h.reconcile_pipeline(NAME).await.unwrap();
+    // The workers still run: they would make a deleted consumer again at once.
+    assert!(
+        consumer(&h, "orders.eu").await.is_some(),
+        "a consumer was removed while its worker still runs"
+    );
+    assert!(consumer(&h, "orders.us").await.is_some());
+    let d = h.deployment("orders-copy-worker").await.unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(0), "the workers are stopped");
+    assert!(
+        h.api::<Pipeline>().get_opt(NAME).await.unwrap().is_some(),
+        "the finalizer stays while workers run"
+    );
+    assert_eq!(
+        action,
+        Action::requeue(jetflow_operator::pipeline::apply::STOPPING_RECHECK)
+    );
+    // One pod still terminating (writing its final checkpoint): still waiting.
+    h.run_workers(NAME, 1).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert!(consumer(&h, "orders.eu").await.is_some());
+    // Every worker gone: the consumers go, and the Pipeline with them.
+    h.run_workers(NAME, 0).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert!(consumer(&h, "orders.eu").await.is_none());
+    assert!(consumer(&h, "orders.us").await.is_none());
+    assert!(h.api::<Pipeline>().get_opt(NAME).await.unwrap().is_none());
+    h.assert_calls_permitted();
+}
+
+#[tokio::test]
+async fn a_split_consumer_has_an_inactivity_threshold() {
+    let h = setup().await;
+    h.create_pipeline(orders()).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let info = consumer(&h, "orders.eu").await.unwrap();
+    assert!(
+        info.config.inactive_threshold >= Duration::from_secs(3600),
+        "{:?}",
+        info.config.inactive_threshold
+    );
+}
+
+#[tokio::test]
+async fn a_pipeline_applied_again_publishes_a_generation_above_its_checkpoint() {
+    let h = setup().await;
+    running(&h).await;
+    // The earlier Pipeline's workers went through several rebalances.
+    let checkpoint = Checkpoint {
+        id: 30,
+        time: Some(jiff::Timestamp::now()),
+        splits: BTreeMap::from([
+            (
+                "orders.eu".into(),
+                SplitPosition {
+                    position: 2,
+                    owner: Some("orders-copy-worker-old-1".into()),
+                    generation: 7,
+                    ..Default::default()
+                },
+            ),
+            (
+                "orders.us".into(),
+                SplitPosition {
+                    position: 1,
+                    owner: Some("orders-copy-worker-old-0".into()),
+                    generation: 5,
+                    ..Default::default()
+                },
+            ),
+        ]),
+    };
+    write_checkpoint(&h, &checkpoint).await;
+    let h = h.mark_deleted::<Pipeline>(NAME).await;
+    h.run_workers(NAME, 0).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert!(
+        h.config_map(&names::assignment_config_map(NAME))
+            .await
+            .is_none(),
+        "the assignment goes with the Pipeline"
+    );
+
+    h.create_pipeline(orders()).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    h.run_workers(NAME, 2).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let a = assignment(&h).await;
+    assert!(
+        a.generation > 7,
+        "generation {} would make every commit of the new workers stale",
+        a.generation
+    );
+    // A worker's commit under the published generation is accepted by the store's rules.
+    let next = checkpoint.merged(
+        &BTreeMap::from([(
+            "orders.eu".into(),
+            SplitPosition {
+                position: 3,
+                owner: a.owners.get("orders.eu").cloned(),
+                generation: a.generation,
+                ..Default::default()
+            },
+        )]),
+        jiff::Timestamp::now(),
+    );
+    assert!(next.is_ok(), "{next:?}");
+    // Settled: the generation stays where it is.
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert_eq!(assignment(&h).await.generation, a.generation);
+}
+
+#[tokio::test]
+async fn a_change_of_parallelism_or_suspend_rolls_no_worker() {
+    let h = setup().await;
+    running(&h).await;
+    let config = h.config_map(&names::config_map(NAME)).await.unwrap();
+    let before = hash(&h.deployment("orders-copy-worker").await.unwrap());
+    h.edit_pipeline(NAME, json!({"spec": {"parallelism": 3}}))
+        .await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let d = h.deployment("orders-copy-worker").await.unwrap();
+    assert_eq!(d.spec.as_ref().unwrap().replicas, Some(3));
+    assert_eq!(hash(&d), before, "a scale keeps the pods that stay");
+    assert_eq!(
+        h.config_map(&names::config_map(NAME)).await.unwrap().data,
+        config.data
+    );
+    assert!(!h.event_reasons(NAME).await.contains(&"Rolled".to_owned()));
+    h.edit_pipeline(NAME, json!({"spec": {"suspend": true}}))
+        .await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let d = h.deployment("orders-copy-worker").await.unwrap();
+    assert_eq!(d.spec.as_ref().unwrap().replicas, Some(0));
+    assert_eq!(hash(&d), before);
 }
 
 #[tokio::test]
@@ -541,6 +685,14 @@ async fn reset_annotation_discards_the_checkpoint_and_recreates_consumers() {
         hash_before
     );
     assert!(h.event_reasons(NAME).await.contains(&"Reset".to_owned()));
+    // The new workers carry the checkpoint's epoch; the old ones' stores refuse to write into it.
+    let config = h.config_map(&names::config_map(NAME)).await.unwrap();
+    let worker: Pipeline =
+        serde_yaml_ng::from_str(&config.data.unwrap()[names::CONFIG_KEY]).unwrap();
+    assert_eq!(
+        worker.metadata.annotations.unwrap()[RESET_APPLIED_ANNOTATION],
+        "2026-11-26"
+    );
 
     // The same value again resets nothing.
     h.clear_calls();

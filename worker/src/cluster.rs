@@ -145,18 +145,24 @@ impl Stores {
     }
 
     /// The checkpoint store of pipeline `name` (in `namespace`, for the file store's path).
+    /// `epoch` is the reset value the worker configuration carries (see
+    /// [`ConfigMapStore::with_epoch`]); the file store has none.
     pub fn checkpoint(
         &self,
         kind: StoreKind,
         dir: &Path,
         namespace: &str,
         name: &str,
+        epoch: Option<&str>,
     ) -> Result<Arc<dyn CheckpointStore>, ClusterError> {
         Ok(match kind {
             StoreKind::File => Arc::new(FileStore::new(dir, namespace, name)),
             StoreKind::Configmap => {
                 let (client, ns) = self.kube()?;
-                Arc::new(ConfigMapStore::new(client.clone(), ns, name))
+                Arc::new(
+                    ConfigMapStore::new(client.clone(), ns, name)
+                        .with_epoch(epoch.map(str::to_owned)),
+                )
             }
         })
     }

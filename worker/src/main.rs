@@ -273,11 +273,18 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let stores = Stores::connect(args.checkpoint_store, args.assignment_store).await?;
+    let epoch = pipeline
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(jetflow_crds::names::RESET_APPLIED_ANNOTATION))
+        .cloned();
     let store = stores.checkpoint(
         args.checkpoint_store,
         &args.checkpoint_dir,
         &namespace,
         &name,
+        epoch.as_deref(),
     )?;
     tracing::info!(checkpoint = %store.location(), "checkpoint store");
     let membership = membership(&args, &stores, &pipeline, &client, &worker_id, &cancel).await?;

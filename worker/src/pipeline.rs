@@ -28,7 +28,10 @@
 //! generation ([`Runner::set_generation`]).
 //!
 //! Shutdown ([`Runner::run`] when its token fires): stop pulling, let each split confirm what
-//! it has in flight, take a final checkpoint, acknowledge, return. A split that stopped on a
+//! it has in flight, take a final checkpoint, acknowledge, return. A worker following an
+//! assignment marks every split it ran released in that final checkpoint, so that the next
+//! owner (a rolling update moves every split of a stopped pod) starts at once instead of
+//! waiting out its handover timeout. A split that stopped on a
 //! failed message (error policy `Stop`) keeps its last good position; when every split has
 //! stopped the run ends with [`RunOutcome::Stopped`].
 
@@ -370,7 +373,7 @@ impl<S: Sink> Runner<S> {
             split: name.to_owned(),
         })??;
         let finals = BTreeMap::from([(name.to_owned(), (snapshot, handle.committed))]);
-        self.commit_and_ack(finals, Instant::now()).await?;
+        self.commit_and_ack(finals, Instant::now(), false).await?;
         self.metrics.remove_split(name);
         Ok(())
     }
@@ -417,64 +420,91 @@ impl<S: Sink> Runner<S> {
                 }
             }
         }
-        self.commit_and_ack(snapshots, started).await
+        self.commit_and_ack(snapshots, started, false).await
     }
 
+    /// Commits the positions of `snapshots` that moved (or finished, or stopped), then
+    /// acknowledges the source up to them. With `release`, every split of `snapshots` is also
+    /// marked released in the same write (the worker stops running it: its next owner may start
+    /// at once), unless the checkpoint shows that a newer owner has moved it on already.
     async fn commit_and_ack(
         &mut self,
         snapshots: BTreeMap<String, (SplitSnapshot, Arc<AtomicU64>)>,
         started: Instant,
+        release: bool,
     ) -> Result<(), RunError> {
-        let updates: BTreeMap<String, SplitPosition> = snapshots
-            .iter()
-            .filter(|(name, (s, committed))| {
-                s.position > committed.load(Ordering::Acquire)
-                    || s.finished
-                    // A split that just stopped on a failed message: the reason is recorded
-                    // once, for the operator to report.
-                    || s.stopped.is_some()
-                        && self
-                            .committer
-                            .checkpoint()
-                            .splits
-                            .get(*name)
-                            .is_none_or(|c| c.stopped != s.stopped)
-            })
+        let core = self.readers.core().is_some();
+        let mut moved = std::collections::BTreeSet::new();
+        let mut updates: BTreeMap<String, SplitPosition> = BTreeMap::new();
+        for (name, (s, committed)) in &snapshots {
+            let entry = self.committer.checkpoint().splits.get(name);
+            let changed = s.position > committed.load(Ordering::Acquire)
+                || s.finished
+                // A split that just stopped on a failed message: the reason is recorded once,
+                // for the operator to report.
+                || s.stopped.is_some() && entry.is_none_or(|c| c.stopped != s.stopped);
             // Workers sharing a Core subject in a queue group each count their own messages:
             // one whose count is behind what another committed leaves the position alone
             // (nothing is acknowledged to a Core source, and the ids stay unique per worker).
-            .filter(|(name, (s, _))| {
-                self.readers.core().is_none()
-                    || self
-                        .committer
-                        .checkpoint()
-                        .splits
-                        .get(*name)
-                        .is_none_or(|c| s.position > c.position)
-            })
-            .map(|(name, (s, _))| {
+            let write = changed && (!core || entry.is_none_or(|c| s.position > c.position));
+            // A release is for a split nobody newer has taken on: not committed under a later
+            // generation, nor (from a stream) past this worker's position.
+            let release = release
+                && entry.is_none_or(|c| {
+                    c.generation <= self.generation && (core || c.position <= s.position)
+                });
+            if !write && !release {
+                continue;
+            }
+            if write {
+                moved.insert(name.clone());
+            }
+            let (position, finished, stopped) = if write {
+                (s.position, s.finished, s.stopped.clone())
+            } else {
                 (
-                    name.clone(),
-                    SplitPosition {
-                        position: s.position,
-                        owner: Some(self.worker_id.clone()),
-                        generation: self.generation,
-                        finished: s.finished,
-                        stopped: s.stopped.clone(),
-                    },
+                    entry.map_or(s.position, |c| c.position.max(s.position)),
+                    s.finished || entry.is_some_and(|c| c.finished),
+                    s.stopped
+                        .clone()
+                        .or_else(|| entry.and_then(|c| c.stopped.clone())),
                 )
-            })
-            .collect();
+            };
+            updates.insert(
+                name.clone(),
+                SplitPosition {
+                    position,
+                    owner: Some(self.worker_id.clone()),
+                    generation: self.generation,
+                    finished,
+                    stopped,
+                    released: release,
+                },
+            );
+        }
         if !updates.is_empty() {
-            let id = match self.committer.commit(&updates).await {
-                Ok(c) => c.id,
-                Err(e) => {
-                    self.metrics.checkpoint_failures.inc();
-                    return Err(e.into());
+            let id = loop {
+                match self.committer.commit(&updates).await {
+                    Ok(c) => break c.id,
+                    // The final checkpoint: a split that a newer owner took on (this worker
+                    // missed the assignment that moved it) is left to it; the others are still
+                    // committed and released.
+                    Err(StoreError::Refused { source, .. })
+                        if release && updates.len() > 1 && updates.contains_key(source.split()) =>
+                    {
+                        tracing::warn!(error = %source, "split taken on by a newer owner; not committed");
+                        let split = source.split().to_owned();
+                        updates.remove(&split);
+                        moved.remove(&split);
+                    }
+                    Err(e) => {
+                        self.metrics.checkpoint_failures.inc();
+                        return Err(e.into());
+                    }
                 }
             };
             // Only now, with the positions durable, may the source forget the messages.
-            let acks = updates.keys().map(|name| {
+            let acks = moved.iter().map(|name| {
                 let (snapshot, committed) = &snapshots[name];
                 committed.store(snapshot.position, Ordering::Release);
                 let metrics = self.metrics.split(name);
@@ -587,7 +617,9 @@ impl<S: Sink> Runner<S> {
         }
         self.health.set_ready(false);
         let deadline = self.shutdown_timeout;
-        let shutdown = self.shutdown();
+        // Following an assignment, the final checkpoint releases every split, so that their
+        // next owners (a rolling update's new pods) start at once.
+        let shutdown = self.shutdown(membership.follows_assignment());
         let result = tokio::time::timeout(deadline, shutdown).await;
         match (failure, result) {
             (Some(e), _) => Err(e),
@@ -599,8 +631,9 @@ impl<S: Sink> Runner<S> {
         }
     }
 
-    /// Drains every split and takes the final checkpoint.
-    async fn shutdown(&mut self) -> Result<RunOutcome, RunError> {
+    /// Drains every split and takes the final checkpoint; with `release`, the same write marks
+    /// every split released.
+    async fn shutdown(&mut self, release: bool) -> Result<RunOutcome, RunError> {
         let started = Instant::now();
         self.cancel.cancel();
         let stopped = self.stopped();
@@ -627,7 +660,15 @@ impl<S: Sink> Runner<S> {
             .filter_map(|(n, (s, _))| s.stopped.clone().map(|r| (n.clone(), r)))
             .collect();
         stopped_now.extend(stopped);
-        self.commit_and_ack(finals, started).await?;
+        match self.commit_and_ack(finals, started, release).await {
+            Ok(()) => {}
+            // The checkpoint was reset after this worker started: its positions belong to
+            // nothing any more, and the stop is clean.
+            Err(RunError::Store(e @ StoreError::Superseded { .. })) => {
+                tracing::warn!(error = %e, "final checkpoint not written");
+            }
+            Err(e) => return Err(e),
+        }
         tracing::info!(
             checkpoint = self.committer.checkpoint().id,
             "final checkpoint taken"

@@ -157,7 +157,7 @@ async fn a_worker_runs_the_splits_the_assignment_config_map_gives_it() {
         jetflow_crds::manifest::load_pipeline(&write_manifest(dir.path(), MANIFEST), None).unwrap();
     let stores = Stores::with_client(api.worker_client(), NS);
     let store = stores
-        .checkpoint(StoreKind::Configmap, dir.path(), NS, "orders")
+        .checkpoint(StoreKind::Configmap, dir.path(), NS, "orders", None)
         .unwrap();
     let feed = stores
         .assignment(StoreKind::Configmap, None, "orders")
@@ -253,10 +253,10 @@ async fn a_worker_runs_the_splits_the_assignment_config_map_gives_it() {
 
     assert_exactly_once(&read_all(&js, "copies").await, 1..=2_000);
     let checkpoint = api.checkpoint("orders").await;
-    // Each entry carries the generation it was last committed under: orders.eu did not move
-    // after the second assignment, orders.us started under it.
-    for (split, generation) in [("orders.eu", 1), ("orders.us", 2)] {
+    // The stop released every split in the final checkpoint, under the generation in force.
+    for split in ["orders.eu", "orders.us"] {
         assert_eq!(checkpoint.splits[split].owner.as_deref(), Some(worker));
-        assert_eq!(checkpoint.splits[split].generation, generation);
+        assert_eq!(checkpoint.splits[split].generation, 2);
+        assert!(checkpoint.splits[split].released, "{split}");
     }
 }

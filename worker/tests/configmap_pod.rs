@@ -5,7 +5,8 @@
 //! splits to the bound once assigned, records them `finished`, and stays up (the operator
 //! scales the Deployment to 0); SIGTERM then stops it with exit code 0. The assignment
 //! ConfigMap is followed with a watch; the fake API has no watch, so here the worker runs on its
-//! fallback, polling.
+//! fallback, polling. A worker that started before a reset of the checkpoint never writes into
+//! the fresh one, even when it follows the new assignment.
 
 mod common;
 mod kube_support;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use jetflow_crds::assignment::Assignment;
+use jetflow_crds::checkpoint::{Checkpoint, SplitPosition};
 use jetflow_testsupport::NatsServer;
 use jetflow_worker::assignment::configmap::ConfigMapAssignment;
 use jetflow_worker::pipeline::Change;
@@ -224,5 +226,94 @@ async fn the_assignment_is_read_at_each_interval_while_the_watch_is_broken() {
     assert!(
         calls.iter().filter(|c| c.query.is_empty()).count() >= 3,
         "polled by name: {calls:?}"
+    );
+}
+
+/// What `jetflow.io/reset` does while old workers still run: the operator replaces the
+/// checkpoint (every position 0 under a new generation, recording the reset value) and publishes
+/// the new assignment before the rollout replaced the pods. An old pod that takes the new
+/// generation must still not write its old positions into the fresh checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_before_a_reset_never_writes_into_the_fresh_checkpoint() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, "orders", &["orders.>"]).await;
+    create_stream(&js, "copies", &["copies.>"]).await;
+    publish(&js, &["orders.eu", "orders.us"], 200, 32).await;
+    let api = FakeApi::new().await;
+    api.create_checkpoint("orders").await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.serve(dir.path()).await;
+    let unbounded = manifest(&server.url()).replace("    bound: {streamEnd: true}\n", "");
+    let path = write_manifest(dir.path(), &unbounded);
+    let metrics = free_addr();
+    let owners = BTreeMap::from([
+        ("orders.eu".to_owned(), WORKER.to_owned()),
+        ("orders.us".to_owned(), WORKER.to_owned()),
+    ]);
+    api.publish_assignment(
+        "orders",
+        &Assignment {
+            generation: 1,
+            owners: owners.clone(),
+        },
+    )
+    .await;
+
+    let mut worker = start_pod(&path, &kubeconfig, dir.path(), &metrics);
+    wait_ready(&mut worker, &metrics, Duration::from_secs(30)).await;
+    wait_until("both splits are committed", async || {
+        let c = api.checkpoint("orders").await;
+        ["orders.eu", "orders.us"]
+            .iter()
+            .all(|s| c.splits.get(*s).is_some_and(|p| p.position > 0))
+    })
+    .await;
+
+    // The reset, then the new assignment (same owners, next generation), as the operator
+    // writes them before the rollout.
+    let fresh = Checkpoint {
+        id: 0,
+        time: None,
+        splits: ["orders.eu", "orders.us"]
+            .iter()
+            .map(|s| {
+                (
+                    (*s).to_owned(),
+                    SplitPosition {
+                        position: 0,
+                        generation: 2,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect(),
+    };
+    api.reset_checkpoint("orders", "2026-12-01", &fresh).await;
+    api.publish_assignment(
+        "orders",
+        &Assignment {
+            generation: 2,
+            owners,
+        },
+    )
+    .await;
+    // More messages, and many checkpoint intervals for the old worker to try.
+    publish(&js, &["orders.eu", "orders.us"], 200, 32).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        api.checkpoint("orders").await,
+        fresh,
+        "the old worker wrote into the reset checkpoint; log:\n{}",
+        worker.log_text()
+    );
+    // Its stop is clean: the final checkpoint is not written either.
+    let status = worker.terminate(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "log:\n{}", worker.log_text());
+    assert_eq!(api.checkpoint("orders").await, fresh);
+    assert!(
+        worker.log_text().contains("was reset"),
+        "{}",
+        worker.log_text()
     );
 }

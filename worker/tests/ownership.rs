@@ -2,7 +2,8 @@
 //! one checkpoint folder, each running the splits an assignment file gives it. The assignment
 //! is rewritten to take one worker's splits away (a new generation), that worker is later
 //! killed, messages keep coming throughout, and the sink ends up holding every source message
-//! exactly once.
+//! exactly once. A worker stopped gracefully (SIGTERM, as a rolling update stops a pod) releases
+//! its splits in its final checkpoint, so their next owner starts them at once.
 
 mod common;
 mod support;
@@ -308,5 +309,170 @@ async fn a_killed_owners_split_is_taken_over_after_the_handover_timeout() {
         if i >= 3 {
             assert_eq!(p.generation, 2, "{split}: {p:?}");
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_with_sigterm_releases_its_splits_to_the_next_owner_at_once() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, "transfers", &["transfers.>"]).await;
+    create_stream(&js, "ledger", &["ledger.>"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path(), MANIFEST);
+    let checkpoints = dir.path().join("checkpoints");
+    let assignment = dir.path().join("assignment.json");
+    let assignment_arg = assignment.display().to_string();
+    let first: Vec<(&str, &str)> = SUBJECTS
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (*s, if i < 3 { "w1" } else { "w2" }))
+        .collect();
+    write_assignment(&assignment, 1, &first);
+    let mut workers = Vec::new();
+    for id in ["w1", "w2"] {
+        let addr = free_addr();
+        let worker = spawn(
+            &manifest,
+            &server.url(),
+            &checkpoints,
+            id,
+            &addr,
+            &[
+                "--assignment-file",
+                &assignment_arg,
+                // Far longer than the test waits: a gained split that waited for it fails.
+                "--handover-timeout",
+                "120s",
+            ],
+        );
+        workers.push((worker, addr));
+    }
+    for (worker, addr) in &mut workers {
+        wait_ready(worker, addr, Duration::from_secs(30)).await;
+    }
+    publish(&js, &SUBJECTS, 6_000, 128).await;
+    let checkpoint = || read_checkpoint(&checkpoints, "ledger");
+    wait_until("every split committed", Duration::from_secs(30), || {
+        let c = checkpoint();
+        SUBJECTS
+            .iter()
+            .all(|s| c.splits.get(*s).is_some_and(|p| p.position > 0))
+    })
+    .await;
+
+    // A rolling update stops w2 (SIGTERM) before the assignment moves its splits.
+    let status = workers[1].0.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "{status}; log:\n{}",
+        workers[1].0.log_text()
+    );
+    let stopped = checkpoint();
+    for split in &SUBJECTS[3..] {
+        let p = &stopped.splits[*split];
+        assert!(
+            p.released && p.owner.as_deref() == Some("w2"),
+            "{split}: {p:?}"
+        );
+    }
+    publish(&js, &SUBJECTS, 3_000, 128).await;
+    let all_w1: Vec<(&str, &str)> = SUBJECTS.iter().map(|s| (*s, "w1")).collect();
+    write_assignment(&assignment, 2, &all_w1);
+    let moved = Instant::now();
+    wait_for_len(&js, "ledger", 9_000, Duration::from_secs(30)).await;
+    assert!(
+        moved.elapsed() < Duration::from_secs(30),
+        "the moved splits waited for the handover timeout"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = workers[0].0.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "{status}; log:\n{}",
+        workers[0].0.log_text()
+    );
+    assert_exactly_once(&read_all(&js, "ledger").await, 1..=9_000);
+    let log = plain_log(&workers[0].0);
+    assert!(
+        !log.contains("waiting for the previous owner to release the split"),
+        "{log}"
+    );
+    // w1 claimed the released splits and committed them as their owner.
+    let last = checkpoint();
+    for split in &SUBJECTS[3..] {
+        let p = &last.splits[*split];
+        assert_eq!(p.owner.as_deref(), Some("w1"), "{split}: {p:?}");
+        assert_eq!(p.generation, 2, "{split}: {p:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_releases_its_splits_even_when_one_was_taken_on_by_a_newer_owner() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, "transfers", &["transfers.>"]).await;
+    create_stream(&js, "ledger", &["ledger.>"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path(), MANIFEST);
+    let checkpoints = dir.path().join("checkpoints");
+    let assignment = dir.path().join("assignment.json");
+    let assignment_arg = assignment.display().to_string();
+    let all_w1: Vec<(&str, &str)> = SUBJECTS.iter().map(|s| (*s, "w1")).collect();
+    write_assignment(&assignment, 1, &all_w1);
+    let addr = free_addr();
+    let mut worker = spawn(
+        &manifest,
+        &server.url(),
+        &checkpoints,
+        "w1",
+        &addr,
+        &["--assignment-file", &assignment_arg],
+    );
+    wait_ready(&mut worker, &addr, Duration::from_secs(30)).await;
+    publish(&js, &SUBJECTS, 1_200, 128).await;
+    let checkpoint = || read_checkpoint(&checkpoints, "ledger");
+    wait_until("every split committed", Duration::from_secs(30), || {
+        let c = checkpoint();
+        SUBJECTS
+            .iter()
+            .all(|s| c.splits.get(*s).is_some_and(|p| p.position > 0))
+    })
+    .await;
+
+    // transfers.anz was given to w9 under an assignment w1 has not seen yet, and w9 moved it on.
+    let store = Arc::new(jetflow_worker::checkpoint::FileStore::new(
+        &checkpoints,
+        "default",
+        "ledger",
+    ));
+    let mut committer = jetflow_worker::checkpoint::Committer::open(store)
+        .await
+        .unwrap();
+    let taken = jetflow_crds::checkpoint::SplitPosition {
+        position: committer.checkpoint().splits["transfers.anz"].position + 1_000,
+        owner: Some("w9".into()),
+        generation: 2,
+        ..Default::default()
+    };
+    committer
+        .commit(&[("transfers.anz".to_owned(), taken.clone())].into())
+        .await
+        .unwrap();
+    publish(&js, &SUBJECTS, 600, 128).await;
+
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}; log:\n{}", worker.log_text());
+    let last = checkpoint();
+    assert_eq!(
+        last.splits["transfers.anz"], taken,
+        "left to its newer owner"
+    );
+    for split in &SUBJECTS[..5] {
+        let p = &last.splits[*split];
+        assert!(
+            p.released && p.owner.as_deref() == Some("w1"),
+            "{split}: {p:?}"
+        );
     }
 }

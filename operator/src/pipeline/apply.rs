@@ -209,6 +209,16 @@ async fn reset_checkpoint(
     Ok(checkpoint)
 }
 
+/// The highest assignment generation any split of `checkpoint` was committed under.
+fn generation_floor(checkpoint: &Checkpoint) -> u64 {
+    checkpoint
+        .splits
+        .values()
+        .map(|p| p.generation)
+        .max()
+        .unwrap_or(0)
+}
+
 /// The apply branch of the Pipeline reconcile.
 pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -> Result<Action> {
     let name = p.name_any();
@@ -313,6 +323,14 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
     let previous: Assignment = decode(assignment_cm.as_ref(), names::ASSIGNMENT_KEY)?;
     let workers = ready_workers(ctx, ns, &name).await?;
     let mut assignment = assign(&split_names, &workers, &previous);
+    // The checkpoint may hold generations the assignment never reached: it outlives the
+    // Pipeline and its assignment ConfigMap, so a Pipeline applied again starts its assignment
+    // from nothing. Every commit under a generation below the checkpoint's would be refused as
+    // stale: publish one above them all.
+    let floor = generation_floor(&checkpoint);
+    if previous.generation < floor {
+        assignment.generation = assignment.generation.max(floor + 1);
+    }
 
     if let (true, Some(reset)) = (resetting, reset.as_deref()) {
         assignment.generation = assignment.generation.max(previous.generation + 1);
@@ -366,8 +384,15 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         default_nats_url: ctx.nats.default_url(),
         replicas,
     };
-    let config = configmap::worker_config(&inputs)?;
-    let hash = deployment::config_hash(&config, reset.as_deref());
+    // The checkpoint's epoch goes into the worker configuration: a worker that started before
+    // a reset carries another one, and its store refuses to write into the fresh checkpoint.
+    let epoch = if resetting {
+        reset.clone()
+    } else {
+        applied_reset
+    };
+    let config = configmap::worker_config(&inputs, epoch.as_deref())?;
+    let hash = deployment::config_hash(&config);
 
     // Apply.
     let dep = apply_children(
@@ -578,7 +603,60 @@ async fn apply_children(
     Ok(dep.object)
 }
 
-/// The cleanup branch: deletes the pipeline's consumers. The owned objects go with the
+/// How often a Pipeline being deleted is looked at again while its workers stop (a worker pod
+/// going away also triggers a reconcile at once).
+pub const STOPPING_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The first step of deleting a Pipeline, before its consumers may go: scales the worker
+/// Deployment to 0 and reports whether any worker pod of the pipeline still exists (running or
+/// terminating, writing its final checkpoint). A consumer deleted while a worker still reads
+/// it is only made again by that worker; so the finalizer's cleanup waits until no worker is
+/// left.
+pub async fn stop_workers(p: &Pipeline, ns: &str, ctx: &Context) -> Result<usize> {
+    let name = p.name_any();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let deployment_name = names::workers(&name);
+    let live = deployments
+        .get_opt(&deployment_name)
+        .await
+        .map_err(|source| Error::Read {
+            kind: "Deployment",
+            name: deployment_name.clone(),
+            source,
+        })?;
+    if live
+        .as_ref()
+        .is_some_and(|d| d.spec.as_ref().and_then(|s| s.replicas) != Some(0))
+    {
+        let patch = serde_json::json!({"spec": {"replicas": 0}});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..Default::default()
+        };
+        deployments
+            .patch(&deployment_name, &params, &Patch::Merge(&patch))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "Deployment",
+                name: deployment_name.clone(),
+                source,
+            })?;
+        tracing::info!(pipeline = %name, namespace = %ns, "Pipeline deleted: stopping its workers before removing its consumers");
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let left = pods
+        .list(&ListParams::default().labels(&build::selector_string(&name)))
+        .await
+        .map_err(|source| Error::ListPods {
+            pipeline: name.clone(),
+            source,
+        })?
+        .items
+        .len();
+    Ok(left)
+}
+
+/// The cleanup branch, once no worker is left ([`stop_workers`]): deletes the pipeline's consumers. The owned objects go with the
 /// Pipeline (owner references); the checkpoint ConfigMap stays so that a Pipeline applied again
 /// resumes where it stopped.
 pub async fn cleanup(p: &Pipeline, ns: &str, ctx: &Context) -> Result<Action> {

@@ -2,6 +2,8 @@
 //! → [`apply`] → [`status`]. Validate and build are pure and tested as plain functions; apply
 //! holds every call to Kubernetes and NATS. The reconcile runs inside kube-runtime's finalizer
 //! helper: the apply branch makes the pipeline run, the cleanup branch removes its consumers.
+//! A deleted Pipeline first has its workers stopped (the Deployment scaled to 0), and the
+//! cleanup runs only once none of its pods is left, so no worker makes a consumer again.
 //!
 //! An invalid spec is reported in the SpecValid and Ready conditions (phase Failed) and the
 //! reconcile waits for the next change; a missing stream is reported the same way and retried
@@ -40,6 +42,14 @@ pub async fn reconcile(p: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {
     })?;
     let api: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &ns);
     let object_key = key(p.as_ref());
+    if p.metadata.deletion_timestamp.is_some() && p.finalizers().iter().any(|f| f == FINALIZER) {
+        let left = apply::stop_workers(&p, &ns, &ctx).await?;
+        if left > 0 {
+            tracing::info!(pipeline = %p.name_any(), namespace = %ns, pods = left, "waiting for the workers to stop before removing the consumers");
+            ctx.succeeded(&object_key);
+            return Ok(Action::requeue(apply::STOPPING_RECHECK));
+        }
+    }
     let action = finalizer(&api, FINALIZER, p, |event| async {
         match event {
             Finalizer::Apply(p) => apply::apply(&p, &ns, &ctx, &api).await,

@@ -17,6 +17,13 @@
 //! checkpoint was not where it should be would reprocess the whole stream. A ConfigMap without
 //! the key, or with an empty value, holds the empty checkpoint.
 //!
+//! The ConfigMap records the checkpoint's epoch, the reset value the operator applied to it
+//! (annotation [`names::RESET_APPLIED_ANNOTATION`]), and so does the worker configuration the
+//! operator renders. The store refuses to write into a checkpoint of another epoch
+//! ([`StoreError::Superseded`]): a worker that started before a reset (it is being replaced,
+//! but may still run, and may even follow the new assignment) can never write its old
+//! positions into the fresh checkpoint.
+//!
 //! The store keeps the ConfigMap it last read or wrote, so a checkpoint whose base is still
 //! current costs one `PUT`; only after a conflict does it read again. The Kubernetes API is
 //! touched only when a checkpoint is taken, never per message.
@@ -84,6 +91,9 @@ pub struct ConfigMapStore {
     api: Api<ConfigMap>,
     namespace: String,
     name: String,
+    /// The epoch (reset value) of this worker's configuration; a checkpoint of another epoch is
+    /// never written.
+    epoch: Option<String>,
     /// The ConfigMap as last read or written: the base of the next replace when its
     /// resourceVersion is the one the write expects.
     last: Mutex<Option<ConfigMap>>,
@@ -115,8 +125,38 @@ impl ConfigMapStore {
             api: Api::namespaced(client, namespace),
             namespace: namespace.to_owned(),
             name: name.to_owned(),
+            epoch: None,
             last: Mutex::new(None),
         }
+    }
+
+    /// The store of a worker whose configuration carries the epoch `epoch` (the annotation
+    /// [`names::RESET_APPLIED_ANNOTATION`] of its Pipeline manifest; `None` for a pipeline never
+    /// reset): writes into a checkpoint of another epoch are refused.
+    pub fn with_epoch(mut self, epoch: Option<String>) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// The epoch a checkpoint ConfigMap records.
+    fn epoch_of(cm: &ConfigMap) -> Option<&str> {
+        cm.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(names::RESET_APPLIED_ANNOTATION))
+            .map(String::as_str)
+    }
+
+    fn check_epoch(&self, cm: &ConfigMap) -> Result<(), StoreError> {
+        let found = Self::epoch_of(cm);
+        if found == self.epoch.as_deref() {
+            return Ok(());
+        }
+        Err(StoreError::Superseded {
+            location: self.location(),
+            ours: self.epoch.clone(),
+            found: found.map(str::to_owned),
+        })
     }
 
     /// The ConfigMap's namespace.
@@ -223,6 +263,7 @@ impl ConfigMapStore {
             Some(cm) => cm,
             None => self.get().await?,
         };
+        self.check_epoch(&base)?;
         let found = self.version_of(&base)?;
         let conflict = |found: Option<Version>| StoreError::Conflict {
             location: self.location(),

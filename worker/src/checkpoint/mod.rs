@@ -83,6 +83,21 @@ pub enum StoreError {
         /// Which rule refused it.
         source: MergeError,
     },
+    /// The stored checkpoint belongs to another epoch than this worker's configuration: it was
+    /// reset (`jetflow.io/reset`) after this worker started, and a worker of the old epoch may
+    /// never write its positions into the fresh checkpoint. The worker's replacement (the
+    /// operator rolls the workers on a reset) carries the new epoch.
+    #[error(
+        "checkpoint {location} was reset (epoch {found:?}) after this worker started (epoch {ours:?}); its positions are not written"
+    )]
+    Superseded {
+        /// Where the checkpoint is.
+        location: String,
+        /// The reset value in this worker's configuration.
+        ours: Option<String>,
+        /// The reset value the stored checkpoint records.
+        found: Option<String>,
+    },
     /// A store backend (such as the Kubernetes API) failed.
     #[error("checkpoint {location}: {source}")]
     Backend {
@@ -102,6 +117,7 @@ impl StoreError {
             Self::Write { .. } => "write",
             Self::Conflict { .. } => "conflict",
             Self::Refused { .. } => "refused",
+            Self::Superseded { .. } => "superseded",
             Self::Backend { .. } => "backend",
         }
     }

@@ -19,7 +19,10 @@
 //!   once the previous owner released it (its checkpoint entry carries the new generation, or
 //!   this worker wrote it last); a previous owner that never answers (it was killed) is given
 //!   up on after the handover timeout, and from then on the generation check of the checkpoint
-//!   refuses whatever that stale owner might still try to commit.
+//!   refuses whatever that stale owner might still try to commit. A worker that stops
+//!   (SIGTERM) marks every split it ran `released` in its final checkpoint, which releases them
+//!   whatever generation it knew; the new owner claims such a split (one write clearing the
+//!   mark) as it starts it.
 //!
 //! A bounded run ends when every owned split is finished; the outcome carries a summary. A
 //! worker pod's run ([`Membership::stay_up`]) does not end there: it owns nothing until the
@@ -125,6 +128,11 @@ impl Membership {
         self
     }
 
+    /// Whether the worker follows an assignment (and so releases its splits when it stops).
+    pub(super) fn follows_assignment(&self) -> bool {
+        self.assignment.is_some()
+    }
+
     fn owns(&self, worker: &str, split: &str) -> bool {
         self.assignment
             .as_ref()
@@ -145,7 +153,9 @@ impl Membership {
     fn released(&self, worker: &str, split: &str, entry: Option<&SplitPosition>) -> bool {
         let generation = self.assignment.as_ref().map_or(0, |a| a.generation);
         if let Some(entry) = entry
-            && (entry.owner.as_deref() == Some(worker) || entry.generation >= generation)
+            && (entry.owner.as_deref() == Some(worker)
+                || entry.generation >= generation
+                || entry.released)
         {
             return true;
         }
@@ -275,6 +285,7 @@ impl<S: Sink> Runner<S> {
             .retain(|name, _| desired.contains_key(name));
 
         let mut started = 0;
+        let mut claims = BTreeMap::new();
         for (name, split) in desired {
             if self.splits.contains_key(&name) {
                 continue;
@@ -285,6 +296,19 @@ impl<S: Sink> Runner<S> {
             {
                 if membership.waiting.remove(&name).is_some() {
                     tracing::info!(split = %name, "previous owner released the split (or timed out)");
+                }
+                // A released split is claimed: its release must not let a later owner start
+                // while this worker still runs it.
+                if let Some(entry) = entry.filter(|e| e.released) {
+                    claims.insert(
+                        name.clone(),
+                        SplitPosition {
+                            owner: Some(self.worker_id.clone()),
+                            generation,
+                            released: false,
+                            ..entry.clone()
+                        },
+                    );
                 }
                 self.start_split(split);
                 started += 1;
@@ -297,6 +321,11 @@ impl<S: Sink> Runner<S> {
         }
         if started > 0 && !initial {
             tracing::info!(started, running = self.splits.len(), "splits started");
+        }
+        if !claims.is_empty()
+            && let Err(e) = self.committer.commit(&claims).await
+        {
+            tracing::warn!(error = %e, splits = claims.len(), "released splits not claimed");
         }
         Ok(())
     }
@@ -325,6 +354,7 @@ impl<S: Sink> Runner<S> {
                 generation,
                 finished: entry.as_ref().is_some_and(|e| e.finished),
                 stopped: entry.as_ref().and_then(|e| e.stopped.clone()),
+                released: true,
             };
             let updates = BTreeMap::from([(name.to_owned(), record)]);
             if let Err(e) = self.committer.commit(&updates).await {
@@ -497,6 +527,24 @@ mod tests {
             &[("a", "w2"), ("b", "w2")],
         )));
         assert!(m.released("w2", "b", None));
+    }
+
+    #[test]
+    fn a_split_its_stopped_owner_released_starts_at_once() {
+        let mut m = Membership::new(
+            vec![split("a")],
+            Some(assignment(1, &[("a", "w1")])),
+            None,
+            Duration::from_secs(3600),
+        );
+        m.apply(Change::Assignment(assignment(2, &[("a", "w2")])));
+        // w1 was stopped (SIGTERM) before it saw generation 2: its final checkpoint, under
+        // generation 1, marks the split released.
+        let released = SplitPosition {
+            released: true,
+            ..entry("w1", 1)
+        };
+        assert!(m.released("w2", "a", Some(&released)));
     }
 
     #[test]

@@ -156,8 +156,8 @@ current-context: fake
                     pipeline.to_owned(),
                 )])),
                 annotations: Some(BTreeMap::from([(
-                    "jetflow.io/reset-applied".to_owned(),
-                    "r1".to_owned(),
+                    "example.com/team".to_owned(),
+                    "payments".to_owned(),
                 )])),
                 ..Default::default()
             },
@@ -171,6 +171,23 @@ current-context: fake
             .create(&PostParams::default(), &cm)
             .await
             .expect("create checkpoint ConfigMap")
+    }
+
+    /// What the operator does on a change of `jetflow.io/reset` to `value`: replaces the
+    /// checkpoint by `checkpoint`, recording the reset value it reflects.
+    pub async fn reset_checkpoint(&self, pipeline: &str, value: &str, checkpoint: &Checkpoint) {
+        let patch = serde_json::json!({
+            "metadata": {"annotations": {names::RESET_APPLIED_ANNOTATION: value}},
+            "data": {names::CHECKPOINT_KEY: serde_json::to_string(checkpoint).unwrap()},
+        });
+        self.config_maps()
+            .patch(
+                &names::checkpoint_config_map(pipeline),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .expect("reset checkpoint");
     }
 
     /// The checkpoint as stored in `pipeline`'s ConfigMap.

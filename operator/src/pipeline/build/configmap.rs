@@ -1,12 +1,18 @@
 //! The pipeline's ConfigMaps: the worker configuration (the Pipeline manifest the worker runs,
 //! under `pipeline.yaml`), the split assignment (`assignment.json`), and the checkpoint
 //! (`checkpoint.json`), which has no owner so that it outlives the Pipeline.
+//!
+//! The worker configuration holds only what a worker reads (connection, source, steps, sink,
+//! checkpoint, errors) and the checkpoint's epoch (the reset value applied to it): its hash rolls
+//! the workers, so `parallelism`, `suspend` and the worker template stay out of it. A scale
+//! changes the replicas and the assignment, never the configuration of the pods that stay.
 
 use std::collections::BTreeMap;
 
 use jetflow_crds::assignment::Assignment;
 use jetflow_crds::checkpoint::Checkpoint;
-use jetflow_crds::{Connection, PipelineSpec, names};
+use jetflow_crds::pipeline::{CheckpointSpec, ErrorPolicy, Sink, Source, Step};
+use jetflow_crds::{Connection, names};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 #[cfg(test)]
@@ -22,23 +28,39 @@ struct Manifest<'a> {
     api_version: &'a str,
     kind: &'a str,
     metadata: Metadata<'a>,
-    spec: PipelineSpec,
+    spec: WorkerSpec<'a>,
 }
 
 #[derive(Serialize)]
 struct Metadata<'a> {
     name: &'a str,
     namespace: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<BTreeMap<&'static str, &'a str>>,
 }
 
-/// The worker configuration: the Pipeline manifest (apiVersion, kind, name, namespace, spec),
-/// with the operator's default NATS URL written in when the connection names none, so the
-/// worker needs no other source of it.
-pub fn worker_config(inputs: &Inputs<'_>) -> Result<String> {
-    let mut spec = inputs.pipeline.spec.clone();
-    let conn = spec.connection.get_or_insert_with(Connection::default);
-    if conn.url.is_none() {
-        conn.url = Some(inputs.default_nats_url.to_owned());
+/// The part of a Pipeline's spec that a worker reads, in the spec's field order.
+#[derive(Serialize)]
+struct WorkerSpec<'a> {
+    connection: Connection,
+    source: &'a Source,
+    #[serde(skip_serializing_if = "<[Step]>::is_empty")]
+    steps: &'a [Step],
+    sink: &'a Sink,
+    checkpoint: &'a CheckpointSpec,
+    errors: &'a ErrorPolicy,
+}
+
+/// The worker configuration: a Pipeline manifest (apiVersion, kind, name, namespace, the spec's
+/// fields a worker reads), with the operator's default NATS URL written in when the connection
+/// names none, so the worker needs no other source of it, and the checkpoint's epoch
+/// (`reset_applied`, the reset value the checkpoint ConfigMap records) as the annotation
+/// [`RESET_APPLIED_ANNOTATION`], which the worker's checkpoint store checks on every write.
+pub fn worker_config(inputs: &Inputs<'_>, reset_applied: Option<&str>) -> Result<String> {
+    let spec = &inputs.pipeline.spec;
+    let mut connection = spec.connection.clone().unwrap_or_default();
+    if connection.url.is_none() {
+        connection.url = Some(inputs.default_nats_url.to_owned());
     }
     let manifest = Manifest {
         api_version: "jetflow.io/v1alpha1",
@@ -46,8 +68,16 @@ pub fn worker_config(inputs: &Inputs<'_>) -> Result<String> {
         metadata: Metadata {
             name: inputs.name,
             namespace: inputs.namespace,
+            annotations: reset_applied.map(|r| BTreeMap::from([(RESET_APPLIED_ANNOTATION, r)])),
         },
-        spec,
+        spec: WorkerSpec {
+            connection,
+            source: &spec.source,
+            steps: &spec.steps,
+            sink: &spec.sink,
+            checkpoint: &spec.checkpoint,
+            errors: &spec.errors,
+        },
     };
     serde_yaml_ng::to_string(&manifest).map_err(|source| Error::Encode {
         what: "worker configuration",
@@ -136,7 +166,7 @@ mod tests {
     fn config_map_golden() {
         let p = fixtures::pipeline();
         let inputs = fixtures::inputs(&p);
-        let config = worker_config(&inputs).unwrap();
+        let config = worker_config(&inputs, None).unwrap();
         let cm = config_map(&inputs, &config);
         golden::check("configmap.yaml", &serde_yaml_ng::to_string(&cm).unwrap());
     }
@@ -144,7 +174,7 @@ mod tests {
     #[test]
     fn worker_config_is_a_loadable_pipeline_manifest_with_the_default_url() {
         let p = fixtures::pipeline();
-        let config = worker_config(&fixtures::inputs(&p)).unwrap();
+        let config = worker_config(&fixtures::inputs(&p), Some("7")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pipeline.yaml");
         std::fs::write(&path, &config).unwrap();
@@ -156,6 +186,31 @@ mod tests {
             Some("nats://nats.nats.svc:4222")
         );
         assert_eq!(loaded.spec.source, p.spec.source);
+        assert_eq!(
+            loaded.metadata.annotations.unwrap()[RESET_APPLIED_ANNOTATION],
+            "7"
+        );
+    }
+
+    #[test]
+    fn scale_suspend_and_the_worker_template_leave_the_worker_configuration_alone() {
+        let p = fixtures::pipeline();
+        let before = worker_config(&fixtures::inputs(&p), None).unwrap();
+        let mut scaled = p.clone();
+        scaled.spec.parallelism = 7;
+        scaled.spec.suspend = true;
+        scaled.spec.worker = Some(jetflow_crds::pipeline::WorkerTemplate {
+            image: Some("other:1".into()),
+            ..Default::default()
+        });
+        let after = worker_config(&fixtures::inputs(&scaled), None).unwrap();
+        assert_eq!(before, after);
+        let mut edited = p.clone();
+        edited.spec.checkpoint.interval = jetflow_crds::Duration::from_secs(9);
+        assert_ne!(
+            before,
+            worker_config(&fixtures::inputs(&edited), None).unwrap()
+        );
     }
 
     #[test]

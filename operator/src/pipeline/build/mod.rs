@@ -27,8 +27,9 @@ pub const SECRETS_DIR: &str = "/etc/jetflow/secrets";
 pub const METRICS_PORT: i32 = 9090;
 /// Pod template annotation holding the configuration hash; a new value rolls the workers.
 pub const CONFIG_HASH_ANNOTATION: &str = "jetflow.io/config-hash";
-/// Annotation on the checkpoint ConfigMap recording the last reset value applied.
-pub const RESET_APPLIED_ANNOTATION: &str = "jetflow.io/reset-applied";
+/// Annotation on the checkpoint ConfigMap (and the worker configuration) recording the last
+/// reset value applied.
+pub use jetflow_crds::names::RESET_APPLIED_ANNOTATION;
 /// The `app.kubernetes.io/name` of worker pods.
 pub const WORKER_APP: &str = "jetflow-worker";
 
