@@ -256,7 +256,7 @@ async fn enrich_jq_writes_the_summaries_and_dead_letters_bad_orders() {
             r#"{{"order_id":"o-{i}","qty":{},"price":2.5,"status":"{status}","customer":{{"name":"c{i}"}}}}"#,
             i % 4 + 1
         );
-        let seq = publish_js(&js, &format!("orders.eu.created"), body).await;
+        let seq = publish_js(&js, "orders.eu.created", body).await;
         if status == "paid" {
             paid.insert(format!("o-{i}"), (seq, f64::from(i % 4 + 1) * 2.5));
         }
