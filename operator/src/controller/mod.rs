@@ -47,7 +47,7 @@ impl Default for Settings {
         Self {
             worker_image: "ghcr.io/jetflow-io/jetflow:latest".into(),
             pipeline_resync: Duration::from_secs(15),
-            stream_resync: Duration::from_secs(60),
+            stream_resync: Duration::from_secs(15),
             min_checkpoint_stale: Duration::from_secs(60),
         }
     }
