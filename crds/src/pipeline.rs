@@ -22,6 +22,11 @@ use crate::{Connection, Duration};
     status = "PipelineStatus",
     shortname = "jfp",
     category = "jetflow",
+    scale(
+        spec_replicas_path = ".spec.parallelism",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     cel,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Parallelism","type":"integer","jsonPath":".spec.parallelism"}"#,
@@ -422,12 +427,19 @@ pub struct PipelineStatus {
     /// Ready, Progressing, Degraded and CheckpointStale, in the Kubernetes conventions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// Worker pods asked for.
+    /// Worker pods there are: the worker Deployment's `status.replicas` (pods not terminating,
+    /// old and new during a rollout). The scale subresource's `status.replicas`; the pods asked
+    /// for are `spec.parallelism` (none while suspended or finished).
     #[serde(default)]
     pub replicas: i32,
     /// Worker pods ready.
     #[serde(default)]
     pub ready_replicas: i32,
+    /// The label selector of the worker pods, as a string (`key=value,...`): the worker
+    /// Deployment's selector. The scale subresource's `status.selector`, which an autoscaler
+    /// uses to find the pods whose metrics it reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     /// Messages not yet processed, summed over the splits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<u64>,

@@ -188,6 +188,21 @@ async fn create_builds_every_object_and_one_consumer_per_split() {
     assert_eq!(st.lag, Some(5));
     assert_eq!(st.splits.len(), 2);
     assert_eq!(h.event_reasons(NAME).await, vec!["Created"]);
+    // For the scale subresource: the worker Deployment's selector, and no pod yet.
+    let selects = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .selector
+        .match_labels
+        .clone();
+    let selects: Vec<String> = selects
+        .unwrap()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    assert_eq!(st.selector, Some(selects.join(",")));
+    assert_eq!(st.replicas, 0);
 
     // Workers become ready: splits are assigned, the pipeline runs.
     h.run_workers(NAME, 2).await;
@@ -198,7 +213,7 @@ async fn create_builds_every_object_and_one_consumer_per_split() {
     assert_eq!(a.splits_of("orders-copy-worker-1").count(), 1);
     let st = status(&h).await;
     assert_eq!(st.phase, Some(PipelinePhase::Running));
-    assert_eq!(st.ready_replicas, 2);
+    assert_eq!((st.replicas, st.ready_replicas), (2, 2));
     assert_eq!(conditions(&st.conditions)["Ready"].0, "True");
     assert_eq!(conditions(&st.conditions)["Progressing"].0, "False");
     assert!(st.splits.iter().all(|s| s.owner.is_some()));

@@ -13,7 +13,9 @@ use jetflow_crds::pipeline::{CheckpointStatus, PipelinePhase, SplitStatus};
 use jetflow_crds::{Pipeline, PipelineStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 
+use super::build;
 use super::validate::{Finding, Verdict, join, reasons};
 
 /// Everything the status is computed from.
@@ -70,6 +72,12 @@ pub fn stale_after(p: &Pipeline, min_stale: Duration) -> Duration {
     (p.spec.checkpoint.interval.get() * 3).max(min_stale)
 }
 
+/// The worker pods' label selector as the scale subresource gives it (`status.selector`):
+/// the worker Deployment's own selector, written as `key=value,...`.
+pub fn selector(p: &Pipeline) -> String {
+    build::selector_string(&p.name_any())
+}
+
 fn previous(p: &Pipeline) -> PipelineStatus {
     p.status.clone().unwrap_or_default()
 }
@@ -106,6 +114,9 @@ pub fn invalid(p: &Pipeline, verdict: &Verdict, now: jiff::Timestamp) -> Pipelin
     ] {
         condition::merge(&mut status.conditions, c);
     }
+    // The scale subresource answers for an invalid pipeline too, with the selector its pods
+    // have (any still running, of a spec that was valid before) or would have.
+    status.selector = Some(selector(p));
     status.phase = Some(if verdict.needs_spec_change() {
         PipelinePhase::Failed
     } else {
@@ -323,8 +334,11 @@ pub fn status(o: &Observed<'_>) -> PipelineStatus {
     });
     st.phase = Some(phase);
     st.observed_generation = generation;
-    st.replicas = o.replicas;
+    // What a scale client reads as the current replicas: the worker pods there are, as a
+    // Deployment's own scale reports them (the pods asked for are spec.parallelism).
+    st.replicas = current;
     st.ready_replicas = ready;
+    st.selector = Some(selector(p));
     st.assignment_generation = Some(o.assignment.generation);
     st
 }
@@ -514,6 +528,76 @@ mod tests {
             first, second,
             "a resync with nothing new computes the same status"
         );
+    }
+
+    /// The selector of the worker Deployment the operator builds, written as a label
+    /// selector string.
+    fn deployment_selector(p: &Pipeline) -> String {
+        let built = crate::pipeline::build::deployment::deployment(&fixtures::inputs(p), "h");
+        let labels = built.spec.unwrap().selector.match_labels.unwrap();
+        labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    #[test]
+    fn status_carries_the_worker_deployments_selector_for_the_scale_subresource() {
+        let p = fixtures::pipeline();
+        let now = jiff::Timestamp::from_second(1_000_000).unwrap();
+        let (a, splits, lags) = (Assignment::default(), vec![], BTreeMap::new());
+        let st = observe(&p, &deployment(2), None, &a, &splits, &lags, now);
+        assert_eq!(
+            st.selector.as_deref(),
+            Some(deployment_selector(&p).as_str())
+        );
+        assert_eq!(
+            st.selector.as_deref(),
+            Some("app.kubernetes.io/name=jetflow-worker,jetflow.io/pipeline=orders-copy")
+        );
+
+        // An invalid pipeline answers a scale read too, with the same selector.
+        let verdict = Verdict {
+            errors: vec![Finding {
+                reason: "InvalidSpec",
+                message: "spec.source: set exactly one of core and jetstream".into(),
+            }],
+            ..Default::default()
+        };
+        let st = invalid(&p, &verdict, now);
+        assert_eq!(
+            st.selector.as_deref(),
+            Some(deployment_selector(&p).as_str())
+        );
+
+        // The status as JSON, where the scale subresource reads it (`.status.selector`).
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(json["selector"], deployment_selector(&p).as_str());
+    }
+
+    #[test]
+    fn status_replicas_counts_the_worker_pods_there_are_as_a_scale_client_expects() {
+        let p = fixtures::pipeline();
+        assert_eq!(p.spec.parallelism, 2);
+        let now = jiff::Timestamp::from_second(1_000_000).unwrap();
+        let (a, splits, lags) = (Assignment::default(), vec![], BTreeMap::new());
+
+        // Scaled up to 2 from 1: one pod so far, not the two asked for.
+        let mut d = deployment(1);
+        d.metadata.generation = Some(2);
+        let st = observe(&p, &d, None, &a, &splits, &lags, now);
+        assert_eq!((st.replicas, st.ready_replicas), (1, 1));
+        assert_eq!(st.phase, Some(PipelinePhase::Pending));
+
+        // Scaled down to 2 from 3: the third pod counts until it is gone.
+        let st = observe(&p, &deployment(3), None, &a, &splits, &lags, now);
+        assert_eq!(st.replicas, 3);
+
+        // Settled.
+        let st = observe(&p, &deployment(2), None, &a, &splits, &lags, now);
+        assert_eq!((st.replicas, st.ready_replicas), (2, 2));
+        assert_eq!(st.phase, Some(PipelinePhase::Running));
     }
 
     #[test]
