@@ -553,3 +553,29 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
         })
         .sum()
 }
+
+impl Cluster {
+    /// Waits until the JetStream `stream` holds as many messages as `expected` has source
+    /// sequences, then checks that their `Jetflow-Source-Sequence`s are exactly `expected`:
+    /// every source message once, none lost, none repeated.
+    pub async fn assert_exactly_once(
+        &self,
+        js: &async_nats::jetstream::Context,
+        stream: &str,
+        expected: &[u64],
+    ) {
+        nats::wait_for_count(js, stream, expected.len() as u64, TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.diagnostics()));
+        let stored = nats::messages(js, stream)
+            .await
+            .expect("the sink's messages");
+        let mut want = expected.to_vec();
+        want.sort_unstable();
+        assert_eq!(
+            nats::source_sequences(&stored),
+            want,
+            "every source message exactly once in {stream}"
+        );
+    }
+}

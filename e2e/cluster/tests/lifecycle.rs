@@ -6,84 +6,28 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use jetflow_e2e_cluster::nats::{self, publish_js, source_sequences};
+use jetflow_e2e_cluster::nats::{self, Traffic, publish_orders};
 use jetflow_e2e_cluster::{Cluster, OPERATOR_NAMESPACE, Options, TIMEOUT, metric_sum};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::ListParams;
-use tokio::task::JoinHandle;
 
 const NS: &str = "shop";
 const PIPELINE: &str = "orders-copy";
 const SELECTOR: &str = "jetflow.io/pipeline=orders-copy";
 
-/// Publishes `count` orders to `orders.eu.*` / `orders.us.*` (both splits of the passthrough
-/// example) and returns their sequences.
-async fn publish_orders(js: &async_nats::jetstream::Context, from: u32, count: u32) -> Vec<u64> {
-    let mut seqs = Vec::new();
-    for i in from..from + count {
-        let region = ["eu", "us"][i as usize % 2];
-        seqs.push(
-            publish_js(
-                js,
-                &format!("orders.{region}.shop{}", i % 3),
-                format!(r#"{{"order":{i}}}"#),
-            )
-            .await,
-        );
-    }
-    seqs
-}
-
-/// Publishes orders in the background, `per_tick` every 20 ms, until stopped; returns the
-/// sequences.
-fn traffic(
-    js: async_nats::jetstream::Context,
-    per_tick: u32,
-) -> (Arc<AtomicBool>, JoinHandle<Vec<u64>>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let task = tokio::spawn(async move {
-        let mut seqs = Vec::new();
-        let mut i = 1_000_000u32;
-        while !flag.load(Ordering::Relaxed) {
-            seqs.extend(publish_orders(&js, i, per_tick).await);
-            i += per_tick;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        seqs
-    });
-    (stop, task)
-}
-
-async fn stop_traffic(traffic: (Arc<AtomicBool>, JoinHandle<Vec<u64>>)) -> Vec<u64> {
-    traffic.0.store(true, Ordering::Relaxed);
-    traffic.1.await.expect("the traffic task")
-}
-
-/// Waits until the sink holds every one of `expected` (sorted) and checks each exactly once.
+/// Waits until the sink holds every one of `expected` and checks each exactly once.
 async fn assert_exactly_once(
     cluster: &Cluster,
     js: &async_nats::jetstream::Context,
     expected: &[u64],
 ) {
-    nats::wait_for_count(js, "orders-copy", expected.len() as u64, TIMEOUT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.diagnostics()));
-    let copied = nats::messages(js, "orders-copy").await.unwrap();
-    let mut want = expected.to_vec();
-    want.sort_unstable();
-    assert_eq!(
-        source_sequences(&copied),
-        want,
-        "every source message exactly once"
-    );
+    cluster
+        .assert_exactly_once(js, "orders-copy", expected)
+        .await;
 }
 
 /// Waits until the Pipeline's committed positions cover `seqs`' last message per split.
@@ -251,7 +195,7 @@ async fn scaling_from_one_to_three_and_back_with_traffic_loses_and_repeats_nothi
     let cluster = Cluster::start().await;
     passthrough(&cluster).await;
     let js = cluster.nats.jetstream().await;
-    let flow = traffic(js.clone(), 5);
+    let flow = Traffic::start(js.clone(), 5);
     for replicas in [3, 1] {
         cluster.kubectl_ok(&[
             "patch",
@@ -280,7 +224,7 @@ async fn scaling_from_one_to_three_and_back_with_traffic_loses_and_repeats_nothi
             )
             .await;
     }
-    let expected = stop_traffic(flow).await;
+    let expected = flow.stop().await;
     assert_exactly_once(&cluster, &js, &expected).await;
 }
 
@@ -289,7 +233,7 @@ async fn a_worker_killed_mid_run_is_restarted_and_loses_and_repeats_nothing() {
     let cluster = Cluster::start().await;
     passthrough(&cluster).await;
     let js = cluster.nats.jetstream().await;
-    let flow = traffic(js.clone(), 5);
+    let flow = Traffic::start(js.clone(), 5);
     nats::wait_for_count(&js, "orders-copy", 100, TIMEOUT)
         .await
         .unwrap();
@@ -306,7 +250,7 @@ async fn a_worker_killed_mid_run_is_restarted_and_loses_and_repeats_nothing() {
         })
         .await;
     cluster.wait_condition(NS, PIPELINE, "Ready", "True").await;
-    let expected = stop_traffic(flow).await;
+    let expected = flow.stop().await;
     assert_exactly_once(&cluster, &js, &expected).await;
 }
 
@@ -347,7 +291,7 @@ async fn the_operator_killed_and_its_lease_taken_over_while_traffic_flows() {
     .await;
     passthrough(&cluster).await;
     let js = cluster.nats.jetstream().await;
-    let flow = traffic(js.clone(), 5);
+    let flow = Traffic::start(js.clone(), 5);
     let operators = "app.kubernetes.io/name=jetflow";
     let leader = cluster
         .wait_for("a Lease holder", TIMEOUT, || lease_holder(&cluster))
@@ -390,7 +334,7 @@ async fn the_operator_killed_and_its_lease_taken_over_while_traffic_flows() {
     assert_ne!(new_leader, leader);
     scale_through_the_operator(&cluster, 1).await;
 
-    let expected = stop_traffic(flow).await;
+    let expected = flow.stop().await;
     assert_exactly_once(&cluster, &js, &expected).await;
 }
 

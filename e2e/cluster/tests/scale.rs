@@ -4,45 +4,15 @@
 //! selector. On the local control plane with the real operator, worker pods and a real
 //! nats-server, while traffic flows; every message is checked for loss and duplicates.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-use jetflow_e2e_cluster::nats::{self, publish_js, source_sequences};
+use jetflow_e2e_cluster::nats::{self, Traffic};
 use jetflow_e2e_cluster::{Cluster, TIMEOUT};
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::Value;
-use tokio::task::JoinHandle;
 
 const NS: &str = "shop";
 const PIPELINE: &str = "orders-copy";
 const WORKERS: &str = "orders-copy-worker";
 const SCALE_PATH: &str = "/apis/jetflow.io/v1alpha1/namespaces/shop/pipelines/orders-copy/scale";
-
-/// Publishes orders to both splits of the passthrough example, `per_tick` every 20 ms, until
-/// stopped; returns the stored sequences.
-fn traffic(
-    js: async_nats::jetstream::Context,
-    per_tick: u32,
-) -> (Arc<AtomicBool>, JoinHandle<Vec<u64>>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let task = tokio::spawn(async move {
-        let mut seqs = Vec::new();
-        let mut i = 0u32;
-        while !flag.load(Ordering::Relaxed) {
-            for _ in 0..per_tick {
-                let region = ["eu", "us"][i as usize % 2];
-                let subject = format!("orders.{region}.shop{}", i % 3);
-                seqs.push(publish_js(&js, &subject, format!(r#"{{"order":{i}}}"#)).await);
-                i += 1;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        seqs
-    });
-    (stop, task)
-}
 
 /// The worker Deployment's selector, written as a label selector string.
 async fn deployment_selector(cluster: &Cluster) -> String {
@@ -155,7 +125,7 @@ async fn kubectl_scale_pipeline_scales_the_workers_and_the_scale_subresource_rep
     assert_eq!(first["status"]["selector"], selector.as_str(), "{first}");
 
     let js = cluster.nats.jetstream().await;
-    let flow = traffic(js.clone(), 5);
+    let flow = Traffic::start(js.clone(), 5);
     nats::wait_for_count(&js, "orders-copy", 50, TIMEOUT)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.diagnostics()));
@@ -181,19 +151,11 @@ async fn kubectl_scale_pipeline_scales_the_workers_and_the_scale_subresource_rep
 async fn traffic_flow_exactly_once(
     cluster: &Cluster,
     js: &async_nats::jetstream::Context,
-    flow: (Arc<AtomicBool>, JoinHandle<Vec<u64>>),
+    flow: Traffic,
 ) {
-    flow.0.store(true, Ordering::Relaxed);
-    let mut expected = flow.1.await.expect("the traffic task");
+    let expected = flow.stop().await;
     assert!(expected.len() > 50, "traffic flowed: {}", expected.len());
-    nats::wait_for_count(js, "orders-copy", expected.len() as u64, TIMEOUT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.diagnostics()));
-    let copied = nats::messages(js, "orders-copy").await.unwrap();
-    expected.sort_unstable();
-    assert_eq!(
-        source_sequences(&copied),
-        expected,
-        "every source message exactly once"
-    );
+    cluster
+        .assert_exactly_once(js, "orders-copy", &expected)
+        .await;
 }
