@@ -46,6 +46,12 @@ use crate::sink::Sink;
 /// a bounded run looks for splits that reached their bound.
 const POLL: Duration = Duration::from_millis(200);
 
+/// The first wait before a failed split set change is tried again; it doubles on each failure
+/// up to [`RETRY_MAX`], and starts over once a change is applied.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait between two attempts at a failed split set change.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// A change of the splits a worker may run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -83,12 +89,17 @@ pub struct Membership {
     stay_up: bool,
     /// Whether "every owned split finished" was logged since the last change.
     idle_logged: bool,
+    /// A split set change that failed (the checkpoint store could not be read or written):
+    /// when to try again, and the back-off that led there. Cleared once a reconcile succeeds.
+    retry: Option<(Instant, Duration)>,
 }
 
 /// What the run loop woke up for.
 pub(super) enum Wake {
     Change(Change),
     Poll,
+    /// Time to try a failed split set change again.
+    Retry,
 }
 
 impl Membership {
@@ -116,7 +127,18 @@ impl Membership {
             started: false,
             stay_up: false,
             idle_logged: false,
+            retry: None,
         }
+    }
+
+    /// Records that the latest split set change was not applied, and schedules another attempt
+    /// with back-off. Returns the wait until that attempt.
+    pub(super) fn failed(&mut self) -> Duration {
+        let backoff = self
+            .retry
+            .map_or(RETRY_FIRST, |(_, last)| (last * 2).min(RETRY_MAX));
+        self.retry = Some((Instant::now() + backoff, backoff));
+        backoff
     }
 
     /// Makes a bounded run stay up, idle, once every split it owns has finished, until it is
@@ -186,7 +208,14 @@ impl Membership {
                 None => std::future::pending().await,
             }
         };
+        let retry = async {
+            match self.retry {
+                Some((at, _)) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
+            _ = retry => Wake::Retry,
             change = changes => match change {
                 Some(change) => Wake::Change(change),
                 None => {
@@ -322,6 +351,9 @@ impl<S: Sink> Runner<S> {
         if started > 0 && !initial {
             tracing::info!(started, running = self.splits.len(), "splits started");
         }
+        if membership.retry.take().is_some() {
+            tracing::info!("split set change applied after a retry");
+        }
         if !claims.is_empty()
             && let Err(e) = self.committer.commit(&claims).await
         {
@@ -381,7 +413,11 @@ impl<S: Sink> Runner<S> {
     /// Whether a bounded run is over: every split this worker owns has finished, and the run
     /// does not stay up for more (see [`Membership::stay_up`]).
     pub(super) fn bounded_done(&self, membership: &mut Membership) -> bool {
-        if !self.readers.is_bounded() || !self.splits.is_empty() || !membership.waiting.is_empty() {
+        if !self.readers.is_bounded()
+            || !self.splits.is_empty()
+            || !membership.waiting.is_empty()
+            || membership.retry.is_some()
+        {
             membership.idle_logged = false;
             return false;
         }
