@@ -13,6 +13,12 @@ use crate::pipeline::{PipelineSpec, StartFrom};
 use crate::stream::{DeletionPolicy, StreamMode, StreamSpec};
 use crate::{Pipeline, Stream};
 
+/// The most filter subjects a JetStream source may have (the CRD's `maxItems`, which keeps the
+/// cost of its pairwise CEL rule small).
+pub const MAX_FILTER_SUBJECTS: usize = 100;
+/// The longest filter subject (the CRD's `maxLength`).
+pub const MAX_FILTER_LENGTH: usize = 512;
+
 /// One invalid field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {
@@ -233,6 +239,20 @@ pub fn pipeline_spec(spec: &PipelineSpec) -> Result<(), Invalid> {
                 s,
                 true,
             );
+        }
+        if js.filter_subjects.len() > MAX_FILTER_SUBJECTS {
+            e.add(
+                "spec.source.jetstream.filterSubjects",
+                format!("at most {MAX_FILTER_SUBJECTS} filters"),
+            );
+        }
+        for (i, s) in js.filter_subjects.iter().enumerate() {
+            if s.len() > MAX_FILTER_LENGTH {
+                e.add(
+                    format!("spec.source.jetstream.filterSubjects[{i}]"),
+                    format!("at most {MAX_FILTER_LENGTH} characters"),
+                );
+            }
         }
         for (i, a) in js.filter_subjects.iter().enumerate() {
             for (j, b) in js.filter_subjects.iter().enumerate().skip(i + 1) {

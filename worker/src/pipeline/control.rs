@@ -24,6 +24,9 @@
 //!   whatever generation it knew; the new owner claims such a split (one write clearing the
 //!   mark) as it starts it.
 //!
+//! A change that cannot be applied because the checkpoint store failed is tried again with
+//! back-off (0.5 s doubling to 30 s) until it is applied, not only when the next change comes.
+//!
 //! A bounded run ends when every owned split is finished; the outcome carries a summary. A
 //! worker pod's run ([`Membership::stay_up`]) does not end there: it owns nothing until the
 //! operator's assignment names it, so it waits for splits (ready meanwhile), runs them to their
