@@ -127,8 +127,15 @@ pub struct JetStreamSource {
     #[schemars(regex(pattern = r"^[^.*>/\\\s]+$"), length(min = 1))]
     pub stream: String,
 
-    /// Subject filters within the stream. Empty means the whole stream.
+    /// Subject filters within the stream. Empty means the whole stream. Filters must not
+    /// overlap (no subject matched by two of them): each would read, and the sink write, the
+    /// same message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 512)))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b == a))")
+        .message("source.jetstream.filterSubjects must not overlap: a filter is listed twice"))]
+    #[x_kube(validation = Rule::new("size(self) < 2 || !self.exists(a, a == '>')")
+        .message("source.jetstream.filterSubjects must not overlap: '>' matches every other filter"))]
     pub filter_subjects: Vec<String>,
 
     /// How the source becomes splits: Filter (the default) makes one split per filter subject

@@ -13,6 +13,12 @@ use crate::pipeline::{PipelineSpec, StartFrom};
 use crate::stream::{DeletionPolicy, StreamMode, StreamSpec};
 use crate::{Pipeline, Stream};
 
+/// The most filter subjects a JetStream source may have (the CRD's `maxItems`, which keeps the
+/// cost of its pairwise CEL rule small).
+pub const MAX_FILTER_SUBJECTS: usize = 100;
+/// The longest filter subject (the CRD's `maxLength`).
+pub const MAX_FILTER_LENGTH: usize = 512;
+
 /// One invalid field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {
@@ -95,6 +101,21 @@ pub fn check_subject(subject: &str, wildcards: bool) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether two valid subjects or filters match a common subject: token by token, equal tokens
+/// and `*` match one token, `>` matches the rest (one token or more).
+pub fn subjects_overlap(a: &str, b: &str) -> bool {
+    let mut a = a.split('.');
+    let mut b = b.split('.');
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == y || x == "*" || y == "*" => {}
+            _ => return false,
+        }
+    }
 }
 
 /// Checks a subject template: literal subject text with `{{subject}}`, `{{token(N)}}` (N ≥ 1)
@@ -218,6 +239,32 @@ pub fn pipeline_spec(spec: &PipelineSpec) -> Result<(), Invalid> {
                 s,
                 true,
             );
+        }
+        if js.filter_subjects.len() > MAX_FILTER_SUBJECTS {
+            e.add(
+                "spec.source.jetstream.filterSubjects",
+                format!("at most {MAX_FILTER_SUBJECTS} filters"),
+            );
+        }
+        for (i, s) in js.filter_subjects.iter().enumerate() {
+            if s.len() > MAX_FILTER_LENGTH {
+                e.add(
+                    format!("spec.source.jetstream.filterSubjects[{i}]"),
+                    format!("at most {MAX_FILTER_LENGTH} characters"),
+                );
+            }
+        }
+        for (i, a) in js.filter_subjects.iter().enumerate() {
+            for (j, b) in js.filter_subjects.iter().enumerate().skip(i + 1) {
+                if subjects_overlap(a, b) {
+                    e.add(
+                        "spec.source.jetstream.filterSubjects",
+                        format!(
+                            "filters {a:?} ([{i}]) and {b:?} ([{j}]) overlap: a message both match would be read by two splits and written twice; keep only the wider one or make them disjoint"
+                        ),
+                    );
+                }
+            }
         }
         let start = &js.start;
         if (start.from == StartFrom::Sequence) != start.sequence.is_some() {
@@ -417,6 +464,32 @@ mod tests {
         assert!(check_subject("orders..x", true).is_err());
         assert!(check_subject("orders.*", false).is_err());
         assert!(check_subject("ord*ers", true).is_err());
+    }
+
+    #[test]
+    fn overlapping_subjects() {
+        for (a, b) in [
+            ("orders.>", "orders.eu.>"),
+            ("orders.>", "orders.eu"),
+            ("orders.*", "orders.eu"),
+            ("orders.*.x", "orders.eu.*"),
+            ("orders.*.>", "orders.eu.>"),
+            (">", "orders"),
+            ("orders.eu", "orders.eu"),
+        ] {
+            assert!(subjects_overlap(a, b), "{a} {b}");
+            assert!(subjects_overlap(b, a), "{b} {a}");
+        }
+        for (a, b) in [
+            ("orders.eu", "orders.us"),
+            ("orders.>", "orders"),
+            ("orders.*", "orders.eu.x"),
+            ("orders.*.x", "orders.eu.y"),
+            ("orders.eu.>", "orders.us.>"),
+        ] {
+            assert!(!subjects_overlap(a, b), "{a} {b}");
+            assert!(!subjects_overlap(b, a), "{b} {a}");
+        }
     }
 
     #[test]

@@ -583,11 +583,15 @@ impl<S: Sink> Runner<S> {
                     let result = match wake {
                         control::Wake::Change(change) => self.change_membership(&mut membership, change).await,
                         control::Wake::Poll => self.poll(&mut membership).await,
+                        control::Wake::Retry => self.reconcile(&mut membership).await,
                     };
                     match result {
                         Ok(()) => {}
                         Err(RunError::Store(e)) => {
-                            tracing::warn!(error = %e, "split set change not applied; trying again");
+                            // Nothing else may come to apply it (the next change can be far
+                            // off, or never come): try again with back-off until it is applied.
+                            let wait = membership.failed();
+                            tracing::warn!(error = %e, retry_in = ?wait, "split set change not applied; trying again");
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "split failed; shutting down");

@@ -107,3 +107,68 @@ async fn a_new_subject_is_processed_without_a_restart_and_a_purged_one_is_retire
     // The retired split kept the position it had reached.
     assert_eq!(checkpoint.splits["events.a"].position, 399);
 }
+
+/// Runs `f` on the checkpoint file of `default/<name>` under the store's own lock, so that no
+/// commit of the worker lands in between.
+fn with_checkpoint_locked(
+    checkpoints: &std::path::Path,
+    name: &str,
+    f: impl FnOnce(&std::path::Path),
+) {
+    let path = checkpoints.join("default").join(format!("{name}.json"));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.with_extension("json.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    f(&path);
+}
+
+/// A new subject is found while the checkpoint store cannot be read, so the split set change
+/// fails; nothing else changes afterwards. Once the store is readable again, the change is
+/// applied anyway: the new split starts and its messages reach the sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_split_set_change_is_retried_until_applied() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, "events", &["events.>"]).await;
+    create_stream(&js, "copy", &["copy.>"]).await;
+    publish(&js, &["events.a"], 100, 64).await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path(), MANIFEST);
+    let checkpoints = dir.path().join("checkpoints");
+    let addr = free_addr();
+    let mut worker = spawn(&manifest, &server.url(), &checkpoints, "w1", &addr, &[]);
+    wait_ready(&mut worker, &addr, Duration::from_secs(30)).await;
+    wait_for_len(&js, "copy", 100, Duration::from_secs(30)).await;
+    for _ in 0..100 {
+        if read_checkpoint(&checkpoints, "follow")
+            .splits
+            .get("events.a")
+            .is_some_and(|p| p.position == 100)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The store breaks; a subject appears; the change that follows fails.
+    let mut saved = Vec::new();
+    with_checkpoint_locked(&checkpoints, "follow", |path| {
+        saved = std::fs::read(path).unwrap();
+        std::fs::write(path, b"not a checkpoint").unwrap();
+    });
+    publish(&js, &["events.b"], 50, 64).await;
+    wait_for_log(&worker, "split set change not applied").await;
+
+    // The store heals; no further change comes, since the subjects stay as they are.
+    with_checkpoint_locked(&checkpoints, "follow", |path| {
+        std::fs::write(path, &saved).unwrap();
+    });
+    wait_for_len(&js, "copy", 150, Duration::from_secs(30)).await;
+    wait_for_log(&worker, "starting split split=events.b").await;
+    assert_eq!(stream_len(&js, "copy").await, 150);
+    worker.terminate(Duration::from_secs(20));
+}

@@ -237,7 +237,48 @@ spec:
     );
     assert!(log.contains("spec.sink.jetstream.subject"), "{log}");
 
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_jetflow-worker"))
+    let check = std::process::Command::new(worker_bin())
+        .args(["check", "-f"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(2));
+}
+
+/// Two filters that both match `orders.eu.x` would make two splits read, and the sink write,
+/// every such message twice under two ids: the worker refuses them before anything moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_filter_subjects_are_refused_before_any_message_moves() {
+    let server = NatsServer::start();
+    let js = setup(&server).await;
+    publish(&js, &["orders.eu.x", "orders.us.x"], 10, 16).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_manifest(
+        dir.path(),
+        r#"
+apiVersion: jetflow.io/v1alpha1
+kind: Pipeline
+metadata: {name: overlap}
+spec:
+  source: {jetstream: {stream: orders, filterSubjects: ["orders.>", "orders.eu.>"]}}
+  sink: {jetstream: {stream: copy, subject: "copy.{{subject}}"}}
+  checkpoint: {interval: 1s}
+"#,
+    );
+    let mut worker = Worker::start(&path, &server.url(), &dir.path().join("checkpoints"), &[]);
+    let status = worker.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2), "{}", worker.log_text());
+    let log = worker.log_text();
+    for part in [
+        "spec.source.jetstream.filterSubjects",
+        "orders.>",
+        "orders.eu.>",
+    ] {
+        assert!(log.contains(part), "log does not name {part}: {log}");
+    }
+    assert_eq!(stream_len(&js, "copy").await, 0);
+
+    let check = std::process::Command::new(worker_bin())
         .args(["check", "-f"])
         .arg(&path)
         .output()

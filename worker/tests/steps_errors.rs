@@ -323,3 +323,66 @@ async fn stop_policy_stops_at_a_failing_expression_and_loses_nothing() {
     )
     .await;
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to the process whose id is in `pid_file`.
+fn signal(pid_file: &Path, signal: &str) {
+    let pid = std::fs::read_to_string(pid_file).expect("pid file");
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.trim())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Every message of a backlog fails (none is JSON), on four splits that share the dead-letter
+/// publisher, with windows (`maxPending`) larger than its own limit of acks in flight (5,000).
+/// The server pauses for a moment mid-flood (as a disk stall would), so that the unconfirmed
+/// dead letters pile up past that limit: a split stuck on it could never poll the acks that
+/// free it, and gave up on the message. Every message must reach the dead-letter stream, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_that_fails_entirely_is_dead_lettered_once_without_a_hang() {
+    const COUNT: usize = 60_000;
+    let server = NatsServer::start_with("pid_file: \"{dir}/nats.pid\"");
+    let pid_file = server.dir().join("nats.pid");
+    let (js, _) = setup(&server, &[]).await;
+    let subjects = ["in.a", "in.b", "in.c", "in.d"];
+    let published = publish(&js, &subjects, COUNT, 16).await;
+    let lasts: Vec<u64> = published.values().map(|s| *s.last().unwrap()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let text = manifest("errs-flood", "Dlq", "{b: .a.b}")
+        .replace(
+            "      stream: in\n",
+            "      stream: in\n      filterSubjects: [in.a, in.b, in.c, in.d]\n      batchSize: 10000\n",
+        )
+        .replace(
+            "      stream: out\n",
+            "      stream: out\n      maxPending: 20000\n",
+        );
+    assert!(text.contains("batchSize: 10000"), "{text}");
+    assert!(text.contains("maxPending: 20000"), "{text}");
+    let path = write_manifest(dir.path(), &text);
+    let mut worker = Worker::start(&path, &server.url(), &checkpoints, &[]);
+    wait_for_len(&js, "dlq", 1_000, Duration::from_secs(60)).await;
+    signal(&pid_file, "STOP");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    signal(&pid_file, "CONT");
+    wait_for_len(&js, "dlq", COUNT as u64, Duration::from_secs(120)).await;
+    wait_for_positions(&checkpoints, "errs-flood", &lasts).await;
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "exit {status}; log:\n{}",
+        worker.log_text()
+    );
+
+    assert_eq!(stream_len(&js, "out").await, 0);
+    let dead = read_all(&js, "dlq").await;
+    let seqs: BTreeSet<String> = dead
+        .iter()
+        .map(|r| header(r, "Jetflow-Source-Sequence"))
+        .collect();
+    assert_eq!(dead.len(), COUNT, "each failed message once");
+    assert_eq!(seqs.len(), COUNT, "every failed message");
+}

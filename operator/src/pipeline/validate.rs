@@ -180,6 +180,24 @@ mod tests {
     }
 
     #[test]
+    fn overlapping_filter_subjects_need_a_spec_change() {
+        let mut p = fixtures::pipeline();
+        p.spec.source.jetstream.as_mut().unwrap().filter_subjects =
+            vec!["orders.>".into(), "orders.eu.>".into()];
+        let v = validate(&p, &facts(120));
+        assert_eq!(v.error_reason(), Some(reasons::INVALID_SPEC));
+        let message = v.error_message();
+        for part in [
+            "spec.source.jetstream.filterSubjects",
+            "\"orders.>\"",
+            "\"orders.eu.>\"",
+        ] {
+            assert!(message.contains(part), "{message}");
+        }
+        assert!(v.needs_spec_change());
+    }
+
+    #[test]
     fn missing_streams_are_errors_that_are_retried() {
         let v = validate(
             &fixtures::pipeline(),

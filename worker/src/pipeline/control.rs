@@ -24,6 +24,9 @@
 //!   whatever generation it knew; the new owner claims such a split (one write clearing the
 //!   mark) as it starts it.
 //!
+//! A change that cannot be applied because the checkpoint store failed is tried again with
+//! back-off (0.5 s doubling to 30 s) until it is applied, not only when the next change comes.
+//!
 //! A bounded run ends when every owned split is finished; the outcome carries a summary. A
 //! worker pod's run ([`Membership::stay_up`]) does not end there: it owns nothing until the
 //! operator's assignment names it, so it waits for splits (ready meanwhile), runs them to their
@@ -45,6 +48,12 @@ use crate::sink::Sink;
 /// How often a worker waiting for a split's release reads the checkpoint again, and how often
 /// a bounded run looks for splits that reached their bound.
 const POLL: Duration = Duration::from_millis(200);
+
+/// The first wait before a failed split set change is tried again; it doubles on each failure
+/// up to [`RETRY_MAX`], and starts over once a change is applied.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait between two attempts at a failed split set change.
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// A change of the splits a worker may run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,12 +92,17 @@ pub struct Membership {
     stay_up: bool,
     /// Whether "every owned split finished" was logged since the last change.
     idle_logged: bool,
+    /// A split set change that failed (the checkpoint store could not be read or written):
+    /// when to try again, and the back-off that led there. Cleared once a reconcile succeeds.
+    retry: Option<(Instant, Duration)>,
 }
 
 /// What the run loop woke up for.
 pub(super) enum Wake {
     Change(Change),
     Poll,
+    /// Time to try a failed split set change again.
+    Retry,
 }
 
 impl Membership {
@@ -116,7 +130,18 @@ impl Membership {
             started: false,
             stay_up: false,
             idle_logged: false,
+            retry: None,
         }
+    }
+
+    /// Records that the latest split set change was not applied, and schedules another attempt
+    /// with back-off. Returns the wait until that attempt.
+    pub(super) fn failed(&mut self) -> Duration {
+        let backoff = self
+            .retry
+            .map_or(RETRY_FIRST, |(_, last)| (last * 2).min(RETRY_MAX));
+        self.retry = Some((Instant::now() + backoff, backoff));
+        backoff
     }
 
     /// Makes a bounded run stay up, idle, once every split it owns has finished, until it is
@@ -186,7 +211,14 @@ impl Membership {
                 None => std::future::pending().await,
             }
         };
+        let retry = async {
+            match self.retry {
+                Some((at, _)) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
+            _ = retry => Wake::Retry,
             change = changes => match change {
                 Some(change) => Wake::Change(change),
                 None => {
@@ -322,6 +354,9 @@ impl<S: Sink> Runner<S> {
         if started > 0 && !initial {
             tracing::info!(started, running = self.splits.len(), "splits started");
         }
+        if membership.retry.take().is_some() {
+            tracing::info!("split set change applied after a retry");
+        }
         if !claims.is_empty()
             && let Err(e) = self.committer.commit(&claims).await
         {
@@ -381,7 +416,11 @@ impl<S: Sink> Runner<S> {
     /// Whether a bounded run is over: every split this worker owns has finished, and the run
     /// does not stay up for more (see [`Membership::stay_up`]).
     pub(super) fn bounded_done(&self, membership: &mut Membership) -> bool {
-        if !self.readers.is_bounded() || !self.splits.is_empty() || !membership.waiting.is_empty() {
+        if !self.readers.is_bounded()
+            || !self.splits.is_empty()
+            || !membership.waiting.is_empty()
+            || membership.retry.is_some()
+        {
             membership.idle_logged = false;
             return false;
         }

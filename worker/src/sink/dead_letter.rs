@@ -6,7 +6,9 @@
 //! stream captures the dead-letter subject the publish is a JetStream publish with a message
 //! id, confirmed by its ack like any output; otherwise it is a core publish that the checkpoint
 //! flushes. Either way the failed message counts as processed only once its dead letter is
-//! confirmed.
+//! confirmed. The JetStream context lifts the client's limit of acks in flight, as the sink's
+//! does: the split's window bounds them, and a split blocked on that limit could not poll the
+//! acks that free it.
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::{HeaderMap, HeaderName, HeaderValue, Subject};
@@ -47,7 +49,9 @@ fn single_line(text: &str) -> HeaderValue {
 impl DeadLetters {
     /// Dead letters to `subject`, through JetStream when a stream captures the subject.
     pub async fn new(client: async_nats::Client, subject: &str) -> Self {
-        let js = jetstream::new(client.clone());
+        // The acks of dead letters wait in the split's window like outputs: the same context
+        // limits, or a split failing more messages than the default permits deadlocks.
+        let js = super::jetstream::windowed_context(client.clone());
         let target = match js.stream_by_subject(subject).await {
             Ok(stream) => {
                 tracing::info!(subject, stream, "dead letters go to a stream");

@@ -13,6 +13,16 @@ use super::{Confirmation, OutputMessage, Sink, SinkError};
 /// Far above any sum of split windows (`maxPending` is at most 100,000 per split).
 const CONTEXT_ACK_LIMIT: usize = 1 << 24;
 
+/// A JetStream context for publishes whose acks a split's window awaits (outputs and dead
+/// letters): its own limit of acks in flight is lifted far above the sum of the windows, which
+/// bound them. With the client's default limit (5,000), a split whose window holds more than
+/// that blocks in `send_publish` and can never poll the acks that would free a permit.
+pub(crate) fn windowed_context(client: async_nats::Client) -> jetstream::Context {
+    jetstream::ContextBuilder::new()
+        .max_ack_inflight(CONTEXT_ACK_LIMIT)
+        .build(client)
+}
+
 /// Publishes to a JetStream stream.
 #[derive(Clone, Debug)]
 pub struct JetStreamSink {
@@ -25,11 +35,8 @@ impl JetStreamSink {
     /// publishes; the context's own limit is lifted far above their sum, because a split
     /// blocked on it could not poll the acks that would free it (a deadlock across splits).
     pub fn new(client: async_nats::Client, stream: &str) -> Self {
-        let js = jetstream::ContextBuilder::new()
-            .max_ack_inflight(CONTEXT_ACK_LIMIT)
-            .build(client);
         Self {
-            js,
+            js: windowed_context(client),
             stream: stream.to_owned(),
         }
     }

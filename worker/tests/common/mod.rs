@@ -169,6 +169,14 @@ pub fn write_manifest(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
+/// The jetflow-worker binary: `JETFLOW_WORKER_BIN` when set (a copy taken right after the
+/// build, safe from a build directory shared with other checkouts), else the one cargo built.
+pub fn worker_bin() -> PathBuf {
+    std::env::var_os("JETFLOW_WORKER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_jetflow-worker")))
+}
+
 /// A worker process.
 pub struct Worker {
     pub child: Child,
@@ -182,7 +190,7 @@ impl Worker {
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         let log = dir.join(format!("worker-{n}.log"));
         let file = std::fs::File::create(&log).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_jetflow-worker"));
+        let mut command = Command::new(worker_bin());
         command.arg("run");
         if !extra.contains(&"--metrics-addr") {
             command.args(["--metrics-addr", "0"]);

@@ -22,7 +22,10 @@ pub fn spawn(
     let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
     let log = dir.join(format!("{worker_id}-{n}.log"));
     let out = dir.join(format!("{worker_id}-{n}.out"));
-    let child = Command::new(env!("CARGO_BIN_EXE_jetflow-worker"))
+    // `JETFLOW_WORKER_BIN`: a copy taken right after the build (see common::worker_bin).
+    let bin = std::env::var_os("JETFLOW_WORKER_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_jetflow-worker").into());
+    let child = Command::new(bin)
         .arg("run")
         .arg("-f")
         .arg(manifest)
