@@ -232,19 +232,37 @@ fn at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
     path.iter().try_fold(obj, |cur, k| cur.get(k))
 }
 
+/// Removes the field at `path`, and every map on the way to it that the removal leaves empty:
+/// a manager that stops applying `status.lastCheckpoint` owned the struct as well as its
+/// fields, so the struct goes too rather than staying as `{}` (which its schema may refuse).
 fn remove_at(obj: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else {
-        return;
-    };
-    let mut cur = obj;
-    for k in parents {
-        match cur.get_mut(k) {
-            Some(next) => cur = next,
-            None => return,
+    fn remove(cur: &mut Value, path: &[String]) -> bool {
+        let Some((first, rest)) = path.split_first() else {
+            return false;
+        };
+        let Some(map) = cur.as_object_mut() else {
+            return false;
+        };
+        if rest.is_empty() {
+            map.remove(first);
+        } else if let Some(child) = map.get_mut(first)
+            && remove(child, rest)
+        {
+            map.remove(first);
         }
+        map.is_empty()
     }
-    if let Some(m) = cur.as_object_mut() {
-        m.remove(last);
+    // The object itself and its top-level parts (metadata, spec, status) stay.
+    if let Some((first, rest)) = path.split_first()
+        && let Some(child) = obj.get_mut(first)
+    {
+        if rest.is_empty() {
+            if let Some(m) = obj.as_object_mut() {
+                m.remove(first);
+            }
+        } else {
+            remove(child, rest);
+        }
     }
 }
 
@@ -621,6 +639,18 @@ mod tests {
         .expect("apply");
         let second = apply(&first, &cm(json!({"a": "1"})), "m", false, "v1", None).expect("apply");
         assert_eq!(second["data"], json!({"a": "1"}));
+    }
+
+    #[test]
+    fn apply_removes_a_struct_whose_fields_the_manager_stopped_applying() {
+        let base = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        let with = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+            "status": {"phase": "Running", "lastCheckpoint": {"id": 3, "time": "t"}}});
+        let without = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+            "status": {"phase": "Running"}});
+        let first = apply(&base, &with, "m", false, "v1", Some(true)).expect("apply");
+        let second = apply(&first, &without, "m", false, "v1", Some(true)).expect("apply");
+        assert_eq!(second["status"], json!({"phase": "Running"}));
     }
 
     #[test]
