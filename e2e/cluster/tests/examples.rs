@@ -27,17 +27,7 @@ const COVERED: &[&str] = &[
 
 #[test]
 fn every_example_runs_on_the_local_control_plane() {
-    let dir = jetflow_e2e_cluster::root().join("examples");
-    let mut missing = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("examples/") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-            if !COVERED.contains(&name.as_str()) {
-                missing.push(name);
-            }
-        }
-    }
+    let missing = jetflow_e2e::output::examples_not_covered(&jetflow_e2e_cluster::root(), COVERED);
     assert!(
         missing.is_empty(),
         "examples without a test in e2e/cluster/tests/examples.rs: {missing:?}"

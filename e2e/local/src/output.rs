@@ -202,3 +202,49 @@ pub async fn publish(client: &async_nats::Client, subject: &str, payload: Bytes)
             source,
         })
 }
+
+/// Publishes to a JetStream subject and returns the stored sequence (panics on failure: a test
+/// helper).
+pub async fn publish_js(js: &jetstream::Context, subject: &str, payload: String) -> u64 {
+    js.publish(subject.to_owned(), payload.into())
+        .await
+        .unwrap_or_else(|e| panic!("publish to {subject}: {e}"))
+        .await
+        .unwrap_or_else(|e| panic!("ack of {subject}: {e}"))
+        .sequence
+}
+
+/// The `Jetflow-Source-Sequence` of each output, sorted: equal to the source sequences when
+/// every source message arrived exactly once.
+pub fn source_sequences(messages: &[Message]) -> Vec<u64> {
+    let mut seqs: Vec<u64> = messages
+        .iter()
+        .map(|m| {
+            m.header("Jetflow-Source-Sequence")
+                .unwrap_or_else(|| panic!("{} has no Jetflow-Source-Sequence", m.subject))
+                .parse()
+                .expect("a sequence number")
+        })
+        .collect();
+    seqs.sort_unstable();
+    seqs
+}
+
+/// The examples (`examples/*.yaml` under `root`, by file stem) that `covered` does not list:
+/// each end-to-end suite keeps its own list honest with it.
+pub fn examples_not_covered(root: &std::path::Path, covered: &[&str]) -> Vec<String> {
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(root.join("examples")).expect("examples/") {
+        let path = entry.expect("an entry of examples/").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !covered.contains(&name.as_str()) {
+                missing.push(name);
+            }
+        }
+    }
+    missing
+}

@@ -30,17 +30,8 @@ const COVERED: &[&str] = &[
 
 #[test]
 fn every_example_has_an_end_to_end_test() {
-    let dir = jetflow_testsupport::workspace_root().join("examples");
-    let mut missing = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("examples/") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-            if !COVERED.contains(&name.as_str()) {
-                missing.push(name);
-            }
-        }
-    }
+    let missing =
+        jetflow_e2e::output::examples_not_covered(&jetflow_testsupport::workspace_root(), COVERED);
     assert!(
         missing.is_empty(),
         "examples without an end-to-end test in e2e/local/tests: {missing:?}"
