@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jetflow_crds::checkpoint::Checkpoint;
-use jetflow_e2e::output::Message;
 use jetflow_e2e::streams;
 use jetflow_e2e::worker::WorkerCommand;
 use jetflow_nats::Secrets;
