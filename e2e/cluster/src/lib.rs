@@ -125,6 +125,8 @@ impl Cluster {
     /// Starts nats-server, the control plane, and installs the operator from the chart; returns
     /// once the operator's Deployment has all its replicas ready.
     pub async fn start_with(options: Options) -> Self {
+        // A workspace test build compiles rustls with two providers: pick one, as the binaries do.
+        jetflow_nats::install_crypto_provider();
         let nats = NatsServer::start_with(&options.nats_conf);
         let dir = tempfile::Builder::new()
             .prefix("jetflow-cluster-")
