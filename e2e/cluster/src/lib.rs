@@ -113,7 +113,7 @@ pub struct Cluster {
     pub client: kube::Client,
     kubeconfig: PathBuf,
     dir: TempDir,
-    devcluster: Option<Child>,
+    devcluster: Option<ControlPlane>,
 }
 
 impl Cluster {
@@ -142,21 +142,23 @@ impl Cluster {
         );
         let stdout = std::fs::File::create(dir.path().join("devcluster.out")).expect("log file");
         let stderr = std::fs::File::create(dir.path().join("devcluster.log")).expect("log file");
-        let child = Command::new(&binary)
-            .arg("up")
-            .arg("--dir")
-            .arg(&state)
-            .arg("--crds")
-            .arg(root().join("crds/generated"))
-            .arg("--bin-dir")
-            .arg(&bin)
-            .env("RUST_LOG", "info,jetflow_devcluster=debug")
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let control_plane = ControlPlane(
+            Command::new(&binary)
+                .arg("up")
+                .arg("--dir")
+                .arg(&state)
+                .arg("--crds")
+                .arg(root().join("crds/generated"))
+                .arg("--bin-dir")
+                .arg(&bin)
+                .env("RUST_LOG", "info,jetflow_devcluster=debug")
+                .env_remove("KUBECONFIG")
+                .stdin(Stdio::null())
+                .stdout(stdout)
+                .stderr(stderr)
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display())),
+        );
         let kubeconfig = state.join("kubeconfig");
         let started = Instant::now();
         loop {
@@ -183,7 +185,7 @@ impl Cluster {
             client,
             kubeconfig,
             dir,
-            devcluster: Some(child),
+            devcluster: Some(control_plane),
         };
         cluster.install_operator(&options).await;
         cluster
@@ -445,25 +447,35 @@ impl Cluster {
 
     /// Stops the control plane (every pod first) and waits for it; called by `Drop`.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.devcluster.take() {
-            if matches!(child.try_wait(), Ok(None)) {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &child.id().to_string()])
-                    .status();
-                let started = Instant::now();
-                while matches!(child.try_wait(), Ok(None))
-                    && started.elapsed() < Duration::from_secs(45)
-                {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
+        drop(self.devcluster.take());
         if std::env::var_os("JETFLOW_KEEP").is_some() {
             let kept = self.dir.path().to_path_buf();
             eprintln!("kept {}", kept.display());
         }
+    }
+}
+
+/// The `jetflow-devcluster` process: owned from the moment it is spawned, so that a test that
+/// fails while the cluster starts still stops it (SIGTERM: every pod first, then the API; SIGKILL
+/// after 45 s).
+struct ControlPlane(Child);
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let child = &mut self.0;
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let started = Instant::now();
+            while matches!(child.try_wait(), Ok(None))
+                && started.elapsed() < Duration::from_secs(45)
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+        }
+        let _ = child.wait();
     }
 }
 
