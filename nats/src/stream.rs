@@ -10,6 +10,33 @@ use jetflow_crds::stream::{Discard, Retention, Storage, StreamSpec, StreamState}
 /// JetStream's default duplicate window, used when the spec sets none.
 pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
+/// The name of `retention` when jetflow cannot read a source stream that has it, `None` for
+/// `Limits`. jetflow keeps a split's position in its own checkpoint and deletes and recreates
+/// its consumers (on restart, on a retired split, on a reset); on an `Interest` or `WorkQueue`
+/// stream deleting a consumer removes the messages it had not acknowledged, and those streams
+/// forget what was acknowledged, so a rewind could not work. The operator and the worker both
+/// refuse such a source with this rule.
+pub fn unsupported_source_retention(retention: RetentionPolicy) -> Option<&'static str> {
+    match retention {
+        RetentionPolicy::Limits => None,
+        RetentionPolicy::Interest => Some("Interest"),
+        RetentionPolicy::WorkQueue => Some("WorkQueue"),
+    }
+}
+
+/// A source stream whose retention jetflow does not read (see
+/// [`unsupported_source_retention`]); its message names the field and what to do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "spec.source.jetstream.stream: stream {stream} has {retention} retention; jetflow reads only streams with Limits retention (it keeps positions in its checkpoints and deletes and recreates consumers, which on a {retention} stream removes messages not yet processed); read a Limits stream that sources or mirrors {stream}"
+)]
+pub struct UnsupportedRetention {
+    /// The stream.
+    pub stream: String,
+    /// Its retention.
+    pub retention: &'static str,
+}
+
 /// The JetStream configuration that a Stream spec declares, for the stream called `name`.
 pub fn stream_config(name: &str, spec: &StreamSpec) -> stream::Config {
     stream::Config {

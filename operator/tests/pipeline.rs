@@ -827,6 +827,42 @@ async fn missing_streams_are_reported_and_retried() {
 }
 
 #[tokio::test]
+async fn a_work_queue_source_stream_is_reported_and_no_worker_is_made() {
+    let h = Harness::new().await;
+    let js = h.nats.jetstream().await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "ORDERS".into(),
+        subjects: vec!["orders.>".into()],
+        retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    nats_stream(&js, "ORDERS_COPY", &["copy.>"], Duration::from_secs(120)).await;
+    h.create_pipeline(orders()).await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let st = status(&h).await;
+    let c = conditions(&st.conditions);
+    assert_eq!(
+        c["Ready"],
+        ("False".into(), "UnsupportedSourceRetention".into())
+    );
+    let message = &st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("spec.source.jetstream.stream: stream ORDERS has WorkQueue retention"),
+        "{message}"
+    );
+    assert!(h.deployment("orders-copy-worker").await.is_none());
+    let mut stream = js.get_stream("ORDERS").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.consumer_count, 0);
+}
+
+#[tokio::test]
 async fn short_duplicate_window_is_a_warning_condition() {
     let h = Harness::new().await;
     let js = h.nats.jetstream().await;

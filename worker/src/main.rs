@@ -300,7 +300,8 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
             e @ (RunError::Unsupported(_)
             | RunError::Steps(_)
             | RunError::Template(_)
-            | RunError::Bound(_)),
+            | RunError::Bound(_)
+            | RunError::Retention(_)),
         ) => {
             tracing::error!("{e}");
             return Ok(ExitCode::from(2));

@@ -84,6 +84,9 @@ pub enum RunError {
     /// The source's bound is invalid.
     #[error(transparent)]
     Bound(#[from] BoundError),
+    /// The source stream's retention is not one jetflow reads.
+    #[error(transparent)]
+    Retention(#[from] jetflow_nats::stream::UnsupportedRetention),
     /// The checkpoint store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -112,6 +115,7 @@ impl RunError {
             Self::Steps(_) => "steps",
             Self::Template(_) => "template",
             Self::Bound(_) => "bound",
+            Self::Retention(_) => "retention",
             Self::Store(e) => e.category(),
             Self::Split(_) | Self::SplitLost { .. } => "split",
             Self::ShutdownTimeout { .. } => "shutdown_timeout",
@@ -171,6 +175,25 @@ pub struct Runner<S: Sink> {
     cancel: CancellationToken,
 }
 
+/// Refuses a source stream whose retention jetflow does not read, before any consumer is made
+/// on it. A stream that cannot be looked up now is left to the readers, which wait for it.
+async fn refuse_unsupported_retention(
+    js: &jetstream::Context,
+    stream: &str,
+) -> Result<(), jetflow_nats::stream::UnsupportedRetention> {
+    let Ok(found) = js.get_stream(stream).await else {
+        return Ok(());
+    };
+    let retention = found.cached_info().config.retention;
+    match jetflow_nats::stream::unsupported_source_retention(retention) {
+        None => Ok(()),
+        Some(retention) => Err(jetflow_nats::stream::UnsupportedRetention {
+            stream: stream.to_owned(),
+            retention,
+        }),
+    }
+}
+
 impl Runner<PipelineSink> {
     /// Prepares a run of a pipeline (JetStream or Core source, JetStream or Core sink): compiles
     /// the steps and the sink's subject template, finds where dead letters go, and reads the
@@ -188,8 +211,10 @@ impl Runner<PipelineSink> {
         let (readers, source_stream, settings) = match (&spec.source.jetstream, &spec.source.core) {
             (Some(source), _) => {
                 let settings = ConsumerSettings::new(interval, source.batch_size as usize);
+                let js = jetstream::new(client.clone());
+                refuse_unsupported_retention(&js, &source.stream).await?;
                 let readers = Readers::JetStream {
-                    js: jetstream::new(client.clone()),
+                    js,
                     stream: source.stream.clone(),
                     settings: settings.clone(),
                     start: source.start.clone(),

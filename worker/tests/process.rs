@@ -208,6 +208,63 @@ async fn deleted_consumer_is_recreated_at_the_checkpoint() {
     assert_exactly_once(&records, 1..=12_000);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_work_queue_or_interest_source_is_refused_before_a_consumer_touches_it() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, "copy", &["copy.>"]).await;
+    for retention in [
+        async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+        async_nats::jetstream::stream::RetentionPolicy::Interest,
+    ] {
+        let _ = js.delete_stream("orders").await;
+        let mut stream = js
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "orders".into(),
+                subjects: vec!["orders.>".into()],
+                retention,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        // An Interest stream keeps only what a consumer wants: give it one that holds all.
+        stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some("keeper".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for i in 0..10 {
+            js.publish(format!("orders.eu.{i}"), "x".into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_manifest(dir.path(), &manifest("queue", "1s"));
+        let mut worker = Worker::start(&path, &server.url(), &dir.path().join("checkpoints"), &[]);
+        let status = worker.wait(Duration::from_secs(20));
+        let log = worker.log_text();
+        assert_eq!(status.code(), Some(2), "{retention:?}: {log}");
+        let name = if retention == async_nats::jetstream::stream::RetentionPolicy::WorkQueue {
+            "WorkQueue"
+        } else {
+            "Interest"
+        };
+        assert!(
+            log.contains(&format!(
+                "spec.source.jetstream.stream: stream orders has {name} retention"
+            )),
+            "{log}"
+        );
+        let info = stream.info().await.unwrap();
+        assert_eq!(info.state.messages, 10, "{name}: no message removed");
+        assert_eq!(info.state.consumer_count, 1, "{name}: no consumer made");
+    }
+}
+
 #[tokio::test]
 async fn invalid_pipeline_exits_with_code_2_before_any_message_moves() {
     let dir = tempfile::tempdir().unwrap();

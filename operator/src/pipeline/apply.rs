@@ -239,6 +239,9 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
     };
     let facts = Facts {
         source_stream_exists: source.as_ref().map(Option::is_some),
+        source_retention_unsupported: source.as_ref().and_then(Option::as_ref).and_then(|s| {
+            jetflow_nats::stream::unsupported_source_retention(s.cached_info().config.retention)
+        }),
         sink_duplicate_window: sink
             .as_ref()
             .map(|s| s.as_ref().map(|s| s.cached_info().config.duplicate_window)),

@@ -14,6 +14,9 @@ use jetflow_crds::Pipeline;
 pub struct Facts {
     /// Whether the source stream exists (JetStream source only).
     pub source_stream_exists: Option<bool>,
+    /// The source stream's retention when it is not `Limits` (`"WorkQueue"`, `"Interest"`):
+    /// jetflow does not read those.
+    pub source_retention_unsupported: Option<&'static str>,
     /// The sink stream's duplicate window, `Some(None)` when it does not exist (JetStream sink
     /// only).
     pub sink_duplicate_window: Option<Option<Duration>>,
@@ -45,6 +48,8 @@ pub mod reasons {
     pub const INVALID_STEP: &str = "InvalidStep";
     /// The source stream does not exist.
     pub const SOURCE_STREAM_NOT_FOUND: &str = "SourceStreamNotFound";
+    /// The source stream's retention is not `Limits`.
+    pub const UNSUPPORTED_SOURCE_RETENTION: &str = "UnsupportedSourceRetention";
     /// The sink stream does not exist.
     pub const SINK_STREAM_NOT_FOUND: &str = "SinkStreamNotFound";
     /// The sink stream forgets message ids before a replay could repeat them.
@@ -115,6 +120,18 @@ pub fn validate(p: &Pipeline, facts: &Facts) -> Verdict {
             ),
         });
     }
+    if let (Some(js), Some(retention)) =
+        (&p.spec.source.jetstream, facts.source_retention_unsupported)
+    {
+        v.errors.push(Finding {
+            reason: reasons::UNSUPPORTED_SOURCE_RETENTION,
+            message: jetflow_nats::stream::UnsupportedRetention {
+                stream: js.stream.clone(),
+                retention,
+            }
+            .to_string(),
+        });
+    }
     if let Some(sink) = &p.spec.sink.jetstream {
         match facts.sink_duplicate_window {
             Some(None) => v.errors.push(Finding {
@@ -155,6 +172,7 @@ mod tests {
         Facts {
             source_stream_exists: Some(true),
             sink_duplicate_window: Some(Some(Duration::from_secs(window))),
+            ..Facts::default()
         }
     }
 
@@ -204,6 +222,7 @@ mod tests {
             &Facts {
                 source_stream_exists: Some(false),
                 sink_duplicate_window: Some(None),
+                ..Facts::default()
             },
         );
         let reasons: Vec<_> = v.errors.iter().map(|f| f.reason).collect();
@@ -215,6 +234,34 @@ mod tests {
             ]
         );
         assert!(!v.needs_spec_change());
+    }
+
+    #[test]
+    fn a_source_stream_without_limits_retention_is_refused_and_retried() {
+        for retention in ["WorkQueue", "Interest"] {
+            let v = validate(
+                &fixtures::pipeline(),
+                &Facts {
+                    source_retention_unsupported: Some(retention),
+                    ..facts(120)
+                },
+            );
+            assert_eq!(
+                v.error_reason(),
+                Some(reasons::UNSUPPORTED_SOURCE_RETENTION)
+            );
+            let message = v.error_message();
+            assert!(
+                message.starts_with("spec.source.jetstream.stream: stream "),
+                "{message}"
+            );
+            assert!(
+                message.contains(&format!("has {retention} retention")),
+                "{message}"
+            );
+            // The stream may be recreated with Limits retention: retried, not a spec change.
+            assert!(!v.needs_spec_change());
+        }
     }
 
     #[test]
