@@ -1,20 +1,32 @@
 //! Opening a NATS connection from a [`Connection`] spec.
 //!
-//! Secrets are read from files laid out as `<dir>/<secret name>/<key>`: in a pod each
-//! referenced Secret is mounted at `<dir>/<secret name>`, and locally a developer points the
-//! worker at a folder of the same shape. The connection retries the first connect and
-//! reconnects with a capped exponential backoff; an authentication failure is reported as such.
+//! The values of the Secrets a connection names come from a [`Secrets`] source: files laid out
+//! as `<dir>/<secret name>/<key>` (in a pod each referenced Secret is mounted at
+//! `<dir>/<secret name>`; locally a developer points the worker at a folder of the same shape),
+//! or Secrets' data held in memory (the operator reads them through the Kubernetes API and
+//! writes nothing to disk). The connection retries the first connect and reconnects with a
+//! capped exponential backoff; an authentication failure is reported as such.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{ConnectErrorKind, ConnectOptions};
 use jetflow_crds::{Connection, SecretKeyRef};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// Where the files of referenced Secrets are.
+/// The data of Secrets by name, then by key.
+pub type SecretData = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+
+/// Where the values of referenced Secrets come from.
 #[derive(Clone, Debug)]
-pub struct Secrets {
-    dir: PathBuf,
+pub enum Secrets {
+    /// Files laid out as `<dir>/<secret name>/<key>`.
+    Files(PathBuf),
+    /// Secrets' data in memory.
+    Memory(Arc<SecretData>),
 }
 
 /// Why a connection could not be opened.
@@ -34,13 +46,39 @@ pub enum ConnectError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The credentials file is not valid.
-    #[error("connection.creds: invalid credentials file {path}: {source}")]
+    /// A referenced Secret, or its key, is not there.
+    #[error("{field}: secret {secret} has no key {key}")]
+    MissingSecretKey {
+        /// The connection field that refers to it.
+        field: &'static str,
+        /// Secret name.
+        secret: String,
+        /// Key in the Secret.
+        key: String,
+    },
+    /// The credentials are not valid.
+    #[error("connection.creds: invalid credentials in secret {secret}/{key}: {source}")]
     Credentials {
-        /// The file.
-        path: PathBuf,
+        /// Secret name.
+        secret: String,
+        /// Key in the Secret.
+        key: String,
         /// The parse error.
         source: std::io::Error,
+    },
+    /// A TLS certificate or key is not valid PEM, or they do not go together.
+    #[error("{field}: invalid {what} in secret {secret}/{key}: {reason}")]
+    Tls {
+        /// The connection field.
+        field: &'static str,
+        /// What was expected (`certificate`, `private key`).
+        what: &'static str,
+        /// Secret name.
+        secret: String,
+        /// Key in the Secret.
+        key: String,
+        /// What was wrong.
+        reason: String,
     },
     /// The server refused the credentials.
     #[error(
@@ -66,52 +104,66 @@ impl ConnectError {
     /// A stable category for metrics and events.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::ReadSecret { .. } | Self::Credentials { .. } => "secret",
+            Self::ReadSecret { .. }
+            | Self::MissingSecretKey { .. }
+            | Self::Credentials { .. }
+            | Self::Tls { .. } => "secret",
             Self::Authentication { .. } => "authentication",
             Self::Connect { .. } => "connect",
         }
     }
+
+    /// Whether the connection's Secrets are wrong (missing, unreadable or invalid), rather than
+    /// the server unreachable or refusing.
+    pub fn is_secret(&self) -> bool {
+        self.category() == "secret"
+    }
 }
 
 impl Secrets {
-    /// Secrets under `dir`.
+    /// Secrets as files under `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self::Files(dir.into())
     }
 
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Secrets' data held in memory.
+    pub fn memory(data: SecretData) -> Self {
+        Self::Memory(Arc::new(data))
     }
 
-    /// The file of a Secret key.
-    pub fn path(&self, r: &SecretKeyRef) -> PathBuf {
-        self.dir.join(&r.name).join(&r.key)
+    /// The value of a Secret key.
+    fn bytes(&self, field: &'static str, name: &str, key: &str) -> Result<Vec<u8>, ConnectError> {
+        match self {
+            Self::Files(dir) => {
+                let path = dir.join(name).join(key);
+                std::fs::read(&path).map_err(|source| ConnectError::ReadSecret {
+                    field,
+                    secret: name.to_owned(),
+                    key: key.to_owned(),
+                    path,
+                    source,
+                })
+            }
+            Self::Memory(data) => data
+                .get(name)
+                .and_then(|keys| keys.get(key))
+                .cloned()
+                .ok_or_else(|| ConnectError::MissingSecretKey {
+                    field,
+                    secret: name.to_owned(),
+                    key: key.to_owned(),
+                }),
+        }
     }
 
-    fn read(&self, field: &'static str, name: &str, key: &str) -> Result<String, ConnectError> {
-        let path = self.dir.join(name).join(key);
-        std::fs::read_to_string(&path)
-            .map(|s| s.trim().to_owned())
-            .map_err(|source| ConnectError::ReadSecret {
-                field,
-                secret: name.to_owned(),
-                key: key.to_owned(),
-                path,
-                source,
-            })
+    /// The value of a Secret key as text, trimmed.
+    fn text(&self, field: &'static str, name: &str, key: &str) -> Result<String, ConnectError> {
+        let bytes = self.bytes(field, name, key)?;
+        Ok(String::from_utf8_lossy(&bytes).trim().to_owned())
     }
 
-    fn file(&self, field: &'static str, r: &SecretKeyRef) -> Result<PathBuf, ConnectError> {
-        let path = self.path(r);
-        std::fs::metadata(&path).map_err(|source| ConnectError::ReadSecret {
-            field,
-            secret: r.name.clone(),
-            key: r.key.clone(),
-            path: path.clone(),
-            source,
-        })?;
-        Ok(path)
+    fn key_ref(&self, field: &'static str, r: &SecretKeyRef) -> Result<Vec<u8>, ConnectError> {
+        self.bytes(field, &r.name, &r.key)
     }
 }
 
@@ -166,38 +218,99 @@ async fn options(
         return Ok((options, method));
     };
     if let Some(creds) = &conn.creds {
-        let path = secrets.file("connection.creds", creds)?;
+        // As the file is: the creds format's parser needs its line ends.
+        let bytes = secrets.key_ref("connection.creds", creds)?;
+        let text = String::from_utf8_lossy(&bytes);
         options = options
-            .credentials_file(&path)
-            .await
-            .map_err(|source| ConnectError::Credentials { path, source })?;
+            .credentials(&text)
+            .map_err(|source| ConnectError::Credentials {
+                secret: creds.name.clone(),
+                key: creds.key.clone(),
+                source,
+            })?;
         method = "creds";
     }
     if let Some(nkey) = &conn.nkey {
-        options = options.nkey(secrets.read("connection.nkey", &nkey.name, &nkey.key)?);
+        options = options.nkey(secrets.text("connection.nkey", &nkey.name, &nkey.key)?);
         method = "nkey";
     }
     if let Some(up) = &conn.user_password {
-        let user = secrets.read("connection.userPassword", &up.secret_name, &up.username_key)?;
-        let pass = secrets.read("connection.userPassword", &up.secret_name, &up.password_key)?;
+        let user = secrets.text("connection.userPassword", &up.secret_name, &up.username_key)?;
+        let pass = secrets.text("connection.userPassword", &up.secret_name, &up.password_key)?;
         options = options.user_and_password(user, pass);
         method = "userPassword";
     }
     if let Some(token) = &conn.token {
-        options = options.token(secrets.read("connection.token", &token.name, &token.key)?);
+        options = options.token(secrets.text("connection.token", &token.name, &token.key)?);
         method = "token";
     }
     if let Some(tls) = &conn.tls {
         options = options.require_tls(true);
-        if let Some(ca) = &tls.ca {
-            options = options.add_root_certificates(secrets.file("connection.tls.ca", ca)?);
-        }
-        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-            options = options.add_client_certificate(
-                secrets.file("connection.tls.cert", cert)?,
-                secrets.file("connection.tls.key", key)?,
-            );
+        if tls.ca.is_some() || tls.cert.is_some() {
+            options = options.tls_client_config(tls_config(tls, secrets)?);
         }
     }
     Ok((options, method))
+}
+
+/// A TLS client configuration from the connection's PEM values: the CA's certificates as the
+/// only roots (the system's roots without one), and the client certificate and key if given.
+fn tls_config(
+    tls: &jetflow_crds::TlsRef,
+    secrets: &Secrets,
+) -> Result<rustls::ClientConfig, ConnectError> {
+    let certificates = |field: &'static str, r: &SecretKeyRef| {
+        let pem = secrets.key_ref(field, r)?;
+        let invalid = |reason: String| ConnectError::Tls {
+            field,
+            what: "certificate",
+            secret: r.name.clone(),
+            key: r.key.clone(),
+            reason,
+        };
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(invalid("no PEM certificate".to_owned()));
+        }
+        Ok(certs)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca {
+        Some(ca) => {
+            for cert in certificates("connection.tls.ca", ca)? {
+                roots.add(cert).map_err(|e| ConnectError::Tls {
+                    field: "connection.tls.ca",
+                    what: "certificate",
+                    secret: ca.name.clone(),
+                    key: ca.key.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            let chain = certificates("connection.tls.cert", cert)?;
+            let pem = secrets.key_ref("connection.tls.key", key)?;
+            let invalid = |reason: String| ConnectError::Tls {
+                field: "connection.tls.key",
+                what: "private key",
+                secret: key.name.clone(),
+                key: key.key.clone(),
+                reason,
+            };
+            let private =
+                PrivateKeyDer::from_pem_slice(&pem).map_err(|e| invalid(e.to_string()))?;
+            builder
+                .with_client_auth_cert(chain, private)
+                .map_err(|e| invalid(e.to_string()))
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
 }

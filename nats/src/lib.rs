@@ -7,5 +7,5 @@ pub mod connect;
 pub mod consumer;
 pub mod stream;
 
-pub use connect::{ConnectError, Secrets, connect, install_crypto_provider};
+pub use connect::{ConnectError, SecretData, Secrets, connect, install_crypto_provider};
 pub use stream::{stream_config, stream_state};

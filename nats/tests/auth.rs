@@ -348,3 +348,74 @@ async fn tls_with_a_client_certificate() {
         "a server that verifies clients must refuse one without a certificate"
     );
 }
+
+/// Secrets held in memory, as the operator reads them through the API: by name, then key.
+fn in_memory(entries: &[(&str, &str, &str)]) -> Secrets {
+    let mut data = jetflow_nats::SecretData::new();
+    for (secret, key, value) in entries {
+        data.entry((*secret).to_owned())
+            .or_default()
+            .insert((*key).to_owned(), value.as_bytes().to_vec());
+    }
+    Secrets::memory(data)
+}
+
+#[tokio::test]
+async fn secrets_held_in_memory_authenticate_like_mounted_ones() {
+    let server =
+        NatsServer::start_with("authorization { users = [ { user: app, password: s3cret } ] }");
+    let conn = connection("userPassword: {secretName: nats-user}");
+    let secrets = in_memory(&[
+        ("nats-user", "username", "app"),
+        ("nats-user", "password", "s3cret\n"),
+    ]);
+    let client = connect(Some(&conn), &server.url(), &secrets, "t")
+        .await
+        .unwrap();
+    round_trip(&client).await;
+
+    // A key the Secret does not have is named, with the field that refers to it.
+    let err = connect(
+        Some(&conn),
+        &server.url(),
+        &in_memory(&[("nats-user", "username", "app")]),
+        "t",
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_secret(), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "connection.userPassword: secret nats-user has no key password"
+    );
+}
+
+#[tokio::test]
+async fn tls_with_a_client_certificate_held_in_memory() {
+    let pki = pki();
+    let (server, _files) = tls_server(&pki, true);
+    let url = format!("tls://localhost:{}", server.port());
+    let full = connection(
+        "tls: {ca: {name: nats-tls, key: ca.crt}, cert: {name: nats-tls, key: tls.crt}, key: {name: nats-tls, key: tls.key}}",
+    );
+    let secrets = in_memory(&[
+        ("nats-tls", "ca.crt", &pki.ca),
+        ("nats-tls", "tls.crt", &pki.client_cert),
+        ("nats-tls", "tls.key", &pki.client_key),
+    ]);
+    let client = connect(Some(&full), &url, &secrets, "t").await.unwrap();
+    round_trip(&client).await;
+
+    // A certificate that is not PEM is refused before connecting, naming the field.
+    let broken = in_memory(&[
+        ("nats-tls", "ca.crt", "not a certificate"),
+        ("nats-tls", "tls.crt", &pki.client_cert),
+        ("nats-tls", "tls.key", &pki.client_key),
+    ]);
+    let err = connect(Some(&full), &url, &broken, "t").await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("connection.tls.ca: invalid certificate in secret nats-tls/ca.crt"),
+        "{err}"
+    );
+}

@@ -81,14 +81,6 @@ pub enum Error {
         /// The API error.
         source: kube::Error,
     },
-    /// Writing a Secret's keys to the operator's private folder failed.
-    #[error("cannot store the keys of Secret {name} for the NATS connection: {source}")]
-    StoreSecret {
-        /// The Secret's name.
-        name: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
     /// Connecting to NATS failed.
     #[error(transparent)]
     Connect(#[from] jetflow_nats::ConnectError),
@@ -176,7 +168,7 @@ impl Error {
             Self::Read { .. } | Self::ListPods { .. } => "read",
             Self::Apply { .. } => "apply",
             Self::PublishStatus { .. } => "status",
-            Self::ReadSecret { .. } | Self::StoreSecret { .. } => "secret",
+            Self::ReadSecret { .. } => "secret",
             Self::Connect(e) => match e.category() {
                 "authentication" => "nats_auth",
                 "secret" => "secret",

@@ -155,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(
         client,
         metrics.clone(),
-        NatsPool::new(args.nats_url.clone()).context("cannot create the secrets folder")?,
+        NatsPool::new(args.nats_url.clone()),
         settings,
         Some(identity),
     ));

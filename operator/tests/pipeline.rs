@@ -1213,3 +1213,84 @@ async fn credentials_are_read_from_the_secret_the_connection_names() {
     );
     h.assert_calls_permitted();
 }
+
+/// The connections nats-server has open under `name` (its monitoring endpoint).
+fn connections_named(nats: &jetflow_testsupport::NatsServer, name: &str) -> usize {
+    let url = format!("127.0.0.1:{}", nats.http_port());
+    let mut stream = std::net::TcpStream::connect(&url).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "GET /connz?limit=1000 HTTP/1.0\r\nHost: {url}\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let connz: serde_json::Value = serde_json::from_str(body).unwrap();
+    connz["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["name"] == name)
+        .count()
+}
+
+#[tokio::test]
+async fn a_rotated_secret_replaces_the_connection_and_closes_the_old_one() {
+    let nats = jetflow_testsupport::NatsServer::start_with("authorization { token: \"s3cret\" }");
+    let h = Harness::new_with_nats(nats).await;
+    let secrets = h.api::<k8s_openapi::api::core::v1::Secret>();
+    let mut secret = k8s_openapi::api::core::v1::Secret::default();
+    secret.metadata.name = Some("nats-token".into());
+    secret.data = Some(BTreeMap::from([(
+        "token".into(),
+        k8s_openapi::ByteString(b"s3cret".to_vec()),
+    )]));
+    secrets.create(&Default::default(), &secret).await.unwrap();
+    let conn = jetflow_crds::Connection {
+        url: Some(h.nats.url()),
+        token: Some(jetflow_crds::SecretKeyRef {
+            name: "nats-token".into(),
+            key: "token".into(),
+        }),
+        ..Default::default()
+    };
+    let pool = &h.ctx.nats;
+    for rotation in 0..3 {
+        let js = pool
+            .jetstream(&h.raw, NS, Some(&conn))
+            .await
+            .unwrap_or_else(|e| panic!("rotation {rotation}: {e}"));
+        // The client works: JetStream answers through it.
+        js.query_account().await.unwrap();
+        // The same Secret again: the same client.
+        pool.jetstream(&h.raw, NS, Some(&conn)).await.unwrap();
+        assert_eq!(pool.open_clients(), 1);
+        // Rotate: a new resource version (the server accepts the same token).
+        let mut live = secrets.get("nats-token").await.unwrap();
+        live.metadata
+            .labels
+            .get_or_insert_default()
+            .insert("rotation".into(), rotation.to_string());
+        secrets
+            .replace("nats-token", &Default::default(), &live)
+            .await
+            .unwrap();
+    }
+    pool.jetstream(&h.raw, NS, Some(&conn)).await.unwrap();
+    // Four versions of the Secret were used; one connection is left open.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let open = connections_named(&h.nats, "jetflow-operator");
+        if open == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{open} operator connections open after three rotations"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pool.open_clients(), 1);
+}

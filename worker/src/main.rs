@@ -262,11 +262,7 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
     };
     let client = match connected {
         Ok(client) => client,
-        Err(
-            e @ (ConnectError::Authentication { .. }
-            | ConnectError::ReadSecret { .. }
-            | ConnectError::Credentials { .. }),
-        ) => {
+        Err(e) if e.is_secret() || matches!(e, ConnectError::Authentication { .. }) => {
             tracing::error!("{e}");
             return Ok(ExitCode::from(4));
         }

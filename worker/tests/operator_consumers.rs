@@ -43,7 +43,7 @@ impl Operator {
         let ctx = Arc::new(Context::new(
             raw.clone(),
             Arc::new(Metrics::new()),
-            NatsPool::new(nats.url()).expect("secrets folder"),
+            NatsPool::new(nats.url()),
             Settings::default(),
             None,
         ));

@@ -166,7 +166,7 @@ impl Harness {
         let ctx = Arc::new(Context::new(
             client,
             Arc::new(Metrics::new()),
-            NatsPool::new(nats.url()).expect("secrets folder"),
+            NatsPool::new(nats.url()),
             settings,
             Some("operator-0".into()),
         ));
