@@ -22,6 +22,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
+use super::autoscale;
 use super::build::{self, Inputs, configmap, deployment, rbac};
 use super::consumers;
 use super::status::{self, Observed};
@@ -372,9 +373,33 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         _ => BTreeMap::new(),
     };
 
-    // Build.
+    // Autoscale: the workers the lag asks for, while the pipeline runs.
     let finished = status::finished(p, &split_names, Some(&checkpoint));
-    let replicas = status::replicas(p, finished);
+    let decision = p
+        .spec
+        .autoscaling
+        .as_ref()
+        .filter(|_| !p.spec.suspend && !finished)
+        .map(|policy| {
+            autoscale::decide(&autoscale::Observation {
+                policy,
+                parallelism: p.spec.parallelism,
+                lag: (!lags.is_empty()).then(|| lags.values().sum()),
+                splits: split_names.len(),
+                previous: p.status.as_ref().and_then(|s| s.autoscaling.as_ref()),
+                now,
+            })
+        });
+    if let Some(d) = &decision {
+        announce_scale(p, ctx, d).await;
+    }
+
+    // Build.
+    let replicas = status::replicas(
+        p,
+        finished,
+        decision.as_ref().map(|d| d.status.desired_parallelism),
+    );
     let inputs = Inputs {
         pipeline: p,
         name: &name,
@@ -417,6 +442,7 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         splits: &split_names,
         lags: &lags,
         finished,
+        autoscaling: decision.as_ref().map(|d| &d.status),
         min_stale: ctx.settings.min_checkpoint_stale,
         now,
     });
@@ -437,7 +463,34 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
             .min(js.discovery_interval.get()),
         _ => ctx.settings.pipeline_resync,
     };
+    // A scale down waiting for its stabilization window is looked at again when it is due.
+    let resync = match (&decision, &p.spec.autoscaling) {
+        (Some(d), Some(policy)) => autoscale::scale_down_due_in(&d.status, policy, now)
+            .map_or(resync, |due| {
+                resync.min(due + std::time::Duration::from_secs(1))
+            }),
+        _ => resync,
+    };
     Ok(Action::requeue(resync))
+}
+
+/// Reports a change of the workers the autoscaler asks for in an Event and the log.
+async fn announce_scale(p: &Pipeline, ctx: &Context, d: &autoscale::Decision) {
+    let to = d.status.desired_parallelism;
+    let (reason, from) = match d.change {
+        Some(autoscale::Change::ScaledUp { from }) => ("ScaledUp", from),
+        Some(autoscale::Change::ScaledDown { from }) => ("ScaledDown", from),
+        None => return,
+    };
+    tracing::info!(pipeline = %p.name_any(), from, to, lag = d.status.lag, "{reason}");
+    ctx.event(
+        p,
+        false,
+        reason,
+        "Autoscale",
+        format!("workers {from} → {to}: {}", d.status.reason),
+    )
+    .await;
 }
 
 /// Ensures each split's consumer and removes the pipeline's others; returns each split's lag.
