@@ -12,6 +12,6 @@ export JETFLOW_NATS_SERVER="$root/.tools/bin/nats-server"
 # The end-to-end tests run the binaries as separate processes: e2e/local the worker, e2e/cluster
 # the local control plane, which runs the operator and the workers as pods. Build them first
 # (same profile as the tests, so nothing is compiled twice).
-cargo build --locked -p jetflow-worker -p jetflow-operator -p jetflow-devcluster
+cargo build --locked -p jetflow-worker -p jetflow-operator -p jetflow-devcluster -p kubectl-jetflow
 # --no-fail-fast: one failing test binary must not hide the results of the others.
 cargo test --workspace --locked --no-fail-fast "$@"

@@ -13,6 +13,7 @@ pub mod crdgen;
 pub mod manifest;
 pub mod names;
 pub mod pipeline;
+pub mod rewind;
 pub mod split;
 pub mod stream;
 pub mod units;

@@ -38,3 +38,8 @@ pub const RESET_ANNOTATION: &str = "jetflow.io/reset";
 /// and a worker's checkpoint store refuses to write into a checkpoint of another epoch: a worker
 /// that started before a reset can never write its old positions into the fresh checkpoint.
 pub const RESET_APPLIED_ANNOTATION: &str = "jetflow.io/reset-applied";
+/// Annotation on a Pipeline that, when its value changes, moves every split of a running
+/// pipeline to a new position: `sequence=N`, `time=<RFC 3339>` or `start`, optionally followed by
+/// `;` and anything else (a nonce, so that the same rewind can be asked for again). See
+/// [`crate::rewind`].
+pub const REWIND_ANNOTATION: &str = "jetflow.io/rewind";

@@ -42,6 +42,8 @@ use crate::{Connection, Duration};
 #[x_kube(validation = Rule::new(
     "!has(self.source.bound) || !has(self.source.jetstream) || self.source.jetstream.start.from != 'New'"
 ).message("source.bound cannot be combined with source.jetstream.start.from: New"))]
+#[x_kube(validation = Rule::new("!has(self.autoscaling) || has(self.source.jetstream)")
+    .message("autoscaling needs a JetStream source (source.jetstream): a NATS Core source has no lag to scale on"))]
 pub struct PipelineSpec {
     /// How to reach NATS, for the source, the sink and the dead-letter subject. Defaults to the
     /// operator's default URL without credentials.
@@ -71,6 +73,12 @@ pub struct PipelineSpec {
     #[x_kube(validation = Rule::new("self >= 1").message("parallelism must be at least 1"))]
     pub parallelism: i32,
 
+    /// Scales the workers on the source's lag, between `minParallelism` and `maxParallelism`
+    /// and never above the number of splits. While set, the operator decides the number of
+    /// workers and `parallelism` only sets where it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+
     /// Stops the workers (0 replicas) while keeping positions; set back to false to resume.
     #[serde(default)]
     pub suspend: bool,
@@ -82,6 +90,42 @@ pub struct PipelineSpec {
 
 fn default_parallelism() -> i32 {
     1
+}
+
+/// Autoscaling on lag: the operator adds workers as soon as the lag per worker exceeds the
+/// target, and removes them once it has stayed below for the stabilization window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minParallelism <= self.maxParallelism")
+    .message("autoscaling.minParallelism must not exceed autoscaling.maxParallelism"))]
+pub struct Autoscaling {
+    /// The fewest workers, also when there is no lag.
+    #[serde(default = "default_min_parallelism")]
+    #[x_kube(validation = Rule::new("self >= 1").message("autoscaling.minParallelism must be at least 1"))]
+    pub min_parallelism: i32,
+
+    /// The most workers; the number of splits caps it too (a split is read by one worker).
+    #[x_kube(validation = Rule::new("self >= 1").message("autoscaling.maxParallelism must be at least 1"))]
+    pub max_parallelism: i32,
+
+    /// Messages of lag one worker is expected to carry: the workers wanted are the lag (summed
+    /// over the splits) divided by this, rounded up.
+    #[x_kube(validation = Rule::new("self >= 1").message("autoscaling.targetLagPerWorker must be at least 1"))]
+    pub target_lag_per_worker: u64,
+
+    /// How long the lag must have asked for fewer workers before they are removed; a scale up
+    /// happens at once.
+    #[serde(default = "default_scale_down_stabilization")]
+    #[schemars(range(max = 86400))]
+    pub scale_down_stabilization_seconds: u32,
+}
+
+fn default_min_parallelism() -> i32 {
+    1
+}
+
+fn default_scale_down_stabilization() -> u32 {
+    300
 }
 
 /// The source of a pipeline.
@@ -459,6 +503,32 @@ pub struct PipelineStatus {
     /// The generation of the split assignment published to the workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignment_generation: Option<u64>,
+    /// What the autoscaler decided, when `spec.autoscaling` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
+}
+
+/// The autoscaler's state: the workers it asks for and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// The workers asked for.
+    pub desired_parallelism: i32,
+    /// The workers the lag last asked for (before the scale-down stabilization).
+    pub recommended_parallelism: i32,
+    /// The lag the decision was made on.
+    #[serde(default)]
+    pub lag: u64,
+    /// Since when the lag has asked for fewer workers than there are; the workers are removed
+    /// once this is `scaleDownStabilizationSeconds` old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below_since: Option<Time>,
+    /// When the autoscaler last changed the workers asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    /// Why the workers asked for are what they are.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 /// Pipeline phases.

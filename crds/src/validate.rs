@@ -400,6 +400,26 @@ pub fn pipeline_spec(spec: &PipelineSpec) -> Result<(), Invalid> {
     if spec.parallelism < 1 {
         e.add("spec.parallelism", "must be at least 1");
     }
+    if let Some(a) = &spec.autoscaling {
+        if src.jetstream.is_none() {
+            e.add(
+                "spec.autoscaling",
+                "needs a JetStream source (source.jetstream): a NATS Core source has no lag to scale on",
+            );
+        }
+        if a.min_parallelism < 1 {
+            e.add("spec.autoscaling.minParallelism", "must be at least 1");
+        }
+        if a.max_parallelism < a.min_parallelism.max(1) {
+            e.add(
+                "spec.autoscaling.maxParallelism",
+                "must be at least 1 and at least minParallelism",
+            );
+        }
+        if a.target_lag_per_worker < 1 {
+            e.add("spec.autoscaling.targetLagPerWorker", "must be at least 1");
+        }
+    }
     e.finish()
 }
 

@@ -721,6 +721,116 @@ async fn reset_annotation_discards_the_checkpoint_and_recreates_consumers() {
 }
 
 #[tokio::test]
+async fn rewind_annotation_moves_every_split_once_per_value_and_a_reset_still_applies() {
+    let h = setup().await;
+    running(&h).await;
+    write_checkpoint(
+        &h,
+        &Checkpoint {
+            id: 3,
+            time: Some(jiff::Timestamp::now()),
+            splits: BTreeMap::from([(
+                "orders.eu".into(),
+                SplitPosition {
+                    position: 3,
+                    generation: 1,
+                    ..Default::default()
+                },
+            )]),
+        },
+    )
+    .await;
+    let checkpoint_of = async |h: &Harness| -> (Checkpoint, String) {
+        let cm = h
+            .config_map(&names::checkpoint_config_map(NAME))
+            .await
+            .unwrap();
+        let epoch = cm.metadata.annotations.as_ref().unwrap()[RESET_APPLIED_ANNOTATION].clone();
+        (
+            serde_json::from_str(&cm.data.unwrap()[names::CHECKPOINT_KEY]).unwrap(),
+            epoch,
+        )
+    };
+
+    // Not a rewind: a Warning, nothing moves.
+    h.edit_pipeline(
+        NAME,
+        json!({"metadata": {"annotations": {names::REWIND_ANNOTATION: "sequence=zero"}}}),
+    )
+    .await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert!(
+        h.event_reasons(NAME)
+            .await
+            .contains(&"InvalidRewind".to_owned())
+    );
+    let cm = h
+        .config_map(&names::checkpoint_config_map(NAME))
+        .await
+        .unwrap();
+    let cp: Checkpoint = serde_json::from_str(&cm.data.unwrap()[names::CHECKPOINT_KEY]).unwrap();
+    assert_eq!(cp.splits["orders.eu"].position, 3);
+
+    // To sequence 2: the split reads from 2 on, under a new generation and epoch.
+    let generation_before = assignment(&h).await.generation;
+    h.edit_pipeline(
+        NAME,
+        json!({"metadata": {"annotations": {names::REWIND_ANNOTATION: "sequence=2;at=1"}}}),
+    )
+    .await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let (cp, epoch) = checkpoint_of(&h).await;
+    let generation = assignment(&h).await.generation;
+    assert!(generation > generation_before);
+    assert_eq!(cp.splits["orders.eu"].position, 1);
+    assert_eq!(cp.splits["orders.eu"].generation, generation);
+    assert_eq!(epoch, "|rewind=sequence=2;at=1");
+    let info = consumer(&h, "orders.eu").await.unwrap();
+    assert_eq!(
+        info.config.deliver_policy,
+        DeliverPolicy::ByStartSequence { start_sequence: 2 }
+    );
+    assert!(h.event_reasons(NAME).await.contains(&"Rewound".to_owned()));
+    let config = h.config_map(&names::config_map(NAME)).await.unwrap();
+    let worker: Pipeline =
+        serde_yaml_ng::from_str(&config.data.unwrap()[names::CONFIG_KEY]).unwrap();
+    assert_eq!(
+        worker.metadata.annotations.unwrap()[RESET_APPLIED_ANNOTATION],
+        epoch,
+        "the new workers carry the new epoch; the old ones cannot write"
+    );
+
+    // The same value again moves nothing.
+    h.clear_calls();
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert!(
+        !h.writes()
+            .iter()
+            .any(|c| c.resource == "configmaps" && c.verb == "update"),
+        "a rewind happens once per value"
+    );
+
+    // A reset afterwards still applies, and keeps the rewind applied.
+    h.edit_pipeline(
+        NAME,
+        json!({"metadata": {"annotations": {names::RESET_ANNOTATION: "r1"}}}),
+    )
+    .await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let (cp, epoch) = checkpoint_of(&h).await;
+    assert_eq!(cp.splits["orders.eu"].position, 0);
+    assert_eq!(epoch, "r1|rewind=sequence=2;at=1");
+    h.clear_calls();
+    h.reconcile_pipeline(NAME).await.unwrap();
+    assert!(
+        !h.writes()
+            .iter()
+            .any(|c| c.resource == "configmaps" && c.verb == "update"),
+        "neither applies twice"
+    );
+}
+
+#[tokio::test]
 async fn invalid_field_is_reported_and_waits_for_a_change() {
     let h = setup().await;
     h.create_pipeline(pipeline(NAME, spec(&["orders..eu"])))

@@ -23,6 +23,7 @@ const COVERED: &[&str] = &[
     "enrich-jq",
     "route-by-field",
     "dead-letter",
+    "autoscale-lag",
 ];
 
 #[test]
@@ -482,4 +483,146 @@ async fn credentials_secret_reaches_nats_through_the_mounted_secret() {
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.diagnostics()));
     let archived = nats::messages(&js, "invoices-archive").await.unwrap();
     assert_eq!(source_sequences(&archived), expected);
+}
+
+/// The messages of the Events about `pipeline` with `reason`.
+async fn events(cluster: &Cluster, pipeline: &str, reason: &str) -> Vec<String> {
+    use k8s_openapi::api::core::v1::Event;
+    kube::Api::<Event>::namespaced(cluster.client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.name.as_deref() == Some(pipeline)
+                && e.reason.as_deref() == Some(reason)
+        })
+        .filter_map(|e| e.message)
+        .collect()
+}
+
+fn patch_pipeline(cluster: &Cluster, pipeline: &str, patch: &str) {
+    cluster.kubectl_ok(&[
+        "patch",
+        "pipeline",
+        pipeline,
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        patch,
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscale_lag_adds_workers_for_a_backlog_and_removes_them_once_it_drained() {
+    const PIPELINE: &str = "orders-archive";
+    let cluster = Cluster::start().await;
+    apply_ready(&cluster, "autoscale-lag", PIPELINE).await;
+    cluster
+        .wait_pipeline(NS, PIPELINE, "the autoscaler holding one worker", |p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.autoscaling
+                    .as_ref()
+                    .is_some_and(|a| a.desired_parallelism == 1)
+                    && s.ready_replicas == 1
+            })
+        })
+        .await;
+
+    // A backlog builds up while the workers are stopped, and orders keep coming.
+    patch_pipeline(&cluster, PIPELINE, r#"{"spec":{"suspend":true}}"#);
+    cluster
+        .wait_pipeline(NS, PIPELINE, "no worker left", |p| {
+            p.status.as_ref().is_some_and(|s| s.replicas == 0)
+        })
+        .await;
+    let js = cluster.nats.jetstream().await;
+    let regions = ["eu", "us", "apac", "latam"];
+    let mut expected = Vec::new();
+    for i in 0..6000u32 {
+        let region = regions[i as usize % 4];
+        let subject = format!("orders.{region}.shop{}", i % 7);
+        expected.push(publish_js(&js, &subject, format!(r#"{{"order":{i}}}"#)).await);
+    }
+    let flow = nats::Traffic::start(js.clone(), 2);
+
+    // Resumed, the pipeline sees 6000 messages of lag: 6 workers wanted at 1000 per worker,
+    // capped at the 4 splits (maxParallelism is 8), one split each.
+    patch_pipeline(&cluster, PIPELINE, r#"{"spec":{"suspend":false}}"#);
+    cluster
+        .wait_for_ready_deployment(NS, "orders-archive-worker", 4)
+        .await;
+    let scaled = cluster
+        .wait_pipeline(NS, PIPELINE, "4 workers, one split each", |p| {
+            p.status.as_ref().is_some_and(|s| {
+                let owners: BTreeSet<_> = s.splits.iter().filter_map(|s| s.owner.clone()).collect();
+                s.autoscaling
+                    .as_ref()
+                    .is_some_and(|a| a.desired_parallelism == 4)
+                    && s.ready_replicas == 4
+                    && s.splits.len() == 4
+                    && owners.len() == 4
+            })
+        })
+        .await;
+    let decided = scaled.status.unwrap().autoscaling.unwrap();
+    assert!(decided.last_scale_time.is_some(), "{decided:?}");
+    let up = events(&cluster, PIPELINE, "ScaledUp").await;
+    assert!(
+        up.iter()
+            .any(|m| m.starts_with("workers 1 → 4") && m.contains("lag ")),
+        "a ScaledUp event with the lag: {up:?}"
+    );
+    let workers = cluster.pods(NS, "jetflow.io/pipeline=orders-archive").await;
+    assert_eq!(workers.len(), 4, "{workers:?}");
+
+    // The backlog drains; the lag asks for one worker, but the four stay for the
+    // stabilization window (five minutes in the example).
+    let drained = cluster
+        .wait_pipeline(NS, PIPELINE, "the lag asking for one worker", |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.autoscaling.as_ref())
+                .is_some_and(|a| a.recommended_parallelism == 1 && a.below_since.is_some())
+        })
+        .await;
+    let status = drained.status.unwrap();
+    assert_eq!(status.autoscaling.as_ref().unwrap().desired_parallelism, 4);
+    assert!(events(&cluster, PIPELINE, "ScaledDown").await.is_empty());
+
+    // A short window: the workers go down to one, which takes over every split.
+    patch_pipeline(
+        &cluster,
+        PIPELINE,
+        r#"{"spec":{"autoscaling":{"scaleDownStabilizationSeconds":2}}}"#,
+    );
+    cluster
+        .wait_for_ready_deployment(NS, "orders-archive-worker", 1)
+        .await;
+    cluster
+        .wait_pipeline(NS, PIPELINE, "1 worker owning the 4 splits", |p| {
+            p.status.as_ref().is_some_and(|s| {
+                let owners: BTreeSet<_> = s.splits.iter().filter_map(|s| s.owner.clone()).collect();
+                s.autoscaling
+                    .as_ref()
+                    .is_some_and(|a| a.desired_parallelism == 1)
+                    && s.replicas == 1
+                    && owners.len() == 1
+                    && s.splits.iter().all(|s| s.owner.is_some())
+            })
+        })
+        .await;
+    let down = events(&cluster, PIPELINE, "ScaledDown").await;
+    assert!(
+        down.iter().any(|m| m.starts_with("workers 4 → 1")),
+        "a ScaledDown event: {down:?}"
+    );
+
+    // Every order, of the backlog and of the traffic during both scales, once.
+    expected.extend(flow.stop().await);
+    cluster
+        .assert_exactly_once(&js, "orders-archive", &expected)
+        .await;
 }

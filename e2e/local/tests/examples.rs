@@ -26,6 +26,7 @@ const COVERED: &[&str] = &[
     "enrich-jq",
     "route-by-field",
     "dead-letter",
+    "autoscale-lag",
 ];
 
 #[test]
@@ -781,4 +782,30 @@ async fn dead_letter_keeps_failed_payments_with_the_error_and_carries_on() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscale_lag_runs_locally_as_one_worker_owning_every_split() {
+    let ex = Example::start("autoscale-lag").await;
+    let js = ex.jetstream().await;
+    let regions = ["eu", "us", "apac", "latam"];
+    let mut expected = Vec::new();
+    for i in 0..400u32 {
+        let subject = format!("orders.{}.shop{}", regions[i as usize % 4], i % 5);
+        expected.push(publish_js(&js, &subject, format!(r#"{{"order":{i}}}"#)).await);
+    }
+    let mut worker = ex.worker().spawn(&ex.log("worker")).unwrap();
+    output::wait_for_count(&js, "orders-archive", 400, TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", worker.log()));
+    let status = worker.stop(TIMEOUT).await.unwrap();
+    assert!(status.success(), "worker exit {status}\n{}", worker.log());
+    let archived = output::messages(&js, "orders-archive").await.unwrap();
+    assert_eq!(source_sequences(&archived), expected, "every order once");
+    assert!(
+        archived
+            .iter()
+            .all(|m| m.subject.starts_with("archive.orders."))
+    );
+    assert_eq!(ex.checkpoint("orders-archive").splits.len(), 4);
 }

@@ -15,13 +15,14 @@ use jetflow_crds::assignment::Assignment;
 use jetflow_crds::checkpoint::{Checkpoint, SplitPosition};
 use jetflow_crds::condition::types;
 use jetflow_crds::split::{self, Split};
-use jetflow_crds::{Pipeline, names};
+use jetflow_crds::{Pipeline, names, rewind};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
+use super::autoscale;
 use super::build::{self, Inputs, configmap, deployment, rbac};
 use super::consumers;
 use super::status::{self, Observed};
@@ -167,17 +168,19 @@ async fn checkpoint_config_map(
     }
 }
 
-/// Discards the checkpoint: every split back to position 0 under the new assignment generation
-/// (so a worker still running with the old assignment cannot write its old positions back),
-/// recorded with the reset value, by a replace conditional on the version read.
+/// Discards the checkpoint: every split to `position` (0 for a reset) under the new assignment
+/// generation (so a worker still running with the old assignment cannot write its old positions
+/// back), recorded with the new epoch, by a replace conditional on the version read.
+#[allow(clippy::too_many_arguments)]
 async fn reset_checkpoint(
     cms: &Api<ConfigMap>,
     live: &ConfigMap,
     name: &str,
     ns: &str,
     splits: &[String],
+    position: u64,
     generation: u64,
-    reset: &str,
+    epoch: &str,
 ) -> Result<Checkpoint> {
     let checkpoint = Checkpoint {
         id: 0,
@@ -188,7 +191,7 @@ async fn reset_checkpoint(
                 (
                     s.clone(),
                     SplitPosition {
-                        position: 0,
+                        position,
                         generation,
                         ..Default::default()
                     },
@@ -196,7 +199,7 @@ async fn reset_checkpoint(
             })
             .collect(),
     };
-    let mut cm = configmap::checkpoint_config_map(name, ns, &checkpoint, Some(reset))?;
+    let mut cm = configmap::checkpoint_config_map(name, ns, &checkpoint, Some(epoch))?;
     cm.metadata.resource_version = live.metadata.resource_version.clone();
     let cm_name = cm.name_any();
     cms.replace(&cm_name, &PostParams::default(), &cm)
@@ -207,6 +210,44 @@ async fn reset_checkpoint(
             source,
         })?;
     Ok(checkpoint)
+}
+
+/// The first stream sequence stored at or after `time` (the last sequence + 1 when there is none),
+/// as the server resolves a consumer's start time: read off a short-lived consumer.
+async fn first_sequence_at(
+    stream: &async_nats::jetstream::stream::Stream,
+    time: jiff::Timestamp,
+) -> Result<u64> {
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    let stream_name = stream.cached_info().config.name.clone();
+    let fail = |action: &'static str| {
+        let stream_name = stream_name.clone();
+        move |e: Box<dyn std::error::Error + Send + Sync>| Error::Consumer {
+            stream: stream_name,
+            consumer: "(rewind probe)".into(),
+            action,
+            source: e,
+        }
+    };
+    let start_time =
+        async_nats::datetime::parse_rfc3339(&time.to_string()).map_err(|e| fail("configure")(e))?;
+    let mut consumer: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::ByStartTime { start_time },
+            ack_policy: AckPolicy::None,
+            inactive_threshold: std::time::Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| fail("create")(Box::new(e)))?;
+    let info = consumer
+        .info()
+        .await
+        .map_err(|e| fail("read")(Box::new(e)))?
+        .clone();
+    // Gone by itself after the inactive threshold when this delete fails.
+    let _ = stream.delete_consumer(&info.name).await;
+    Ok(info.delivered.stream_sequence + 1)
 }
 
 /// The highest assignment generation any split of `checkpoint` was committed under.
@@ -284,11 +325,18 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         })?;
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let reset = p.annotations().get(names::RESET_ANNOTATION).cloned();
+    let rewind = p.annotations().get(names::REWIND_ANNOTATION).cloned();
 
     // Splits, checkpoint and assignment.
     let splits = splits(p, source.as_ref().and_then(Option::as_ref)).await?;
     let split_names: Vec<String> = splits.iter().map(|s| s.name.clone()).collect();
-    let (checkpoint_cm, existed) = checkpoint_config_map(&cms, &name, ns, reset.as_deref()).await?;
+    let (checkpoint_cm, existed) = checkpoint_config_map(
+        &cms,
+        &name,
+        ns,
+        rewind::join_epoch(reset.as_deref(), rewind.as_deref()).as_deref(),
+    )
+    .await?;
     let first_reconcile = p
         .status
         .as_ref()
@@ -308,11 +356,34 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         .await;
     }
     let mut checkpoint: Checkpoint = decode(Some(&checkpoint_cm), names::CHECKPOINT_KEY)?;
-    let applied_reset = checkpoint_cm
+    // The checkpoint's epoch records the last reset and the last rewind applied; a new value
+    // of either annotation is applied once.
+    let applied_epoch = checkpoint_cm
         .annotations()
         .get(build::RESET_APPLIED_ANNOTATION)
         .cloned();
-    let resetting = reset.is_some() && reset != applied_reset;
+    let (applied_reset, applied_rewind) = rewind::split_epoch(applied_epoch.as_deref());
+    let resetting = reset.is_some() && reset.as_deref() != applied_reset;
+    let rewind_target = match rewind.as_deref() {
+        Some(value) if !resetting && Some(value) != applied_rewind => {
+            match rewind::Target::parse(value) {
+                Ok(target) => Some(target),
+                Err(e) => {
+                    ctx.event(p, true, "InvalidRewind", "Rewind", e.to_string())
+                        .await;
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let new_epoch = if resetting {
+        rewind::join_epoch(reset.as_deref(), rewind.as_deref())
+    } else if rewind_target.is_some() {
+        rewind::join_epoch(applied_reset, rewind.as_deref())
+    } else {
+        None
+    };
 
     let assignment_name = names::assignment_config_map(&name);
     let assignment_cm = cms
@@ -335,33 +406,58 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         assignment.generation = assignment.generation.max(floor + 1);
     }
 
-    if let (true, Some(reset)) = (resetting, reset.as_deref()) {
+    if let Some(epoch) = new_epoch.as_deref() {
         assignment.generation = assignment.generation.max(previous.generation + 1);
-        if let (Some(js_source), Some(stream)) = (
-            &p.spec.source.jetstream,
-            source.as_ref().and_then(Option::as_ref),
-        ) {
+        let stream = source.as_ref().and_then(Option::as_ref);
+        if let (Some(js_source), Some(stream)) = (&p.spec.source.jetstream, stream) {
             consumers::remove_others(stream, &js_source.stream, ns, &name, &BTreeSet::new())
                 .await?;
         }
+        // Every split reads from `first` on: position first - 1 (0, nothing committed: the
+        // spec's start).
+        let first = match (&rewind_target, stream) {
+            (Some(rewind::Target::Sequence(n)), _) => *n,
+            (Some(rewind::Target::Time(t)), Some(stream)) => first_sequence_at(stream, *t).await?,
+            _ => 0,
+        };
         checkpoint = reset_checkpoint(
             &cms,
             &checkpoint_cm,
             &name,
             ns,
             &split_names,
+            first.saturating_sub(1),
             assignment.generation,
-            reset,
+            epoch,
         )
         .await?;
-        ctx.event(
-            p,
-            false,
-            "Reset",
-            "Reset",
-            format!("{} changed to {reset:?}: checkpoint discarded, consumers recreated, workers restarted from spec.source start", names::RESET_ANNOTATION),
-        )
-        .await;
+        let (reason, message) = match &rewind_target {
+            None => (
+                "Reset",
+                format!(
+                    "{} changed to {:?}: checkpoint discarded, consumers recreated, workers restarted from spec.source start",
+                    names::RESET_ANNOTATION,
+                    reset.as_deref().unwrap_or_default()
+                ),
+            ),
+            Some(rewind::Target::Start) => (
+                "Rewound",
+                format!(
+                    "{} changed to {:?}: every split reads from spec.source.jetstream.start; consumers recreated, workers restarted",
+                    names::REWIND_ANNOTATION,
+                    rewind.as_deref().unwrap_or_default()
+                ),
+            ),
+            Some(_) => (
+                "Rewound",
+                format!(
+                    "{} changed to {:?}: every split reads from stream sequence {first} on; consumers recreated, workers restarted",
+                    names::REWIND_ANNOTATION,
+                    rewind.as_deref().unwrap_or_default()
+                ),
+            ),
+        };
+        ctx.event(p, false, reason, "Reset", message).await;
     }
 
     // Consumers: one durable consumer per split of a JetStream source.
@@ -375,9 +471,33 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         _ => BTreeMap::new(),
     };
 
-    // Build.
+    // Autoscale: the workers the lag asks for, while the pipeline runs.
     let finished = status::finished(p, &split_names, Some(&checkpoint));
-    let replicas = status::replicas(p, finished);
+    let decision = p
+        .spec
+        .autoscaling
+        .as_ref()
+        .filter(|_| !p.spec.suspend && !finished)
+        .map(|policy| {
+            autoscale::decide(&autoscale::Observation {
+                policy,
+                parallelism: p.spec.parallelism,
+                lag: (!lags.is_empty()).then(|| lags.values().sum()),
+                splits: split_names.len(),
+                previous: p.status.as_ref().and_then(|s| s.autoscaling.as_ref()),
+                now,
+            })
+        });
+    if let Some(d) = &decision {
+        announce_scale(p, ctx, d).await;
+    }
+
+    // Build.
+    let replicas = status::replicas(
+        p,
+        finished,
+        decision.as_ref().map(|d| d.status.desired_parallelism),
+    );
     let inputs = Inputs {
         pipeline: p,
         name: &name,
@@ -389,11 +509,7 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
     };
     // The checkpoint's epoch goes into the worker configuration: a worker that started before
     // a reset carries another one, and its store refuses to write into the fresh checkpoint.
-    let epoch = if resetting {
-        reset.clone()
-    } else {
-        applied_reset
-    };
+    let epoch = new_epoch.or(applied_epoch);
     let config = configmap::worker_config(&inputs, epoch.as_deref())?;
     let hash = deployment::config_hash(&config);
 
@@ -420,6 +536,7 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         splits: &split_names,
         lags: &lags,
         finished,
+        autoscaling: decision.as_ref().map(|d| &d.status),
         min_stale: ctx.settings.min_checkpoint_stale,
         now,
     });
@@ -440,7 +557,34 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
             .min(js.discovery_interval.get()),
         _ => ctx.settings.pipeline_resync,
     };
+    // A scale down waiting for its stabilization window is looked at again when it is due.
+    let resync = match (&decision, &p.spec.autoscaling) {
+        (Some(d), Some(policy)) => autoscale::scale_down_due_in(&d.status, policy, now)
+            .map_or(resync, |due| {
+                resync.min(due + std::time::Duration::from_secs(1))
+            }),
+        _ => resync,
+    };
     Ok(Action::requeue(resync))
+}
+
+/// Reports a change of the workers the autoscaler asks for in an Event and the log.
+async fn announce_scale(p: &Pipeline, ctx: &Context, d: &autoscale::Decision) {
+    let to = d.status.desired_parallelism;
+    let (reason, from) = match d.change {
+        Some(autoscale::Change::ScaledUp { from }) => ("ScaledUp", from),
+        Some(autoscale::Change::ScaledDown { from }) => ("ScaledDown", from),
+        None => return,
+    };
+    tracing::info!(pipeline = %p.name_any(), from, to, lag = d.status.lag, "{reason}");
+    ctx.event(
+        p,
+        false,
+        reason,
+        "Autoscale",
+        format!("workers {from} → {to}: {}", d.status.reason),
+    )
+    .await;
 }
 
 /// Ensures each split's consumer and removes the pipeline's others; returns each split's lag.

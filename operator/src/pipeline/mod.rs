@@ -1,5 +1,5 @@
-//! The Pipeline reconciler, in phases: dereference (what NATS has) → [`validate`] → [`build`]
-//! → [`apply`] → [`status`]. Validate and build are pure and tested as plain functions; apply
+//! The Pipeline reconciler, in phases: dereference (what NATS has) → [`validate`] →
+//! [`autoscale`] → [`build`] → [`apply`] → [`status`]. Validate and build are pure and tested as plain functions; apply
 //! holds every call to Kubernetes and NATS. The reconcile runs inside kube-runtime's finalizer
 //! helper: the apply branch makes the pipeline run, the cleanup branch removes its consumers.
 //! A deleted Pipeline first has its workers stopped (the Deployment scaled to 0), and the
@@ -10,6 +10,7 @@
 //! at the resync interval; other failures are errors, retried with backoff.
 
 pub mod apply;
+pub mod autoscale;
 pub mod build;
 pub mod consumers;
 pub mod status;

@@ -39,6 +39,8 @@ pub struct Observed<'a> {
     pub lags: &'a BTreeMap<String, u64>,
     /// A bounded run finished on every split.
     pub finished: bool,
+    /// The autoscaler's decision, when it decided (autoscaling on, the pipeline running).
+    pub autoscaling: Option<&'a jetflow_crds::pipeline::AutoscalingStatus>,
     /// The least time without a checkpoint that counts as stale.
     pub min_stale: Duration,
     /// Now.
@@ -55,14 +57,15 @@ pub fn finished(p: &Pipeline, splits: &[String], checkpoint: Option<&Checkpoint>
             .all(|s| cp.splits.get(s).is_some_and(|pos| pos.finished))
 }
 
-/// The workers a Pipeline asks for: `parallelism`, or none when suspended or when a bounded run
-/// finished every split. Worker pods of a bounded run do not exit when their splits finish
-/// (the Deployment would start them again); they stay up, idle, until this scales them to 0.
-pub fn replicas(p: &Pipeline, finished: bool) -> i32 {
+/// The workers a Pipeline asks for: what the autoscaler decided when `spec.autoscaling` is
+/// set, else `parallelism`; none when suspended or when a bounded run finished every split.
+/// Worker pods of a bounded run do not exit when their splits finish (the Deployment would
+/// start them again); they stay up, idle, until this scales them to 0.
+pub fn replicas(p: &Pipeline, finished: bool, autoscaled: Option<i32>) -> i32 {
     if p.spec.suspend || finished {
         0
     } else {
-        p.spec.parallelism
+        autoscaled.unwrap_or(p.spec.parallelism)
     }
 }
 
@@ -340,6 +343,12 @@ pub fn status(o: &Observed<'_>) -> PipelineStatus {
     st.ready_replicas = ready;
     st.selector = Some(selector(p));
     st.assignment_generation = Some(o.assignment.generation);
+    // Suspended or finished, the last decision stays for when the pipeline runs again.
+    if p.spec.autoscaling.is_none() {
+        st.autoscaling = None;
+    } else if let Some(decision) = o.autoscaling {
+        st.autoscaling = Some(decision.clone());
+    }
     st
 }
 
@@ -384,6 +393,7 @@ mod tests {
             splits,
             lags,
             finished: finished(p, splits, cp),
+            autoscaling: None,
             min_stale: Duration::from_secs(60),
             now,
         })
@@ -625,19 +635,20 @@ mod tests {
 
         // Every split finished: the workers are scaled to 0 and the phase is Succeeded, with
         // the Deployment already down to no pod.
-        assert_eq!(replicas(&p, true), 0);
+        assert_eq!(replicas(&p, true, None), 0);
         let (a, lags) = (Assignment::default(), BTreeMap::new());
         let now = jiff::Timestamp::from_second(1_000_000).unwrap();
         let st = status(&Observed {
             pipeline: &p,
             verdict: &Verdict::default(),
             deployment: Some(&deployment(0)),
-            replicas: replicas(&p, true),
+            replicas: replicas(&p, true, None),
             checkpoint: Some(&done),
             assignment: &a,
             splits: &splits,
             lags: &lags,
             finished: true,
+            autoscaling: None,
             min_stale: Duration::from_secs(60),
             now,
         });
@@ -653,7 +664,7 @@ mod tests {
         // Not every split finished yet: the workers run (and wait for their assignment).
         let (two, parallelism) = (["a".to_owned(), "b".to_owned()], p.spec.parallelism);
         assert!(!finished(&p, &two, Some(&done)));
-        assert_eq!(replicas(&p, false), parallelism);
+        assert_eq!(replicas(&p, false, None), parallelism);
         assert!(parallelism > 0);
         p.spec.source.bound = None;
         assert!(!finished(&p, &splits, Some(&done)));
