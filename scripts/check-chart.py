@@ -11,9 +11,15 @@ What it checks:
   with the default values and with several non-default value sets, and `helm lint --strict`
   finds nothing above "info";
 * every rendered manifest validates against the Kubernetes 1.32 JSON schemas in strict mode
-  (kubernetes-validate: unknown fields are errors). A ServiceMonitor has no schema there (it is
-  a Prometheus Operator CRD): its metadata is validated against ObjectMeta and its selector and
-  port are checked against the Service; the rest of its spec is reported as skipped;
+  (kubernetes-validate: unknown fields are errors). The Prometheus Operator's kinds have no
+  schema there: their metadata is validated against ObjectMeta and their selectors against
+  LabelSelector; a ServiceMonitor's selector and port are checked against the Service, a
+  PodMonitor's against the worker pods the operator builds (its golden Deployment) and its
+  relabeling against their pipeline label, and a PrometheusRule's groups and rules against the
+  fields the Prometheus Operator's CRD allows (an alert with an expr, durations, a severity and
+  a summary); the Grafana dashboards' ConfigMap carries the sidecar's label and valid dashboard
+  JSON. Whether the dashboards and alerts use only names the binaries export is checked on a
+  running cluster by e2e/cluster/tests/observability.rs;
 * what the templates must say: images, operator flags, probes, the restricted security
   context, RBAC subjects that name the ServiceAccount, selectors that match the pods;
 * values.schema.json accepts the defaults and rejects wrong values (a string replica count,
@@ -37,6 +43,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -225,9 +232,99 @@ def one(docs: list[Doc], kind: str) -> Doc:
     return found[0]
 
 
+WORKER_GOLDEN = ROOT / "operator" / "src" / "pipeline" / "build" / "golden" / "deployment.yaml"
+DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+# The fields of a rule in the Prometheus Operator's PrometheusRule CRD.
+RULE_FIELDS = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
+GROUP_FIELDS = {"name", "interval", "rules", "limit", "partial_response_strategy", "query_offset", "labels"}
+
+
+def check_pod_monitor(doc: Doc) -> None:
+    validate_definition(doc["metadata"], "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")
+    spec = doc["spec"]
+    expect(set(spec) <= {"selector", "namespaceSelector", "podMetricsEndpoints", "jobLabel",
+                         "podTargetLabels", "sampleLimit"}, f"unknown spec fields {sorted(spec)}")
+    validate_definition(spec["selector"], "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector")
+    namespaces = spec["namespaceSelector"]
+    expect(namespaces == {"any": True} or list(namespaces) == ["matchNames"],
+           f"namespaceSelector {namespaces}")
+    worker = yaml.safe_load(WORKER_GOLDEN.read_text())
+    pod_labels = worker["spec"]["template"]["metadata"]["labels"]
+    for key, value in spec["selector"]["matchLabels"].items():
+        expect(pod_labels.get(key) == value, f"selector {key}={value} misses the worker pods {pod_labels}")
+    ports = {p["name"] for c in worker["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
+    for endpoint in spec["podMetricsEndpoints"]:
+        expect(set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "relabelings",
+                                 "metricRelabelings", "honorLabels", "scheme"},
+               f"unknown endpoint fields {sorted(endpoint)}")
+        expect(endpoint["port"] in ports, f"port {endpoint['port']} not a worker port {ports}")
+        for key in ("interval", "scrapeTimeout"):
+            expect(bool(DURATION.match(str(endpoint[key]))), f"{key} {endpoint[key]}")
+        for relabel in endpoint.get("relabelings", []):
+            for source in relabel.get("sourceLabels", []):
+                label = source.removeprefix("__meta_kubernetes_pod_label_")
+                expect(any(re.sub(r"[^a-zA-Z0-9_]", "_", k) == label for k in pod_labels),
+                       f"relabeling reads {source}, a label the worker pods do not have")
+
+
+def check_prometheus_rule(doc: Doc) -> None:
+    validate_definition(doc["metadata"], "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")
+    expect(list(doc["spec"]) == ["groups"], f"spec fields {sorted(doc['spec'])}")
+    names = set()
+    for group in doc["spec"]["groups"]:
+        expect(set(group) <= GROUP_FIELDS, f"unknown group fields {sorted(set(group) - GROUP_FIELDS)}")
+        expect(group["name"] not in names, f"group {group['name']} twice")
+        names.add(group["name"])
+        expect(bool(group["rules"]), f"group {group['name']} has no rules")
+        for rule in group["rules"]:
+            where = f"rule {rule.get('alert')}"
+            expect(set(rule) <= RULE_FIELDS, f"{where}: unknown fields {sorted(set(rule) - RULE_FIELDS)}")
+            expect(isinstance(rule.get("alert"), str) and re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", rule["alert"]),
+                   f"{where}: alert name")
+            expect(isinstance(rule.get("expr"), str) and rule["expr"].strip(), f"{where}: expr")
+            expect(rule["expr"].count("(") == rule["expr"].count(")"), f"{where}: unbalanced parentheses")
+            if "for" in rule:
+                expect(bool(DURATION.match(str(rule["for"]))), f"{where}: for {rule['for']}")
+            expect(bool(rule.get("labels", {}).get("severity")), f"{where}: no severity label")
+            for key, value in {**rule.get("labels", {}), **rule.get("annotations", {})}.items():
+                expect(isinstance(value, str), f"{where}: {key} is not a string")
+            summary = rule.get("annotations", {}).get("summary", "")
+            expect("{{ $labels." in summary, f"{where}: the summary names no label: {summary!r}")
+
+
+def check_dashboards(doc: Doc) -> None:
+    expect(doc["metadata"]["labels"].get("grafana_dashboard") == "1", "no grafana_dashboard label")
+    files = sorted(p.name for p in (CHART / "dashboards").glob("*.json"))
+    expect(sorted(doc["data"]) == files, f"ConfigMap holds {sorted(doc['data'])}, dashboards/ {files}")
+    uids = set()
+    for name, text in doc["data"].items():
+        dashboard = json.loads(text)
+        expect(dashboard.get("uid") and dashboard["uid"] not in uids, f"{name}: uid")
+        uids.add(dashboard["uid"])
+        expect(isinstance(dashboard.get("title"), str), f"{name}: title")
+        ids = [p["id"] for p in dashboard["panels"]]
+        expect(len(ids) == len(set(ids)), f"{name}: panel ids repeat")
+        exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+        expect(len(exprs) >= 10, f"{name}: {len(exprs)} queries")
+        for panel in dashboard["panels"]:
+            pos = panel["gridPos"]
+            expect(0 <= pos["x"] and pos["x"] + pos["w"] <= 24, f"{name}: panel {panel['title']} off the grid")
+
+
 def validate_rendered(report: Report, scenario: str, docs: list[Doc]) -> None:
     for doc in docs:
         kind = doc["kind"]
+        if kind == "PodMonitor":
+            report.check(f"[{scenario}] {describe(doc)} metadata, selector, port and relabeling select "
+                         "the worker pods", lambda doc=doc: check_pod_monitor(doc))
+            continue
+        if kind == "PrometheusRule":
+            report.check(f"[{scenario}] {describe(doc)} groups and rules have the CRD's shape",
+                         lambda doc=doc: check_prometheus_rule(doc))
+            continue
+        if kind == "ConfigMap" and "grafana_dashboard" in doc["metadata"].get("labels", {}):
+            report.check(f"[{scenario}] {describe(doc)} holds the dashboards as JSON",
+                         lambda doc=doc: check_dashboards(doc))
         if doc["apiVersion"] == "monitoring.coreos.com/v1":
             def service_monitor(doc: Doc = doc) -> None:
                 validate_definition(doc["metadata"], "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")
@@ -259,7 +356,10 @@ def check_common(docs: list[Doc], notes: str, values: dict[str, Any]) -> None:
         expect(doc["metadata"].get("labels", {}).get("app.kubernetes.io/instance") == RELEASE,
                f"{describe(doc)} lacks the instance label")
         if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
-            expect(doc["metadata"].get("namespace") == NAMESPACE, f"{describe(doc)} not in {NAMESPACE}")
+            namespace = NAMESPACE
+            if "grafana_dashboard" in doc["metadata"].get("labels", {}):
+                namespace = merged["metrics"]["grafanaDashboard"]["namespace"] or NAMESPACE
+            expect(doc["metadata"].get("namespace") == namespace, f"{describe(doc)} not in {namespace}")
 
     spec = pod["spec"]
     (container,) = spec["containers"]
@@ -322,6 +422,12 @@ def check_common(docs: list[Doc], notes: str, values: dict[str, Any]) -> None:
     monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
     expect(len(monitors) == (1 if merged["metrics"]["serviceMonitor"]["enabled"] else 0),
            f"{len(monitors)} ServiceMonitors")
+    for kind, key in (("PodMonitor", "podMonitor"), ("PrometheusRule", "prometheusRule")):
+        found = [d for d in docs if d["kind"] == kind]
+        expect(len(found) == (1 if merged["metrics"][key]["enabled"] else 0), f"{len(found)} {kind}s")
+    dashboards = [d for d in docs if d["kind"] == "ConfigMap"]
+    expect(len(dashboards) == (1 if merged["metrics"]["grafanaDashboard"]["enabled"] else 0),
+           f"{len(dashboards)} dashboard ConfigMaps")
     expect("kubectl get" in notes and "pipelines" in notes and "examples/" in notes,
            "NOTES.txt does not say what to do next")
 
@@ -352,6 +458,29 @@ def check_chart(report: Report) -> None:
                    "ServiceMonitor labels"),
             expect(one(docs, "Deployment")["spec"]["template"]["spec"]["nodeSelector"]
                    == {"kubernetes.io/os": "linux"}, "nodeSelector"),
+        )),
+        ("monitoring", {
+            "metrics": {"podMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+                        "prometheusRule": {"enabled": True, "checkpointStaleSeconds": 120,
+                                           "severity": {"lagGrowing": "info"}},
+                        "grafanaDashboard": {"enabled": True, "namespace": "monitoring",
+                                             "annotations": {"grafana_folder": "jetflow"}}},
+        }, lambda docs, merged: (
+            expect(one(docs, "PodMonitor")["metadata"]["labels"].get("release") == "prometheus",
+                   "PodMonitor labels"),
+            expect(one(docs, "PodMonitor")["spec"]["namespaceSelector"] == {"any": True},
+                   "PodMonitor watches every namespace"),
+            expect("> 120" in next(r["expr"] for g in one(docs, "PrometheusRule")["spec"]["groups"]
+                                   for r in g["rules"] if r["alert"] == "JetflowCheckpointStale"),
+                   "checkpointStaleSeconds not in the alert"),
+            expect(next(r["labels"]["severity"] for g in one(docs, "PrometheusRule")["spec"]["groups"]
+                        for r in g["rules"] if r["alert"] == "JetflowLagGrowing") == "info",
+                   "severity.lagGrowing not in the alert"),
+            expect({r["alert"] for g in one(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"]}
+                   >= {"JetflowCheckpointStale", "JetflowLagGrowing", "JetflowSplitStopped",
+                       "JetflowDeadLetters"}, "an alert of the issue is missing"),
+            expect(next(d for d in docs if d["kind"] == "ConfigMap")["metadata"]["namespace"] == "monitoring",
+                   "dashboards namespace"),
         )),
         ("existing-account", {
             "serviceAccount": {"create": False, "name": "platform-operator"},
@@ -397,6 +526,9 @@ def check_chart(report: Report) -> None:
             ("nats.url without a NATS scheme", {"nats": {"url": "http://nats:4222"}}),
             ("metrics.serviceMonitor.enabled: \"yes\"", {"metrics": {"serviceMonitor": {"enabled": "yes"}}}),
             ("an unknown key under worker", {"worker": {"imageTag": "x"}}),
+            ("metrics.prometheusRule.lagWindow: \"15 minutes\"",
+             {"metrics": {"prometheusRule": {"enabled": True, "lagWindow": "15 minutes"}}}),
+            ("an unknown key under metrics.podMonitor", {"metrics": {"podMonitor": {"enable": True}}}),
             ("securityContext.capabilities.drop not a list", {"securityContext": {"capabilities": {"drop": "ALL"}}}),
         ]
         for label, values in wrong:

@@ -1,6 +1,7 @@
 //! `jetflow-operator`: wires the HTTP endpoints, leader election and the controllers together.
 //! Everything else lives in the library.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,7 +74,10 @@ struct Args {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour codes only on a terminal: a pod's log or a redirected file stays plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     if std::env::var("JETFLOW_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {

@@ -5,6 +5,8 @@
 //! The binary is `$JETFLOW_NATS_SERVER`, else `.tools/bin/nats-server` in the workspace
 //! (installed by `scripts/install-nats.sh`), else `nats-server` on `PATH`.
 
+pub mod pod_security;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod cluster;
 pub mod discovery;
 pub mod http;
+pub mod logs;
 pub mod metrics;
 pub mod pipeline;
 pub mod sink;

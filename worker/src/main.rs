@@ -20,6 +20,7 @@ use jetflow_nats::ConnectError;
 use jetflow_worker::assignment;
 use jetflow_worker::cluster::{StoreKind, Stores};
 use jetflow_worker::http::Health;
+use jetflow_worker::logs::LogFormat;
 use jetflow_worker::pipeline::Membership;
 use jetflow_worker::{Metrics, RunError, RunOutcome, Runner, RunnerConfig};
 use tokio_util::sync::CancellationToken;
@@ -35,7 +36,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Args {
     #[command(subcommand)]
     command: Command,
-    /// Log format: text for a terminal, json for pods.
+    /// Log format: text for a terminal (coloured only there), json for pods (one flat object
+    /// per line carrying the `pipeline`, `worker` and `split` fields).
     #[arg(
         long,
         global = true,
@@ -43,12 +45,6 @@ struct Args {
         default_value = "text"
     )]
     log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -149,22 +145,10 @@ fn load(args: &ManifestArgs) -> Result<Pipeline, Invalid> {
     Ok(pipeline)
 }
 
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 fn main() -> ExitCode {
     jetflow_nats::install_crypto_provider();
     let args = Args::parse();
-    init_logs(args.log_format);
+    jetflow_worker::logs::init(args.log_format);
     match args.command {
         Command::Check(manifest) => match load(&manifest) {
             Ok(p) => {
@@ -228,6 +212,7 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("worker-{}", std::process::id()));
+    jetflow_worker::logs::set_process_fields(&namespace, &name, &worker_id);
     let cancel = CancellationToken::new();
     // Before anything slow (connecting, opening stores): a SIGTERM during start-up must be a
     // clean shutdown too, not the default action of the signal.

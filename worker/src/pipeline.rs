@@ -49,6 +49,7 @@ use jetflow_steps::Steps;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::checkpoint::{CheckpointStore, Committer, StoreError};
 use crate::http::Health;
@@ -336,6 +337,8 @@ impl<S: Sink> Runner<S> {
         let cancel = self.cancel.child_token();
         let consumer = consumer_name(&self.namespace, &self.name, &split.name);
         tracing::info!(split = %split.name, consumer, position, "starting split");
+        // Every line the split's tasks log carries the split's name.
+        let span = tracing::info_span!("split", split = %split.name);
 
         let mut reader = self
             .readers
@@ -344,7 +347,7 @@ impl<S: Sink> Runner<S> {
         let reader_cancel = cancel.clone();
         let split_name = split.name.clone();
         let reader_metrics = metrics.clone();
-        let reader_task = tokio::spawn(async move {
+        let read = async move {
             loop {
                 let next = tokio::select! {
                     _ = reader_cancel.cancelled() => break,
@@ -368,12 +371,13 @@ impl<S: Sink> Runner<S> {
                     }
                 }
             }
-        });
+        };
+        let reader_task = tokio::spawn(read.instrument(span.clone()));
 
         let (control_tx, control_rx) = mpsc::channel(4);
         let ids = MessageIds::new(&self.namespace, &self.name, &split.name);
         let task = SplitTask::new(self.shared.clone(), &split.name, ids, metrics, position);
-        let task = tokio::spawn(task.run(rx, control_rx, cancel.clone()));
+        let task = tokio::spawn(task.run(rx, control_rx, cancel.clone()).instrument(span));
         self.splits.insert(
             split.name.clone(),
             SplitHandle {

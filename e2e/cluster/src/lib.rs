@@ -19,6 +19,7 @@
 //! resources, the pods' logs, the operator's log and the control plane's log.
 
 pub mod nats;
+pub mod promql;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,8 @@
 //! The worker Deployment: `parallelism` replicas (0 when suspended or finished), the
 //! configuration and every Secret the connection names mounted read-only, health probes on
-//! the worker's metrics port, a non-root read-only container, and the configuration hash on the
-//! pod template so that a change of the pipeline rolls the workers.
+//! the worker's metrics port, a non-root read-only container that meets the `restricted` Pod
+//! Security Standard (so it runs in a namespace that enforces it), JSON logs, and the
+//! configuration hash on the pod template so that a change of the pipeline rolls the workers.
 //!
 //! The worker's command line here is the contract with `jetflow-worker run`.
 
@@ -103,6 +104,13 @@ pub fn deployment(inputs: &Inputs<'_>, hash: &str) -> Deployment {
     let mut env = vec![
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
+        // One flat JSON object per line (pipeline, worker and split fields) for log collectors;
+        // a Pipeline's `spec.worker.env` may set it back to `text`.
+        EnvVar {
+            name: "JETFLOW_LOG_FORMAT".into(),
+            value: Some("json".into()),
+            ..Default::default()
+        },
     ];
     env.extend(template.env.iter().cloned());
 
@@ -297,6 +305,43 @@ mod tests {
         assert!(mounts.contains(&"/etc/jetflow/secrets/nats-user".to_owned()));
         assert!(mounts.contains(&"/etc/jetflow/secrets/nats-ca".to_owned()));
         assert_eq!(pod.volumes.unwrap().len(), 4);
+    }
+
+    #[test]
+    fn worker_pods_meet_the_restricted_pod_security_standard() {
+        let plain = fixtures::pipeline();
+        let mut secrets = fixtures::pipeline();
+        secrets.spec.connection = Some(Connection {
+            creds: Some(SecretKeyRef {
+                name: "orders-creds".into(),
+                key: "user.creds".into(),
+            }),
+            ..Default::default()
+        });
+        let mut template = fixtures::pipeline();
+        template.spec.worker = Some(
+            serde_json::from_value(serde_json::json!({
+                "image": "registry.example.com/jetflow:1",
+                "env": [{"name": "RUST_LOG", "value": "debug"}],
+                "resources": {"limits": {"memory": "256Mi"}},
+                "nodeSelector": {"kubernetes.io/os": "linux"},
+                "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+            }))
+            .expect("a worker template"),
+        );
+        for (what, p) in [
+            ("default", &plain),
+            ("connection secrets", &secrets),
+            ("worker template", &template),
+        ] {
+            let d = deployment(&fixtures::inputs(p), "h");
+            let pod = serde_json::to_value(d.spec.unwrap().template.spec.unwrap()).unwrap();
+            let violations = jetflow_testsupport::pod_security::restricted(&pod);
+            assert!(
+                violations.is_empty(),
+                "{what}: the worker pod breaks the restricted profile: {violations:#?}"
+            );
+        }
     }
 
     #[test]
