@@ -149,9 +149,13 @@ impl Evaluator {
         }
     }
 
-    /// Forgets every queued message (the split stopped taking them).
+    /// Forgets every queued message (the split stopped taking them); the thread that has them
+    /// queued is let go, and ends after the message it is evaluating.
     pub fn discard(&mut self) {
-        self.pending.clear();
+        if !self.pending.is_empty() {
+            self.pending.clear();
+            self.thread = None;
+        }
     }
 
     fn failure(&self, index: usize, kind: FailureKind, message: String) -> StepFailure {

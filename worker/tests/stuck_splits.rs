@@ -19,6 +19,10 @@ use steps_support::{metric, metrics, wait_for_positions, wait_ready};
 
 /// A pipeline over `in.a` and `in.b` (two splits) whose map never ends on `{"spin": true}`.
 fn spinning(name: &str) -> String {
+    spinning_with(name, "Dlq")
+}
+
+fn spinning_with(name: &str, policy: &str) -> String {
     format!(
         r#"
 apiVersion: jetflow.io/v1alpha1
@@ -38,7 +42,7 @@ spec:
       stream: out
       subject: "out.{{{{token(2)}}}}"
   errors:
-    policy: Dlq
+    policy: {policy}
     deadLetterSubject: dlq.{name}
   checkpoint:
     interval: 300ms
@@ -249,4 +253,38 @@ spec:
         worker.log_text()
     );
     assert_exactly_once(&read_all(&js, "out").await, 1..=3_600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_policy_records_a_runaway_message_in_the_checkpoint() {
+    let server = NatsServer::start();
+    let js = streams(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let path = write_manifest(dir.path(), &spinning_with("halt", "Stop"));
+    let good = publish_to(&js, "in.a", r#"{"spin": false}"#, 2).await;
+    let spin = publish_to(&js, "in.a", r#"{"spin": true}"#, 1).await;
+    publish_to(&js, "in.a", r#"{"spin": false}"#, 2).await;
+    let last_b = publish_to(&js, "in.b", r#"{"n": 1}"#, 5).await;
+    let mut worker = Worker::start(&path, &server.url(), &checkpoints, &[]);
+    wait_ready(&mut worker).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stopped = loop {
+        let checkpoint = read_checkpoint(&checkpoints, "halt");
+        if let Some(reason) = checkpoint
+            .splits
+            .get("in.a")
+            .and_then(|p| p.stopped.clone())
+        {
+            break reason;
+        }
+        assert!(Instant::now() < deadline, "{}", worker.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        stopped.contains(&format!("message {spin} failed in step spin: timeout")),
+        "{stopped}"
+    );
+    wait_for_positions(&checkpoints, "halt", &[good, last_b]).await;
+    worker.kill();
 }
