@@ -27,6 +27,12 @@
 //! [`crate::sink::core`]. Every checkpoint write carries the worker's id and its assignment
 //! generation ([`Runner::set_generation`]).
 //!
+//! A checkpoint waits for each split's snapshot at most the checkpoint interval (at least 2 s):
+//! a split that does not answer (stuck in a step, or behind its sink) is left out, its
+//! committed position kept, and the others are committed. When checkpoints keep failing on the
+//! store, the runner pauses every split's reading until one is committed again, so that the
+//! worker never runs far ahead of its last commit.
+//!
 //! Shutdown ([`Runner::run`] when its token fires): stop pulling, let each split confirm what
 //! it has in flight, take a final checkpoint, acknowledge, return. A worker following an
 //! assignment marks every split it ran released in that final checkpoint, so that the next
