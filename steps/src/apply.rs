@@ -7,6 +7,7 @@
 //! very bytes that came in.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -154,6 +155,16 @@ impl Steps {
     /// With no steps the message passes as it is. Otherwise the payload is parsed at most once,
     /// and only if a jq step runs or a template reads a payload field.
     pub fn apply(&self, input: Input<'_>) -> Result<Vec<Output>, StepFailure> {
+        self.apply_observed(input, &AtomicUsize::new(0))
+    }
+
+    /// [`Steps::apply`], storing in `current` the index of the step that runs, so that a
+    /// watchdog on another thread can name the step a message is stuck in.
+    pub fn apply_observed(
+        &self,
+        input: Input<'_>,
+        current: &AtomicUsize,
+    ) -> Result<Vec<Output>, StepFailure> {
         if self.is_passthrough() {
             return Ok(vec![Output {
                 subject: input.subject.to_owned(),
@@ -171,6 +182,7 @@ impl Steps {
             headers_var: None,
         }];
         for (index, step) in self.compiled().iter().enumerate() {
+            current.store(index, Ordering::Relaxed);
             let mut next = Vec::with_capacity(msgs.len());
             for msg in msgs {
                 apply_step(index, step, msg, input.seq, &mut next)?;

@@ -23,8 +23,9 @@
 //! Payload bytes are never parsed unless a jq step runs or a template reads `{{payload.…}}`,
 //! and are passed on untouched unless a `map` step replaced them.
 //!
-//! Failures are per message ([`StepFailure`], kind parse or eval); the worker applies the
-//! pipeline's error policy to them. Nothing here blocks, spawns or keeps state between
+//! Failures are per message ([`StepFailure`], kind parse or eval; the worker adds timeout when
+//! the steps overrun their budget on a message); the worker applies the pipeline's error
+//! policy to them. Nothing here blocks, spawns or keeps state between
 //! messages.
 
 use async_nats::HeaderMap;
@@ -107,6 +108,9 @@ pub enum FailureKind {
     Parse,
     /// The expression failed on this message.
     Eval,
+    /// The steps did not finish within their time budget on this message (the worker's
+    /// `--step-timeout`).
+    Timeout,
 }
 
 impl FailureKind {
@@ -115,6 +119,7 @@ impl FailureKind {
         match self {
             Self::Parse => "parse",
             Self::Eval => "eval",
+            Self::Timeout => "timeout",
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod assignment;
 pub mod checkpoint;
 pub mod cluster;
 pub mod discovery;
+pub mod evaluator;
 pub mod http;
 pub mod logs;
 pub mod metrics;

@@ -127,6 +127,10 @@ struct RunArgs {
     /// How long a split this worker gains waits for its previous owner to release it.
     #[arg(long, env = "JETFLOW_HANDOVER_TIMEOUT", default_value = "15s")]
     handover_timeout: jetflow_crds::Duration,
+    /// How long the steps may run on one message; a message that takes longer fails with
+    /// kind `timeout` and goes to the pipeline's error policy.
+    #[arg(long, env = "JETFLOW_STEP_TIMEOUT", default_value = "1s")]
+    step_timeout: jetflow_crds::Duration,
 }
 
 /// A pipeline that cannot run: exit code 2.
@@ -275,7 +279,11 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
         generation: 0,
         shutdown_timeout: args.shutdown_timeout.get(),
     };
-    let runner = match Runner::new(config, client.clone(), store, metrics, health).await {
+    if args.step_timeout.get().is_zero() {
+        tracing::error!("--step-timeout: must be longer than 0");
+        return Ok(ExitCode::from(2));
+    }
+    let mut runner = match Runner::new(config, client.clone(), store, metrics, health).await {
         Ok(r) => r,
         Err(
             e @ (RunError::Unsupported(_)
@@ -290,6 +298,7 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
 
+    runner.set_step_timeout(args.step_timeout.get());
     let outcome = runner.run_with(membership, cancel.clone()).await;
     cancel.cancel();
     let _ = client.flush().await;

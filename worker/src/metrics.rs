@@ -30,6 +30,9 @@ pub struct Metrics {
     pub checkpoint_id: IntGauge,
     /// Checkpoints that failed (store or sink).
     pub checkpoint_failures: IntCounter,
+    /// 1 while reading is paused because checkpoints fail (back-pressure).
+    pub reading_paused: IntGauge,
+    runaway_evaluations: IntGauge,
 }
 
 /// One split's metric handles.
@@ -49,6 +52,9 @@ pub struct SplitMetrics {
     pub position: IntGauge,
     /// 1 when the split stopped on an error (policy `Stop`).
     pub stopped: IntGauge,
+    /// Step evaluations given up on after their budget and still running on their thread
+    /// (shared by every split).
+    pub runaway_evaluations: IntGauge,
     errors: IntCounterVec,
     split: String,
 }
@@ -138,8 +144,20 @@ impl Metrics {
             "Checkpoints that could not be completed.",
         )
         .expect("valid metric definition");
+        let reading_paused = IntGauge::new(
+            "jetflow_worker_reading_paused",
+            "1 while the worker has stopped reading because its checkpoints fail (back-pressure).",
+        )
+        .expect("valid metric definition");
+        let runaway_evaluations = IntGauge::new(
+            "jetflow_worker_runaway_evaluations",
+            "Step evaluations given up on after their time budget that are still running.",
+        )
+        .expect("valid metric definition");
         for c in [
             Box::new(messages.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(reading_paused.clone()),
+            Box::new(runaway_evaluations.clone()),
             Box::new(bytes.clone()),
             Box::new(errors.clone()),
             Box::new(lag.clone()),
@@ -167,6 +185,8 @@ impl Metrics {
             seconds_since_checkpoint,
             checkpoint_id,
             checkpoint_failures,
+            reading_paused,
+            runaway_evaluations,
         }
     }
 
@@ -180,6 +200,7 @@ impl Metrics {
             lag: self.lag.with_label_values(&[split]),
             position: self.position.with_label_values(&[split]),
             stopped: self.stopped.with_label_values(&[split]),
+            runaway_evaluations: self.runaway_evaluations.clone(),
             errors: self.errors.clone(),
             split: split.to_owned(),
         }

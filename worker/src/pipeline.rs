@@ -27,6 +27,12 @@
 //! [`crate::sink::core`]. Every checkpoint write carries the worker's id and its assignment
 //! generation ([`Runner::set_generation`]).
 //!
+//! A checkpoint waits for each split's snapshot at most the checkpoint interval (at least 2 s):
+//! a split that does not answer (stuck in a step, or behind its sink) is left out, its
+//! committed position kept, and the others are committed. When checkpoints keep failing on the
+//! store, the runner pauses every split's reading until one is committed again, so that the
+//! worker never runs far ahead of its last commit.
+//!
 //! Shutdown ([`Runner::run`] when its token fires): stop pulling, let each split confirm what
 //! it has in flight, take a final checkpoint, acknowledge, return. A worker following an
 //! assignment marks every split it ran released in that final checkpoint, so that the next
@@ -46,7 +52,7 @@ use jetflow_crds::Pipeline;
 use jetflow_crds::checkpoint::SplitPosition;
 use jetflow_crds::split::{Split, consumer_name};
 use jetflow_steps::Steps;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -67,6 +73,20 @@ use crate::source::{SourceAcker, SplitReader};
 use crate::split::{Control, Shared, SplitError, SplitSnapshot, SplitTask};
 
 mod control;
+
+/// How long the steps may run on one message by default (`--step-timeout`).
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A checkpoint waits for each split's snapshot at most the checkpoint interval, and never less
+/// than this.
+const SNAPSHOT_TIMEOUT_MIN: Duration = Duration::from_secs(2);
+
+/// A split that keeps missing its snapshots is logged at most this often.
+const LATE_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
+/// After this many checkpoints in a row failed on the store, the splits stop taking messages
+/// until one is committed.
+const PAUSE_AFTER_FAILURES: u32 = 3;
 
 pub use control::{Change, Membership, SplitSummary};
 
@@ -172,6 +192,11 @@ pub struct Runner<S: Sink> {
     worker_id: String,
     generation: u64,
     shutdown_timeout: Duration,
+    step_timeout: Duration,
+    /// Whether the splits stop taking messages (checkpoints keep failing); shared with them.
+    paused: watch::Sender<bool>,
+    failed_checkpoints: u32,
+    late_logged: Option<Instant>,
     splits: BTreeMap<String, SplitHandle>,
     cancel: CancellationToken,
 }
@@ -265,9 +290,11 @@ impl Runner<PipelineSink> {
         let max_pending = usize::try_from(max_pending).unwrap_or(1024).max(1);
         let dead_letters = DeadLetters::new(client.clone(), &pipeline.dead_letter_subject()).await;
         let committer = Committer::open(store).await?;
+        let (paused, reading_paused) = watch::channel(false);
         let shared = Arc::new(Shared {
+            paused: reading_paused,
             source_stream,
-            steps,
+            steps: Arc::new(steps),
             template,
             sink,
             dead_letters,
@@ -296,6 +323,10 @@ impl Runner<PipelineSink> {
             worker_id: config.worker_id,
             generation: config.generation,
             shutdown_timeout: config.shutdown_timeout,
+            step_timeout: DEFAULT_STEP_TIMEOUT,
+            paused,
+            failed_checkpoints: 0,
+            late_logged: None,
             splits: BTreeMap::new(),
             cancel: CancellationToken::new(),
         })
@@ -311,6 +342,12 @@ impl<S: Sink> Runner<S> {
     /// The last committed checkpoint.
     pub fn checkpoint_state(&self) -> &jetflow_crds::checkpoint::Checkpoint {
         self.committer.checkpoint()
+    }
+
+    /// Sets the time budget of the steps on one message, for the splits started from now on
+    /// (default [`DEFAULT_STEP_TIMEOUT`]).
+    pub fn set_step_timeout(&mut self, budget: Duration) {
+        self.step_timeout = budget;
     }
 
     /// Sets the assignment generation written with the next checkpoints.
@@ -376,7 +413,14 @@ impl<S: Sink> Runner<S> {
 
         let (control_tx, control_rx) = mpsc::channel(4);
         let ids = MessageIds::new(&self.namespace, &self.name, &split.name);
-        let task = SplitTask::new(self.shared.clone(), &split.name, ids, metrics, position);
+        let task = SplitTask::new(
+            self.shared.clone(),
+            &split.name,
+            ids,
+            metrics,
+            position,
+            self.step_timeout,
+        );
         let task = tokio::spawn(task.run(rx, control_rx, cancel.clone()).instrument(span));
         self.splits.insert(
             split.name.clone(),
@@ -414,12 +458,30 @@ impl<S: Sink> Runner<S> {
         let mut waiting = Vec::with_capacity(self.splits.len());
         for (name, handle) in &self.splits {
             let (tx, rx) = oneshot::channel();
-            let sent = handle.control.send(Control::Snapshot(tx)).await.is_ok();
+            // Never waits: a split that has not answered earlier requests is not asked again.
+            let sent = handle.control.try_send(Control::Snapshot(tx));
             waiting.push((name.clone(), sent, rx));
         }
+        // A split that does not answer in time (stuck in a step, or behind a sink that does not
+        // take its outputs) is left out of this checkpoint: its committed position stays, and
+        // the other splits commit theirs.
+        let deadline = tokio::time::Instant::now() + self.interval.max(SNAPSHOT_TIMEOUT_MIN);
         let mut snapshots = BTreeMap::new();
         for (name, sent, rx) in waiting {
-            let result = if sent { rx.await.ok() } else { None };
+            let result = match sent {
+                Ok(()) => match tokio::time::timeout_at(deadline, rx).await {
+                    Ok(answer) => answer.ok(),
+                    Err(_) => {
+                        self.late_snapshot(&name);
+                        continue;
+                    }
+                },
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.late_snapshot(&name);
+                    continue;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => None,
+            };
             match result {
                 Some(Ok(mut snapshot)) => {
                     // Only a split whose task ended is finished; a live one may still be
@@ -450,6 +512,44 @@ impl<S: Sink> Runner<S> {
             }
         }
         self.commit_and_ack(snapshots, started, false).await
+    }
+
+    /// A split that did not answer a checkpoint in time: logged at most once per
+    /// [`LATE_LOG_INTERVAL`] for the worker, and counted.
+    fn late_snapshot(&mut self, name: &str) {
+        self.metrics.split(name).error("snapshot_timeout");
+        if self
+            .late_logged
+            .is_none_or(|at| at.elapsed() >= LATE_LOG_INTERVAL)
+        {
+            self.late_logged = Some(Instant::now());
+            tracing::warn!(split = %name, "split did not answer the checkpoint in time; its committed position stays, the other splits are committed");
+        }
+    }
+
+    /// Counts a checkpoint that failed on the store, and pauses reading after
+    /// [`PAUSE_AFTER_FAILURES`] in a row (back-pressure: the splits stop taking messages, so the
+    /// worker does not run ahead of its last commit).
+    fn checkpoint_failed(&mut self) {
+        self.failed_checkpoints += 1;
+        if self.failed_checkpoints >= PAUSE_AFTER_FAILURES && !*self.paused.borrow() {
+            tracing::warn!(
+                failed = self.failed_checkpoints,
+                "checkpoints keep failing; reading paused until one is committed"
+            );
+            self.paused.send_replace(true);
+            self.metrics.reading_paused.set(1);
+        }
+    }
+
+    /// Resumes reading after a committed checkpoint.
+    fn checkpoint_succeeded(&mut self) {
+        self.failed_checkpoints = 0;
+        if *self.paused.borrow() {
+            tracing::info!("checkpoint committed; reading resumed");
+            self.paused.send_replace(false);
+            self.metrics.reading_paused.set(0);
+        }
     }
 
     /// Commits the positions of `snapshots` that moved (or finished, or stopped), then
@@ -632,10 +732,11 @@ impl<S: Sink> Runner<S> {
                 }
             }
             match self.checkpoint().await {
-                Ok(()) => {}
+                Ok(()) => self.checkpoint_succeeded(),
                 Err(RunError::Store(e)) => {
                     // The next interval tries again; nothing is acknowledged meanwhile.
                     tracing::warn!(error = %e, "checkpoint failed");
+                    self.checkpoint_failed();
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "split failed; shutting down");

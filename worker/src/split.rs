@@ -7,11 +7,19 @@
 //!                                            └─▶ error policy: dead letter ┘ / skip / stop
 //! ```
 //!
+//! While the runner's checkpoints keep failing it pauses every split ([`Shared::paused`]): the
+//! task stops taking messages (its reader blocks on the full channel) until a checkpoint is
+//! committed again.
+//!
 //! The position is the last source sequence whose outputs, and those of every message before
 //! it, are confirmed by the sink; with its ack token it is what a checkpoint takes from the
 //! split ([`Control::Snapshot`]). Taking it never stops the split: outputs after it simply stay
 //! in the window. The window holds at most `max_pending` outputs, so a slow sink slows the
 //! reader rather than growing memory.
+//!
+//! The steps run on a thread of the split's own ([`crate::evaluator`]), each message within a
+//! time budget: one that overruns it fails (kind `timeout`) and goes to the error policy, so a
+//! runaway expression costs its message, not the split.
 //!
 //! An output whose publish fails, or whose ack is an error, is published again (same message
 //! id, so the sink keeps one copy) a few times with a backoff; if it still fails the split ends
@@ -33,10 +41,11 @@ use async_nats::jetstream::context::PublishError;
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use jetflow_crds::pipeline::ErrorAction;
-use jetflow_steps::{Input, Steps};
+use jetflow_steps::Steps;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::evaluator::{Evaluator, Job};
 use crate::metrics::SplitMetrics;
 use crate::sink::dead_letter::{DeadLetters, Failure};
 use crate::sink::headers::{MessageIds, output_headers};
@@ -55,7 +64,7 @@ pub struct Shared<S> {
     /// The source stream's name (for output headers).
     pub source_stream: String,
     /// The compiled steps.
-    pub steps: Steps,
+    pub steps: Arc<Steps>,
     /// The sink's subject template.
     pub template: SubjectTemplate,
     /// The sink.
@@ -66,6 +75,8 @@ pub struct Shared<S> {
     pub policy: ErrorAction,
     /// Outputs awaiting confirmation, at most.
     pub max_pending: usize,
+    /// True while the splits must not take messages (checkpoints keep failing).
+    pub paused: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A split's state as a checkpoint takes it.
@@ -203,6 +214,8 @@ enum Event {
     Window(Confirmed),
     Control(Control),
     Cancel,
+    /// Reading may go on (checkpoints are committed again).
+    Resumed,
     Received(usize),
 }
 
@@ -214,21 +227,34 @@ pub struct SplitTask<S> {
     metrics: SplitMetrics,
     window: VecDeque<InFlight>,
     snapshot: SplitSnapshot,
+    /// Runs the steps with a time budget per message (none without steps).
+    evaluator: Option<Evaluator>,
     skipped_since_log: u64,
     last_skip_log: Option<Instant>,
 }
 
 impl<S: Sink> SplitTask<S> {
-    /// A task for split `name` whose committed position is `position`.
+    /// A task for split `name` whose committed position is `position`; the steps get
+    /// `step_timeout` per message.
     pub fn new(
         shared: Arc<Shared<S>>,
         name: &str,
         ids: MessageIds,
         metrics: SplitMetrics,
         position: u64,
+        step_timeout: Duration,
     ) -> Self {
         let capacity = shared.max_pending.min(4096);
+        let evaluator = (!shared.steps.is_passthrough()).then(|| {
+            Evaluator::new(
+                shared.steps.clone(),
+                step_timeout,
+                name,
+                metrics.runaway_evaluations.clone(),
+            )
+        });
         Self {
+            evaluator,
             shared,
             name: name.to_owned(),
             ids,
@@ -253,19 +279,23 @@ impl<S: Sink> SplitTask<S> {
     ) -> Result<SplitSnapshot, SplitError> {
         let mut buf: Vec<SourceMessage> = Vec::with_capacity(RECEIVE_CHUNK);
         let mut draining = false;
+        let mut paused = self.shared.paused.clone();
         loop {
             let room = self.shared.max_pending.saturating_sub(self.window.len());
-            let accepting = !draining && self.snapshot.stopped.is_none() && room > 0;
+            let pause = *paused.borrow_and_update();
+            let accepting = !draining && self.snapshot.stopped.is_none() && room > 0 && !pause;
             let window = &mut self.window;
             let event = tokio::select! {
                 biased;
                 done = std::future::poll_fn(|cx| poll_window(window, cx)), if !window.is_empty() => Event::Window(done),
                 Some(request) = control.recv() => Event::Control(request),
                 _ = cancel.cancelled(), if !draining => Event::Cancel,
+                Ok(()) = paused.changed(), if pause => Event::Resumed,
                 n = messages.recv_many(&mut buf, room.min(RECEIVE_CHUNK)), if accepting => Event::Received(n),
                 else => Event::Cancel,
             };
             match event {
+                Event::Resumed => {}
                 Event::Window(done) => self.confirmed(done).await?,
                 Event::Control(Control::Snapshot(reply)) => {
                     let _ = reply.send(self.take_snapshot().await);
@@ -277,6 +307,16 @@ impl<S: Sink> SplitTask<S> {
                     draining = true;
                 }
                 Event::Received(_) => {
+                    if let Some(evaluator) = self.evaluator.as_mut() {
+                        for message in &buf {
+                            evaluator.submit(Job {
+                                subject: message.subject.clone(),
+                                headers: message.headers.clone(),
+                                payload: message.payload.clone(),
+                                seq: message.seq,
+                            });
+                        }
+                    }
                     for message in buf.drain(..) {
                         self.process(message).await?;
                         if self.snapshot.stopped.is_some() {
@@ -284,6 +324,9 @@ impl<S: Sink> SplitTask<S> {
                         }
                     }
                     buf.clear();
+                    if let Some(evaluator) = self.evaluator.as_mut() {
+                        evaluator.discard();
+                    }
                 }
             }
             if draining && self.window.is_empty() {
@@ -422,12 +465,15 @@ impl<S: Sink> SplitTask<S> {
                 .await;
         }
 
-        let outputs = shared.steps.apply(Input {
-            subject: &message.subject,
-            headers: message.headers.as_ref(),
-            payload: &message.payload,
-            seq: message.seq,
-        });
+        let outputs = match self.evaluator.as_mut() {
+            Some(evaluator) => evaluator.next().await.expect("every message was submitted"),
+            None => shared.steps.apply(jetflow_steps::Input {
+                subject: &message.subject,
+                headers: message.headers.as_ref(),
+                payload: &message.payload,
+                seq: message.seq,
+            }),
+        };
         let outputs = match outputs {
             Ok(outputs) => outputs,
             Err(failure) => {
@@ -504,6 +550,7 @@ impl<S: Sink> SplitTask<S> {
         self.metrics.error(match kind {
             "parse" => "step_parse",
             "eval" => "step_eval",
+            "timeout" => "step_timeout",
             _ => "template",
         });
         match self.shared.policy {

@@ -3,7 +3,9 @@
 //! is rewritten to take one worker's splits away (a new generation), that worker is later
 //! killed, messages keep coming throughout, and the sink ends up holding every source message
 //! exactly once. A worker stopped gracefully (SIGTERM, as a rolling update stops a pod) releases
-//! its splits in its final checkpoint, so their next owner starts them at once.
+//! its splits in its final checkpoint, so their next owner starts them at once. A frozen owner
+//! (SIGSTOP) keeps its split from its new owner across two assignment changes until it wakes up
+//! and releases it.
 
 mod common;
 mod support;
@@ -475,4 +477,160 @@ async fn a_stopping_worker_releases_its_splits_even_when_one_was_taken_on_by_a_n
             "{split}: {p:?}"
         );
     }
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a worker process.
+fn signal(worker: &common::Worker, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(worker.child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_owners_split_waits_for_its_release_across_two_assignment_changes() {
+    const THREE: [&str; 3] = ["transfers.eu", "transfers.us", "transfers.apac"];
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, "transfers", &["transfers.>"]).await;
+    // A duplicate window far shorter than the test: two workers running one split at once
+    // publish the same outputs seconds apart, and the sink keeps both.
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "ledger".into(),
+        subjects: vec!["ledger.>".into()],
+        duplicate_window: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .expect("create sink stream");
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(
+        dir.path(),
+        &MANIFEST.replace(
+            r#"["transfers.eu", "transfers.us", "transfers.apac", "transfers.latam", "transfers.mea", "transfers.anz"]"#,
+            r#"["transfers.eu", "transfers.us", "transfers.apac"]"#,
+        ),
+    );
+    let checkpoints = dir.path().join("checkpoints");
+    let assignment = dir.path().join("assignment.json");
+    let assignment_arg = assignment.display().to_string();
+    write_assignment(
+        &assignment,
+        1,
+        &[
+            ("transfers.eu", "w1"),
+            ("transfers.us", "w2"),
+            ("transfers.apac", "w3"),
+        ],
+    );
+    let mut workers = Vec::new();
+    for id in ["w1", "w2", "w3"] {
+        let addr = free_addr();
+        let worker = spawn(
+            &manifest,
+            &server.url(),
+            &checkpoints,
+            id,
+            &addr,
+            &[
+                "--assignment-file",
+                &assignment_arg,
+                // Far longer than the test: only a release lets a gained split start.
+                "--handover-timeout",
+                "120s",
+            ],
+        );
+        workers.push((worker, addr));
+    }
+    for (worker, addr) in &mut workers {
+        wait_ready(worker, addr, Duration::from_secs(30)).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let js = js.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                publish(&js, &THREE, 300, 128).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let checkpoint = || read_checkpoint(&checkpoints, "ledger");
+    wait_until("every split committed", Duration::from_secs(30), || {
+        let c = checkpoint();
+        THREE
+            .iter()
+            .all(|s| c.splits.get(*s).is_some_and(|p| p.position > 0))
+    })
+    .await;
+
+    // w1 freezes while it runs transfers.eu, with outputs published past its last checkpoint.
+    // It stays frozen for less than the sink's publish timeout (5 s), so that its own publishes
+    // are not sent again when it wakes up.
+    signal(&workers[0].0, "STOP");
+    // Generation 2 gives transfers.eu to w2, which waits for w1's release.
+    write_assignment(
+        &assignment,
+        2,
+        &[
+            ("transfers.eu", "w2"),
+            ("transfers.us", "w2"),
+            ("transfers.apac", "w3"),
+        ],
+    );
+    wait_until("w2 waiting for w1", Duration::from_secs(10), || {
+        plain_log(&workers[1].0)
+            .contains("waiting for the previous owner to release the split split=transfers.eu")
+    })
+    .await;
+    // Generation 3 leaves transfers.eu with w2 and moves transfers.us to w3.
+    write_assignment(
+        &assignment,
+        3,
+        &[
+            ("transfers.eu", "w2"),
+            ("transfers.us", "w3"),
+            ("transfers.apac", "w3"),
+        ],
+    );
+    wait_until("w3 taking transfers.us", Duration::from_secs(30), || {
+        plain_log(&workers[2].0).contains("starting split split=transfers.us ")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // w1 wakes up, still running transfers.eu until it reads the new assignment.
+    signal(&workers[0].0, "CONT");
+    wait_until("w2 running transfers.eu", Duration::from_secs(30), || {
+        plain_log(&workers[1].0).contains("starting split split=transfers.eu ")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Release);
+    publisher.await.unwrap();
+
+    let total = stream_len(&js, "transfers").await;
+    wait_for_len(&js, "ledger", total, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (worker, _) in &mut workers {
+        let status = worker.terminate(Duration::from_secs(30));
+        assert!(status.success(), "{status}; log:\n{}", worker.log_text());
+    }
+    // Every Jetflow-Source-Sequence once: no gap, and no repeat from two workers at once.
+    assert_exactly_once(&read_all(&js, "ledger").await, 1..=total);
+    let released = log_time(
+        &plain_log(&workers[0].0),
+        "split stopped, committed and acknowledged; writing its release record split=transfers.eu ",
+    );
+    let started = log_time(
+        &plain_log(&workers[1].0),
+        "starting split split=transfers.eu ",
+    );
+    assert!(
+        released < started,
+        "transfers.eu: started by w2 at {started}, released by w1 at {released}"
+    );
+    eprintln!("{total} source messages over 3 splits, each in the sink once");
 }

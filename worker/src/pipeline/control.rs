@@ -16,13 +16,18 @@
 //!   written, all before it is forgotten: the record is the split's position committed under
 //!   the new assignment generation, which tells the new owner that the old one has stopped;
 //! - a split it gains starts at its committed position, read from the store again, but only
-//!   once the previous owner released it (its checkpoint entry carries the new generation, or
-//!   this worker wrote it last); a previous owner that never answers (it was killed) is given
-//!   up on after the handover timeout, and from then on the generation check of the checkpoint
-//!   refuses whatever that stale owner might still try to commit. A worker that stops
-//!   (SIGTERM) marks every split it ran `released` in its final checkpoint, which releases them
-//!   whatever generation it knew; the new owner claims such a split (one write clearing the
-//!   mark) as it starts it.
+//!   once the worker that held it last released it: its checkpoint entry is a release record
+//!   (`released`) written by that worker, at whatever generation. The last holder comes from
+//!   every assignment this worker has seen, not only the one before the current: a later
+//!   generation that keeps the split with this worker while it waits changes nothing, and a
+//!   release by an earlier owner does not count. Without any other holder in that history
+//!   (the first assignment this worker sees), the worker that committed the split last is the
+//!   one to wait for. A previous owner that never answers (it was killed, or is frozen) is
+//!   given up on after the handover timeout, counted from when the split was given to this
+//!   worker, and from then on the generation check of the checkpoint refuses whatever that
+//!   stale owner might still try to commit. A worker that stops (SIGTERM) marks every split it
+//!   ran `released` in its final checkpoint, which releases them whatever generation it knew;
+//!   the new owner claims such a split (one write clearing the mark) as it starts it.
 //!
 //! A change that cannot be applied because the checkpoint store failed is tried again with
 //! back-off (0.5 s doubling to 30 s) until it is applied, not only when the next change comes.
@@ -81,8 +86,11 @@ pub struct SplitSummary {
 pub struct Membership {
     candidates: BTreeMap<String, Split>,
     assignment: Option<Assignment>,
-    /// The owners before the latest assignment (who must release a split this worker gains).
-    previous: Option<Assignment>,
+    /// Per split, the worker the assignments seen so far gave it to last.
+    holders: BTreeMap<String, String>,
+    /// Per split, the worker that held it before its current holder: the one whose release
+    /// record a gaining worker waits for, however many assignments came in between.
+    handed_from: BTreeMap<String, String>,
     changes: Option<mpsc::Receiver<Change>>,
     waiting: BTreeMap<String, Instant>,
     handover_timeout: Duration,
@@ -120,10 +128,15 @@ impl Membership {
         changes: Option<mpsc::Receiver<Change>>,
         handover_timeout: Duration,
     ) -> Self {
+        let holders = assignment
+            .as_ref()
+            .map(|a| a.owners.clone())
+            .unwrap_or_default();
         Self {
             candidates: splits.into_iter().map(|s| (s.name.clone(), s)).collect(),
             assignment,
-            previous: None,
+            holders,
+            handed_from: BTreeMap::new(),
             changes,
             waiting: BTreeMap::new(),
             handover_timeout,
@@ -173,23 +186,23 @@ impl Membership {
             .collect()
     }
 
-    /// Whether `split`, gained under the current assignment, may start: its previous owner
-    /// released it, there was none, or the handover timed out.
+    /// Whether `split`, gained under the current assignment, may start: the worker that held
+    /// it last released it, there was none, or the handover timed out.
     fn released(&self, worker: &str, split: &str, entry: Option<&SplitPosition>) -> bool {
-        let generation = self.assignment.as_ref().map_or(0, |a| a.generation);
-        if let Some(entry) = entry
-            && (entry.owner.as_deref() == Some(worker)
-                || entry.generation >= generation
-                || entry.released)
-        {
-            return true;
-        }
-        let previous_owner = match &self.previous {
-            Some(previous) => previous.owners.get(split).map(String::as_str),
-            // The first assignment this worker sees: whoever committed last may still run it.
-            None => entry.and_then(|e| e.owner.as_deref()),
+        let last_holder = match self.handed_from.get(split) {
+            Some(holder) => Some(holder.as_str()),
+            // No other holder in the assignments seen: whoever committed last may still run it,
+            // unless its entry is a release.
+            None => match entry {
+                Some(e) if e.released => None,
+                Some(e) => e.owner.as_deref(),
+                None => None,
+            },
         };
-        if previous_owner.is_none_or(|owner| owner == worker) {
+        let Some(last_holder) = last_holder.filter(|holder| *holder != worker) else {
+            return true;
+        };
+        if entry.is_some_and(|e| e.released && e.owner.as_deref() == Some(last_holder)) {
             return true;
         }
         self.waiting
@@ -248,7 +261,15 @@ impl Membership {
                     }
                     return;
                 }
-                self.previous = self.assignment.replace(assignment);
+                for (split, owner) in &assignment.owners {
+                    match self.holders.insert(split.clone(), owner.clone()) {
+                        Some(before) if before != *owner => {
+                            self.handed_from.insert(split.clone(), before);
+                        }
+                        _ => {}
+                    }
+                }
+                self.assignment = Some(assignment);
             }
         }
     }
@@ -558,14 +579,59 @@ mod tests {
         m.apply(Change::Assignment(assignment(2, &[("a", "w2")])));
         // w1 committed under generation 1 and has not released it yet.
         assert!(!m.released("w2", "a", Some(&entry("w1", 1))));
-        // w1's release record carries generation 2.
-        assert!(m.released("w2", "a", Some(&entry("w1", 2))));
+        // w1's release record.
+        assert!(m.released("w2", "a", Some(&release("w1", 2))));
         // A split nobody owned before starts at once.
         m.apply(Change::Assignment(assignment(
             3,
             &[("a", "w2"), ("b", "w2")],
         )));
         assert!(m.released("w2", "b", None));
+    }
+
+    fn release(owner: &str, generation: u64) -> SplitPosition {
+        SplitPosition {
+            released: true,
+            ..entry(owner, generation)
+        }
+    }
+
+    #[test]
+    fn a_later_assignment_keeping_the_split_still_waits_for_the_owner_before() {
+        let mut m = Membership::new(
+            vec![split("a"), split("b")],
+            Some(assignment(1, &[("a", "w1"), ("b", "w3")])),
+            None,
+            Duration::from_secs(3600),
+        );
+        m.apply(Change::Assignment(assignment(
+            2,
+            &[("a", "w2"), ("b", "w3")],
+        )));
+        m.apply(Change::Assignment(assignment(
+            3,
+            &[("a", "w2"), ("b", "w2")],
+        )));
+        // Generation 3 left `a` with w2: w1 still has to release it.
+        assert!(!m.released("w2", "a", Some(&entry("w1", 1))));
+        assert!(m.released("w2", "a", Some(&release("w1", 3))));
+        // `b` came from w3.
+        assert!(!m.released("w2", "b", Some(&entry("w3", 2))));
+    }
+
+    #[test]
+    fn a_release_by_an_earlier_owner_does_not_release_the_split() {
+        let mut m = Membership::new(
+            vec![split("a")],
+            Some(assignment(1, &[("a", "w1")])),
+            None,
+            Duration::from_secs(3600),
+        );
+        m.apply(Change::Assignment(assignment(2, &[("a", "w2")])));
+        m.apply(Change::Assignment(assignment(3, &[("a", "w3")])));
+        // w1 released it to w2 (whose claim was not written): w2 may be running it.
+        assert!(!m.released("w3", "a", Some(&release("w1", 2))));
+        assert!(m.released("w3", "a", Some(&release("w2", 3))));
     }
 
     #[test]

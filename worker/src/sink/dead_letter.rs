@@ -22,7 +22,7 @@ use crate::source::SourceMessage;
 pub struct Failure<'a> {
     /// The failing step's name (or `sink.subject` for the sink's subject template).
     pub step: &'a str,
-    /// A stable kind (`parse`, `eval`, `template`).
+    /// A stable kind (`parse`, `eval`, `timeout`, `template`).
     pub kind: &'a str,
     /// The error text.
     pub message: &'a str,
