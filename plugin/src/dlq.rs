@@ -166,6 +166,12 @@ pub fn replay_id(stream: &str, sequence: u64) -> String {
 /// `dlq replay`.
 pub async fn replay(client: &kube::Client, ns: &str, f: &Filter) -> Result<()> {
     let (p, js) = connect(client, ns, f).await?;
+    if p.spec.source.jetstream.is_none() {
+        bail!(
+            "Pipeline {} reads NATS Core (spec.source.core): a replayed message could not be confirmed or deduplicated; republish from `dlq list` by hand if it is wanted",
+            f.pipeline
+        );
+    }
     let (stream, letters) = read(&p, &js, f).await?;
     let (mut replayed, mut duplicates, mut skipped) = (0u64, 0u64, 0u64);
     for l in &letters {

@@ -614,11 +614,34 @@ async fn autoscale_lag_adds_workers_for_a_backlog_and_removes_them_once_it_drain
             })
         })
         .await;
+    // The worker that stays is one of the four, the same process: no pod restarted.
+    let left = cluster.pods(NS, "jetflow.io/pipeline=orders-archive").await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(workers.contains(&left[0]), "{left:?} among {workers:?}");
     let down = events(&cluster, PIPELINE, "ScaledDown").await;
     assert!(
         down.iter().any(|m| m.starts_with("workers 4 → 1")),
         "a ScaledDown event: {down:?}"
     );
+
+    // The autoscaler owns the workers: a `kubectl scale` only changes where they would start.
+    cluster.kubectl_ok(&["scale", "pipeline", PIPELINE, "-n", NS, "--replicas", "3"]);
+    let p = cluster
+        .wait_pipeline(NS, PIPELINE, "the scale observed", |p| {
+            p.spec.parallelism == 3
+                && p.status.as_ref().and_then(|s| s.observed_generation) == p.metadata.generation
+        })
+        .await;
+    assert_eq!(
+        p.status.unwrap().autoscaling.unwrap().desired_parallelism,
+        1
+    );
+    let deployment =
+        kube::Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(cluster.client.clone(), NS)
+            .get("orders-archive-worker")
+            .await
+            .unwrap();
+    assert_eq!(deployment.spec.unwrap().replicas, Some(1));
 
     // Every order, of the backlog and of the traffic during both scales, once.
     expected.extend(flow.stop().await);
