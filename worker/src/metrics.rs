@@ -21,6 +21,7 @@ pub struct Metrics {
     lag: IntGaugeVec,
     position: IntGaugeVec,
     stopped: IntGaugeVec,
+    stream_recreated: IntCounterVec,
     /// Time from a checkpoint's barrier to the source acknowledgement.
     pub checkpoint_duration: Histogram,
     /// Unix time of the last committed checkpoint.
@@ -49,6 +50,8 @@ pub struct SplitMetrics {
     pub position: IntGauge,
     /// 1 when the split stopped on an error (policy `Stop`).
     pub stopped: IntGauge,
+    /// Times the split found its source stream deleted and created again.
+    pub stream_recreated: IntCounter,
     errors: IntCounterVec,
     split: String,
 }
@@ -108,6 +111,11 @@ impl Metrics {
             "1 when the split stopped on a failed message (error policy Stop).",
             &["split"],
         );
+        let stream_recreated = counter_vec(
+            "jetflow_worker_source_stream_recreated_total",
+            "Times the split found its source stream deleted and created again (positions started anew at the new stream's start).",
+            &["split"],
+        );
         let checkpoint_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "jetflow_worker_checkpoint_duration_seconds",
@@ -145,6 +153,7 @@ impl Metrics {
             Box::new(lag.clone()),
             Box::new(position.clone()),
             Box::new(stopped.clone()),
+            Box::new(stream_recreated.clone()),
             Box::new(checkpoint_duration.clone()),
             Box::new(last_checkpoint.clone()),
             Box::new(seconds_since_checkpoint.clone()),
@@ -162,6 +171,7 @@ impl Metrics {
             lag,
             position,
             stopped,
+            stream_recreated,
             checkpoint_duration,
             last_checkpoint,
             seconds_since_checkpoint,
@@ -180,6 +190,7 @@ impl Metrics {
             lag: self.lag.with_label_values(&[split]),
             position: self.position.with_label_values(&[split]),
             stopped: self.stopped.with_label_values(&[split]),
+            stream_recreated: self.stream_recreated.with_label_values(&[split]),
             errors: self.errors.clone(),
             split: split.to_owned(),
         }

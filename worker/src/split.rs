@@ -18,6 +18,12 @@
 //! with an error and its position stays before that message, so nothing after it is ever
 //! acknowledged to the source.
 //!
+//! A message from a recreated source stream ([`Incarnation::recreated`], a new creation time)
+//! starts the position anew: the task first waits until every output of the earlier stream is
+//! confirmed, then counts positions on the new stream from zero and gives its outputs message
+//! ids that carry the stream's creation time, so that the sink's duplicate window does not
+//! take them for the earlier stream's outputs of the same sequences.
+//!
 //! Shutdown: when the split's token is cancelled the task stops taking messages, waits for
 //! every output in the window to be confirmed, flushes the sink and returns its final
 //! snapshot.
@@ -32,6 +38,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::context::PublishError;
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
+use jetflow_crds::checkpoint::StreamRecreated;
 use jetflow_crds::pipeline::ErrorAction;
 use jetflow_steps::{Input, Steps};
 use tokio::sync::{mpsc, oneshot};
@@ -41,7 +48,7 @@ use crate::metrics::SplitMetrics;
 use crate::sink::dead_letter::{DeadLetters, Failure};
 use crate::sink::headers::{MessageIds, output_headers};
 use crate::sink::{Confirmation, OutputMessage, Sink, SinkError, SubjectTemplate};
-use crate::source::{AckToken, SourceMessage};
+use crate::source::{AckToken, Incarnation, SourceMessage};
 
 /// How often a failed publish is tried again before the split gives up.
 const PUBLISH_ATTEMPTS: u32 = 4;
@@ -79,6 +86,10 @@ pub struct SplitSnapshot {
     pub stopped: Option<String>,
     /// The reader ended (a bounded split reached its bound).
     pub finished: bool,
+    /// The creation time of the source stream the position counts in.
+    pub stream_created: Option<jiff::Timestamp>,
+    /// Set once the split found its source stream recreated (kept from the checkpoint).
+    pub recreated: Option<StreamRecreated>,
 }
 
 /// Requests to a split task.
@@ -219,13 +230,14 @@ pub struct SplitTask<S> {
 }
 
 impl<S: Sink> SplitTask<S> {
-    /// A task for split `name` whose committed position is `position`.
+    /// A task for split `name` whose committed state is `committed` (its position, and the
+    /// source stream it counts in).
     pub fn new(
         shared: Arc<Shared<S>>,
         name: &str,
         ids: MessageIds,
         metrics: SplitMetrics,
-        position: u64,
+        committed: SplitSnapshot,
     ) -> Self {
         let capacity = shared.max_pending.min(4096);
         Self {
@@ -234,10 +246,7 @@ impl<S: Sink> SplitTask<S> {
             ids,
             metrics,
             window: VecDeque::with_capacity(capacity),
-            snapshot: SplitSnapshot {
-                position,
-                ..Default::default()
-            },
+            snapshot: committed,
             skipped_since_log: 0,
             last_skip_log: None,
         }
@@ -385,7 +394,44 @@ impl<S: Sink> SplitTask<S> {
         Ok(())
     }
 
+    /// Takes a message from another incarnation of the source stream: adopted when the
+    /// committed position has no stream on record and the reader found nothing recreated,
+    /// otherwise the position starts anew once the earlier stream's outputs are confirmed.
+    async fn switch_stream(&mut self, stream: Incarnation) -> Result<(), SplitError> {
+        if self.snapshot.stream_created.is_none() && !stream.recreated {
+            self.snapshot.stream_created = stream.created;
+            return Ok(());
+        }
+        let Some(created) = stream.created else {
+            return Ok(());
+        };
+        while !self.window.is_empty() {
+            let window = &mut self.window;
+            let done = std::future::poll_fn(|cx| poll_window(window, cx)).await;
+            self.confirmed(done).await?;
+        }
+        tracing::warn!(
+            split = %self.name,
+            previous_position = self.snapshot.position,
+            created = %created,
+            "source stream recreated: the position starts anew on the new stream"
+        );
+        self.snapshot.recreated = Some(StreamRecreated {
+            detected: jiff::Timestamp::now(),
+            previous_created: self.snapshot.stream_created,
+            previous_position: self.snapshot.position,
+        });
+        self.snapshot.position = 0;
+        self.snapshot.ack = AckToken::default();
+        self.snapshot.stream_created = Some(created);
+        self.ids = self.ids.on_stream(created);
+        Ok(())
+    }
+
     async fn process(&mut self, message: SourceMessage) -> Result<(), SplitError> {
+        if message.stream.created != self.snapshot.stream_created {
+            self.switch_stream(message.stream).await?;
+        }
         self.metrics.messages_in.inc();
         self.metrics.bytes_in.inc_by(message.payload.len() as u64);
         let shared = Arc::clone(&self.shared);
@@ -404,6 +450,7 @@ impl<S: Sink> SplitTask<S> {
                 payload,
                 seq,
                 ack,
+                stream: _,
             } = message;
             return self
                 .push(InFlight {
