@@ -428,6 +428,30 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         ctx.event(p, true, reasons::SPLIT_STOPPED, "ReadCheckpoint", message)
             .await;
     }
+    // So is a split that found its source stream recreated.
+    for split in &status.splits {
+        let Some(at) = &split.stream_recreated else {
+            continue;
+        };
+        let before = p
+            .status
+            .as_ref()
+            .and_then(|s| s.splits.iter().find(|b| b.name == split.name))
+            .and_then(|b| b.stream_recreated.as_ref());
+        if before != Some(at) {
+            ctx.event(
+                p,
+                true,
+                reasons::SOURCE_STREAM_RECREATED,
+                "ReadCheckpoint",
+                format!(
+                    "split {}: the source stream was deleted and created again; the split started again at spec.source.jetstream.start on the new stream (now at position {})",
+                    split.name, split.position
+                ),
+            )
+            .await;
+        }
+    }
     publish_status(api, p, p.status.as_ref(), status, "Pipeline").await?;
     // With splits following the stream's subjects, look for new subjects as often as asked.
     let resync = match &p.spec.source.jetstream {
@@ -450,10 +474,19 @@ async fn ensure_consumers(
     checkpoint: &Checkpoint,
 ) -> Result<BTreeMap<String, u64>> {
     let name = p.name_any();
+    let live =
+        jiff::Timestamp::from_nanosecond(stream.cached_info().created.unix_timestamp_nanos()).ok();
     let desired = splits
         .iter()
         .map(|s| {
-            let position = checkpoint.splits.get(&s.name).map(|p| p.position);
+            // A position on another incarnation of the stream (deleted and created again)
+            // means nothing on this one: the consumer starts as the spec says, as the worker
+            // will.
+            let position = checkpoint
+                .splits
+                .get(&s.name)
+                .filter(|p| p.stream_created.is_none() || p.stream_created == live)
+                .map(|p| p.position);
             consumers::config(ns, &name, &p.spec, s, position).map(|c| (s.name.clone(), c))
         })
         .collect::<Result<BTreeMap<String, _>>>()?;
