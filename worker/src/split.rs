@@ -303,17 +303,18 @@ impl<S: Sink> SplitTask<S> {
     }
 
     async fn take_snapshot(&mut self) -> Result<SplitSnapshot, SplitError> {
-        // Core publishes (and core dead letters) are delivered once flushed; what the window
-        // confirmed before the flush is what the snapshot reports.
+        // Core publishes are delivered once flushed; what the window confirmed before the flush
+        // is what the snapshot reports. Dead letters are JetStream publishes, confirmed in the
+        // window.
         let snapshot = self.snapshot.clone();
-        let flushed = async {
-            self.shared.sink.flush().await?;
-            self.shared.dead_letters.flush().await
-        };
-        flushed.await.map_err(|source| SplitError::Flush {
-            split: self.name.clone(),
-            source,
-        })?;
+        self.shared
+            .sink
+            .flush()
+            .await
+            .map_err(|source| SplitError::Flush {
+                split: self.name.clone(),
+                source,
+            })?;
         Ok(snapshot)
     }
 
@@ -340,10 +341,19 @@ impl<S: Sink> SplitTask<S> {
         mut entry: InFlight,
         error: PublishError,
     ) -> Result<InFlight, SplitError> {
-        let mut last = SinkError::Confirm {
-            subject: String::new(),
-            source: error,
+        let shared = Arc::clone(&self.shared);
+        let dead_letter = matches!(entry.kind, Kind::DeadLetter { .. });
+        let unconfirmed = |source: PublishError| {
+            if dead_letter {
+                shared.dead_letters.publish_error(source)
+            } else {
+                SinkError::Confirm {
+                    subject: String::new(),
+                    source,
+                }
+            }
         };
+        let mut last = unconfirmed(error);
         for attempt in 1..=PUBLISH_ATTEMPTS {
             tokio::time::sleep(Duration::from_millis(100u64 << attempt)).await;
             match resend(&self.shared, &self.ids, entry.seq, &entry.kind).await {
@@ -352,12 +362,7 @@ impl<S: Sink> SplitTask<S> {
                         entry.confirm = None;
                         return Ok(entry);
                     }
-                    Err(source) => {
-                        last = SinkError::Confirm {
-                            subject: String::new(),
-                            source,
-                        }
-                    }
+                    Err(source) => last = unconfirmed(source),
                 },
                 Err(e) => last = e,
             }

@@ -1,7 +1,7 @@
 //! The Pipeline reconcile's effects: dereference (NATS facts), then, for a valid Pipeline, the
 //! checkpoint ConfigMap (created once, replaced on reset), the splits and their consumers, the
 //! split assignment, the child objects by server-side apply (written only when they differ),
-//! and the status. The cleanup path removes the consumers; Kubernetes removes the owned objects;
+//! a dead-letter Stream when dead letters would otherwise have no stream, and the status. The cleanup path removes the consumers; Kubernetes removes the owned objects;
 //! the checkpoint ConfigMap stays.
 //!
 //! Apply order: RBAC and ConfigMaps before the Deployment, so that a worker never starts
@@ -22,7 +22,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
-use super::build::{self, Inputs, configmap, deployment, rbac};
+use super::build::{self, Inputs, configmap, dead_letters, deployment, rbac};
 use super::consumers;
 use super::status::{self, Observed};
 use super::validate::{Facts, reasons, validate};
@@ -393,6 +393,7 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
     };
     let config = configmap::worker_config(&inputs, epoch.as_deref())?;
     let hash = deployment::config_hash(&config);
+    ensure_dead_letter_stream(p, ctx, &js, &inputs).await?;
 
     // Apply.
     let dep = apply_children(
@@ -462,6 +463,56 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         _ => ctx.settings.pipeline_resync,
     };
     Ok(Action::requeue(resync))
+}
+
+/// Under `errors.policy: Dlq`, makes sure a stream keeps the dead letters: when no stream
+/// captures the dead-letter subject (or the one capturing it is the Pipeline's own), applies
+/// the Pipeline's dead-letter Stream, which the Stream reconciler turns into a JetStream
+/// stream. A stream of the user's that captures the subject is left to do so.
+async fn ensure_dead_letter_stream(
+    p: &Pipeline,
+    ctx: &Context,
+    js: &async_nats::jetstream::Context,
+    inputs: &Inputs<'_>,
+) -> Result<()> {
+    if p.spec.errors.policy != jetflow_crds::pipeline::ErrorAction::Dlq {
+        return Ok(());
+    }
+    let subject = p.dead_letter_subject();
+    let ours = dead_letters::name(inputs.name);
+    match js.stream_by_subject(subject.as_str()).await {
+        Ok(stream) if stream != ours => return Ok(()),
+        Ok(_) => {}
+        Err(e)
+            if e.kind() == async_nats::jetstream::context::GetStreamByNameErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::StreamInfo {
+                stream: format!("(capturing {subject})"),
+                source: Box::new(e),
+            });
+        }
+    }
+    let applied = apply_object(
+        &Api::<jetflow_crds::Stream>::namespaced(ctx.client.clone(), inputs.namespace),
+        &dead_letters::stream(inputs),
+        "Stream",
+    )
+    .await?;
+    if applied.outcome == Outcome::Created {
+        ctx.event(
+            p,
+            false,
+            "Created",
+            "DeadLetters",
+            format!(
+                "created Stream {ours} to keep the dead letters published to {subject} (no stream captured it; spec.errors.policy Dlq): kept {} or up to {}",
+                dead_letters::MAX_AGE,
+                dead_letters::MAX_BYTES
+            ),
+        )
+        .await;
+    }
+    Ok(())
 }
 
 /// Ensures each split's consumer and removes the pipeline's others; returns each split's lag.
