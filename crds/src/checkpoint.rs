@@ -49,6 +49,47 @@ pub struct SplitPosition {
     /// (the new owner claiming it) clears it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub released: bool,
+    /// The creation time of the source stream the position counts in (JetStream's `created`):
+    /// a stream deleted and created again under the same name starts its sequences anew, so a
+    /// position means nothing on another incarnation. Absent in checkpoints of older releases
+    /// (adopted as they are: the live stream is taken to be the one they were taken on) and
+    /// for a NATS Core source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_created: Option<jiff::Timestamp>,
+    /// Set when the split found its source stream recreated: the split started again at the
+    /// new stream's start, and from then on its message ids carry the stream's creation time
+    /// (so that they never collide with the ids of the earlier stream's outputs in the sink's
+    /// duplicate window). Kept by every later commit; a later recreation replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recreated: Option<StreamRecreated>,
+}
+
+/// A source stream found recreated under a split.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamRecreated {
+    /// When the worker found it.
+    pub detected: jiff::Timestamp,
+    /// The creation time of the stream the earlier position counted in (absent when the
+    /// worker adopted an older checkpoint without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_created: Option<jiff::Timestamp>,
+    /// The position reached on the earlier stream.
+    pub previous_position: u64,
+}
+
+impl SplitPosition {
+    /// Whether `self` counts in a later incarnation of the source stream than `other`: both
+    /// creation times known and `self`'s later, or `other`'s unknown (an adopted older
+    /// checkpoint) and `self` found the stream recreated. Its position starts anew and may be
+    /// lower.
+    pub fn on_newer_stream_than(&self, other: &SplitPosition) -> bool {
+        match (self.stream_created, other.stream_created) {
+            (Some(a), Some(b)) => a > b,
+            (Some(_), None) => self.recreated.is_some(),
+            _ => false,
+        }
+    }
 }
 
 /// Why a checkpoint write was refused.
@@ -63,6 +104,19 @@ pub enum MergeError {
         committed: u64,
         /// Proposed position.
         proposed: u64,
+    },
+    /// The write counts in an earlier incarnation of the source stream than the committed
+    /// position (a writer that has not seen the stream recreated).
+    #[error(
+        "split {split}: the position counts in a source stream created at {proposed}, the committed one in a stream created at {committed}"
+    )]
+    OlderStream {
+        /// The split.
+        split: String,
+        /// Creation time of the stream of the committed position.
+        committed: jiff::Timestamp,
+        /// Creation time of the stream of the proposed position.
+        proposed: jiff::Timestamp,
     },
     /// The writer holds an older assignment than the one the split was committed under.
     #[error(
@@ -82,7 +136,9 @@ impl MergeError {
     /// The split the write was refused for.
     pub fn split(&self) -> &str {
         match self {
-            Self::Backwards { split, .. } | Self::StaleGeneration { split, .. } => split,
+            Self::Backwards { split, .. }
+            | Self::StaleGeneration { split, .. }
+            | Self::OlderStream { split, .. } => split,
         }
     }
 }
@@ -90,7 +146,9 @@ impl MergeError {
 impl Checkpoint {
     /// Applies `updates` to this checkpoint, checking that no position moves backwards and no
     /// generation is older than the committed one, and returns the next checkpoint. Splits not
-    /// in `updates` are kept as they are.
+    /// in `updates` are kept as they are. A position on a later incarnation of the source
+    /// stream (see [`SplitPosition::stream_created`]) starts anew and may be lower; one on an
+    /// earlier incarnation is refused.
     pub fn merged(
         &self,
         updates: &BTreeMap<String, SplitPosition>,
@@ -106,7 +164,14 @@ impl Checkpoint {
                         proposed: update.generation,
                     });
                 }
-                if update.position < current.position {
+                if current.on_newer_stream_than(update) {
+                    return Err(MergeError::OlderStream {
+                        split: split.clone(),
+                        committed: current.stream_created.unwrap_or_default(),
+                        proposed: update.stream_created.unwrap_or_default(),
+                    });
+                }
+                if update.position < current.position && !update.on_newer_stream_than(current) {
                     return Err(MergeError::Backwards {
                         split: split.clone(),
                         committed: current.position,
@@ -150,5 +215,42 @@ mod tests {
             .unwrap();
         assert_eq!(next.splits["a"].position, 20);
         assert_eq!(next.id, 2);
+    }
+
+    #[test]
+    fn a_recreated_stream_starts_positions_anew_and_the_old_one_is_refused() {
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        let first: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let second: jiff::Timestamp = "2026-01-02T00:00:00Z".parse().unwrap();
+        let on = |position, created| SplitPosition {
+            position,
+            generation: 1,
+            stream_created: created,
+            ..Default::default()
+        };
+        let base = Checkpoint::default()
+            .merged(&BTreeMap::from([("a".into(), on(100, Some(first)))]), now)
+            .unwrap();
+        let anew = base
+            .merged(&BTreeMap::from([("a".into(), on(5, Some(second)))]), now)
+            .unwrap();
+        assert_eq!(anew.splits["a"].position, 5);
+        let stale = anew.merged(&BTreeMap::from([("a".into(), on(200, Some(first)))]), now);
+        assert!(matches!(stale, Err(MergeError::OlderStream { .. })));
+        // Without creation times (an older checkpoint) the rules are as before.
+        let old = Checkpoint::default()
+            .merged(&BTreeMap::from([("a".into(), on(100, None))]), now)
+            .unwrap();
+        let back = old.merged(&BTreeMap::from([("a".into(), on(5, Some(second)))]), now);
+        assert!(matches!(back, Err(MergeError::Backwards { .. })));
+    }
+
+    #[test]
+    fn a_checkpoint_without_stream_creation_times_is_read() {
+        let old: Checkpoint =
+            serde_json::from_str(r#"{"id": 3, "splits": {"a": {"position": 7, "generation": 1}}}"#)
+                .unwrap();
+        assert_eq!(old.splits["a"].stream_created, None);
+        assert_eq!(old.splits["a"].recreated, None);
     }
 }

@@ -568,6 +568,11 @@ pub struct SplitStatus {
     /// that message once the steps or the data are fixed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
+    /// When a worker found the split's source stream deleted and created again (its sequences
+    /// counted anew): the split started again at `spec.source.jetstream.start` on the new
+    /// stream, and `position` counts in the new stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_recreated: Option<Time>,
 }
 
 /// A completed checkpoint.

@@ -187,7 +187,20 @@ async fn create_builds_every_object_and_one_consumer_per_split() {
     assert_eq!(c["Ready"], ("False".into(), "WorkersNotReady".into()));
     assert_eq!(st.lag, Some(5));
     assert_eq!(st.splits.len(), 2);
-    assert_eq!(h.event_reasons(NAME).await, vec!["Created"]);
+    // Two Events: the dead-letter Stream (no stream captures jetflow.dlq.orders-copy), and the
+    // objects.
+    assert_eq!(h.event_reasons(NAME).await, vec!["Created", "Created"]);
+    let dlq = h
+        .api::<jetflow_crds::Stream>()
+        .get_opt("orders-copy-dlq")
+        .await
+        .expect("read stream")
+        .expect("the dead-letter Stream");
+    assert_eq!(
+        dlq.spec.subjects,
+        vec!["jetflow.dlq.orders-copy".to_owned()]
+    );
+    assert_eq!(dlq.metadata.owner_references.as_ref().unwrap()[0].uid, uid);
     // For the scale subresource: the worker Deployment's selector, and no pod yet.
     let selects = deployment
         .spec

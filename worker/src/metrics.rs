@@ -21,6 +21,7 @@ pub struct Metrics {
     lag: IntGaugeVec,
     position: IntGaugeVec,
     stopped: IntGaugeVec,
+    stream_recreated: IntCounterVec,
     /// Time from a checkpoint's barrier to the source acknowledgement.
     pub checkpoint_duration: Histogram,
     /// Unix time of the last committed checkpoint.
@@ -55,6 +56,8 @@ pub struct SplitMetrics {
     /// Step evaluations given up on after their budget and still running on their thread
     /// (shared by every split).
     pub runaway_evaluations: IntGauge,
+    /// Times the split found its source stream deleted and created again.
+    pub stream_recreated: IntCounter,
     errors: IntCounterVec,
     split: String,
 }
@@ -114,6 +117,11 @@ impl Metrics {
             "1 when the split stopped on a failed message (error policy Stop).",
             &["split"],
         );
+        let stream_recreated = counter_vec(
+            "jetflow_worker_source_stream_recreated_total",
+            "Times the split found its source stream deleted and created again (positions started anew at the new stream's start).",
+            &["split"],
+        );
         let checkpoint_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "jetflow_worker_checkpoint_duration_seconds",
@@ -163,6 +171,7 @@ impl Metrics {
             Box::new(lag.clone()),
             Box::new(position.clone()),
             Box::new(stopped.clone()),
+            Box::new(stream_recreated.clone()),
             Box::new(checkpoint_duration.clone()),
             Box::new(last_checkpoint.clone()),
             Box::new(seconds_since_checkpoint.clone()),
@@ -180,6 +189,7 @@ impl Metrics {
             lag,
             position,
             stopped,
+            stream_recreated,
             checkpoint_duration,
             last_checkpoint,
             seconds_since_checkpoint,
@@ -201,6 +211,7 @@ impl Metrics {
             position: self.position.with_label_values(&[split]),
             stopped: self.stopped.with_label_values(&[split]),
             runaway_evaluations: self.runaway_evaluations.clone(),
+            stream_recreated: self.stream_recreated.with_label_values(&[split]),
             errors: self.errors.clone(),
             split: split.to_owned(),
         }

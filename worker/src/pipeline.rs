@@ -43,7 +43,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -128,6 +128,45 @@ pub enum RunError {
     },
 }
 
+/// A split's committed position as its reader sees it (see [`SplitHandle::committed`]).
+#[derive(Clone)]
+struct Committed {
+    position: Arc<AtomicU64>,
+    created: Arc<AtomicI64>,
+}
+
+impl Committed {
+    /// Stores a newly committed position: the creation time after the position, since the
+    /// reader reads them the other way round.
+    fn store(&self, snapshot: &SplitSnapshot) {
+        self.position.store(snapshot.position, Ordering::Release);
+        if let Some(created) = snapshot.stream_created {
+            self.created.store(
+                crate::source::jetstream::created_nanos(created),
+                Ordering::Release,
+            );
+        }
+    }
+}
+
+/// A snapshot's stream, as a checkpoint entry, for [`SplitPosition::on_newer_stream_than`].
+fn as_position(s: &SplitSnapshot) -> SplitPosition {
+    SplitPosition {
+        stream_created: s.stream_created,
+        recreated: s.recreated.clone(),
+        ..Default::default()
+    }
+}
+
+impl SplitHandle {
+    fn committed(&self) -> Committed {
+        Committed {
+            position: self.committed.clone(),
+            created: self.committed_created.clone(),
+        }
+    }
+}
+
 impl RunError {
     /// A stable category for metrics and events.
     pub fn category(&self) -> &'static str {
@@ -174,6 +213,9 @@ struct SplitHandle {
     task: JoinHandle<Result<SplitSnapshot, SplitError>>,
     reader: JoinHandle<()>,
     committed: Arc<AtomicU64>,
+    /// The creation time of the source stream `committed` counts in (Unix ns, 0: unknown),
+    /// stored after `committed` (the reader reads it first).
+    committed_created: Arc<AtomicI64>,
     stopped: Option<String>,
 }
 
@@ -360,13 +402,14 @@ impl<S: Sink> Runner<S> {
         if self.splits.contains_key(&split.name) {
             return;
         }
-        let position = self
-            .committer
-            .checkpoint()
-            .splits
-            .get(&split.name)
-            .map_or(0, |p| p.position);
+        let entry = self.committer.checkpoint().splits.get(&split.name);
+        let position = entry.map_or(0, |p| p.position);
+        let stream_created = entry.and_then(|p| p.stream_created);
+        let recreated = entry.and_then(|p| p.recreated.clone());
         let committed = Arc::new(AtomicU64::new(position));
+        let committed_created = Arc::new(AtomicI64::new(
+            stream_created.map_or(0, crate::source::jetstream::created_nanos),
+        ));
         let metrics = self.metrics.split(&split.name);
         metrics
             .position
@@ -377,9 +420,13 @@ impl<S: Sink> Runner<S> {
         // Every line the split's tasks log carries the split's name.
         let span = tracing::info_span!("split", split = %split.name);
 
-        let mut reader = self
-            .readers
-            .open(&split, consumer, committed.clone(), metrics.clone());
+        let mut reader = self.readers.open(
+            &split,
+            consumer,
+            committed.clone(),
+            committed_created.clone(),
+            metrics.clone(),
+        );
         let (tx, rx) = mpsc::channel(self.settings.batch.max(64));
         let reader_cancel = cancel.clone();
         let split_name = split.name.clone();
@@ -412,13 +459,22 @@ impl<S: Sink> Runner<S> {
         let reader_task = tokio::spawn(read.instrument(span.clone()));
 
         let (control_tx, control_rx) = mpsc::channel(4);
-        let ids = MessageIds::new(&self.namespace, &self.name, &split.name);
+        let mut ids = MessageIds::new(&self.namespace, &self.name, &split.name);
+        if let (Some(created), Some(_)) = (stream_created, &recreated) {
+            ids = ids.on_stream(created);
+        }
+        let start = SplitSnapshot {
+            position,
+            stream_created,
+            recreated,
+            ..Default::default()
+        };
         let task = SplitTask::new(
             self.shared.clone(),
             &split.name,
             ids,
             metrics,
-            position,
+            start,
             self.step_timeout,
         );
         let task = tokio::spawn(task.run(rx, control_rx, cancel.clone()).instrument(span));
@@ -430,6 +486,7 @@ impl<S: Sink> Runner<S> {
                 task,
                 reader: reader_task,
                 committed,
+                committed_created,
                 stopped: None,
             },
         );
@@ -441,11 +498,12 @@ impl<S: Sink> Runner<S> {
             return Ok(());
         };
         handle.cancel.cancel();
+        let committed = handle.committed();
         let _ = handle.reader.await;
         let snapshot = handle.task.await.map_err(|_| RunError::SplitLost {
             split: name.to_owned(),
         })??;
-        let finals = BTreeMap::from([(name.to_owned(), (snapshot, handle.committed))]);
+        let finals = BTreeMap::from([(name.to_owned(), (snapshot, committed))]);
         self.commit_and_ack(finals, Instant::now(), false).await?;
         self.metrics.remove_split(name);
         Ok(())
@@ -491,7 +549,7 @@ impl<S: Sink> Runner<S> {
                     if let (Some(reason), None) = (&snapshot.stopped, &handle.stopped) {
                         handle.stopped = Some(reason.clone());
                     }
-                    snapshots.insert(name.clone(), (snapshot, handle.committed.clone()));
+                    snapshots.insert(name.clone(), (snapshot, handle.committed()));
                 }
                 Some(Err(e)) => return Err(e.into()),
                 None => {
@@ -499,11 +557,12 @@ impl<S: Sink> Runner<S> {
                     // finished; any other end is an error.
                     let handle = self.splits.remove(&name).expect("split present");
                     handle.cancel.cancel();
+                    let committed = handle.committed();
                     let _ = handle.reader.await;
                     match handle.task.await {
                         Ok(Ok(snapshot)) if snapshot.finished => {
                             tracing::info!(split = %name, position = snapshot.position, "split reached its bound");
-                            snapshots.insert(name, (snapshot, handle.committed));
+                            snapshots.insert(name, (snapshot, committed));
                         }
                         Ok(Err(e)) => return Err(e.into()),
                         _ => return Err(RunError::SplitLost { split: name }),
@@ -558,7 +617,7 @@ impl<S: Sink> Runner<S> {
     /// at once), unless the checkpoint shows that a newer owner has moved it on already.
     async fn commit_and_ack(
         &mut self,
-        snapshots: BTreeMap<String, (SplitSnapshot, Arc<AtomicU64>)>,
+        snapshots: BTreeMap<String, (SplitSnapshot, Committed)>,
         started: Instant,
         release: bool,
     ) -> Result<(), RunError> {
@@ -567,7 +626,12 @@ impl<S: Sink> Runner<S> {
         let mut updates: BTreeMap<String, SplitPosition> = BTreeMap::new();
         for (name, (s, committed)) in &snapshots {
             let entry = self.committer.checkpoint().splits.get(name);
-            let changed = s.position > committed.load(Ordering::Acquire)
+            // A position on a recreated source stream starts anew: it is committed however it
+            // compares with the earlier stream's (the checkpoint keeps the creation time).
+            let new_stream = s.stream_created.is_some()
+                && entry.is_none_or(|c| c.stream_created != s.stream_created);
+            let changed = s.position > committed.position.load(Ordering::Acquire)
+                || new_stream
                 || s.finished
                 // A split that just stopped on a failed message: the reason is recorded once,
                 // for the operator to report.
@@ -580,7 +644,10 @@ impl<S: Sink> Runner<S> {
             // generation, nor (from a stream) past this worker's position.
             let release = release
                 && entry.is_none_or(|c| {
-                    c.generation <= self.generation && (core || c.position <= s.position)
+                    c.generation <= self.generation
+                        && (core
+                            || c.position <= s.position
+                            || as_position(s).on_newer_stream_than(c))
                 });
             if !write && !release {
                 continue;
@@ -588,8 +655,14 @@ impl<S: Sink> Runner<S> {
             if write {
                 moved.insert(name.clone());
             }
-            let (position, finished, stopped) = if write {
-                (s.position, s.finished, s.stopped.clone())
+            let (position, finished, stopped, stream_created, recreated) = if write {
+                (
+                    s.position,
+                    s.finished,
+                    s.stopped.clone(),
+                    s.stream_created,
+                    s.recreated.clone(),
+                )
             } else {
                 (
                     entry.map_or(s.position, |c| c.position.max(s.position)),
@@ -597,6 +670,10 @@ impl<S: Sink> Runner<S> {
                     s.stopped
                         .clone()
                         .or_else(|| entry.and_then(|c| c.stopped.clone())),
+                    entry.and_then(|c| c.stream_created).or(s.stream_created),
+                    entry
+                        .and_then(|c| c.recreated.clone())
+                        .or_else(|| s.recreated.clone()),
                 )
             };
             updates.insert(
@@ -608,6 +685,8 @@ impl<S: Sink> Runner<S> {
                     finished,
                     stopped,
                     released: release,
+                    stream_created,
+                    recreated,
                 },
             );
         }
@@ -635,7 +714,7 @@ impl<S: Sink> Runner<S> {
             // Only now, with the positions durable, may the source forget the messages.
             let acks = moved.iter().map(|name| {
                 let (snapshot, committed) = &snapshots[name];
-                committed.store(snapshot.position, Ordering::Release);
+                committed.store(snapshot);
                 let metrics = self.metrics.split(name);
                 metrics
                     .position
@@ -775,10 +854,11 @@ impl<S: Sink> Runner<S> {
         let mut finals = BTreeMap::new();
         let mut error = None;
         for (name, handle) in splits {
+            let committed = handle.committed();
             let _ = handle.reader.await;
             match handle.task.await {
                 Ok(Ok(snapshot)) => {
-                    finals.insert(name, (snapshot, handle.committed));
+                    finals.insert(name, (snapshot, committed));
                 }
                 Ok(Err(e)) => {
                     tracing::error!(split = %name, error = %e, "split failed while draining");

@@ -26,6 +26,12 @@
 //! with an error and its position stays before that message, so nothing after it is ever
 //! acknowledged to the source.
 //!
+//! A message from a recreated source stream ([`Incarnation::recreated`], a new creation time)
+//! starts the position anew: the task first waits until every output of the earlier stream is
+//! confirmed, then counts positions on the new stream from zero and gives its outputs message
+//! ids that carry the stream's creation time, so that the sink's duplicate window does not
+//! take them for the earlier stream's outputs of the same sequences.
+//!
 //! Shutdown: when the split's token is cancelled the task stops taking messages, waits for
 //! every output in the window to be confirmed, flushes the sink and returns its final
 //! snapshot.
@@ -40,6 +46,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::context::PublishError;
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
+use jetflow_crds::checkpoint::StreamRecreated;
 use jetflow_crds::pipeline::ErrorAction;
 use jetflow_steps::Steps;
 use tokio::sync::{mpsc, oneshot};
@@ -50,7 +57,7 @@ use crate::metrics::SplitMetrics;
 use crate::sink::dead_letter::{DeadLetters, Failure};
 use crate::sink::headers::{MessageIds, output_headers};
 use crate::sink::{Confirmation, OutputMessage, Sink, SinkError, SubjectTemplate};
-use crate::source::{AckToken, SourceMessage};
+use crate::source::{AckToken, Incarnation, SourceMessage};
 
 /// How often a failed publish is tried again before the split gives up.
 const PUBLISH_ATTEMPTS: u32 = 4;
@@ -90,6 +97,10 @@ pub struct SplitSnapshot {
     pub stopped: Option<String>,
     /// The reader ended (a bounded split reached its bound).
     pub finished: bool,
+    /// The creation time of the source stream the position counts in.
+    pub stream_created: Option<jiff::Timestamp>,
+    /// Set once the split found its source stream recreated (kept from the checkpoint).
+    pub recreated: Option<StreamRecreated>,
 }
 
 /// Requests to a split task.
@@ -234,14 +245,14 @@ pub struct SplitTask<S> {
 }
 
 impl<S: Sink> SplitTask<S> {
-    /// A task for split `name` whose committed position is `position`; the steps get
-    /// `step_timeout` per message.
+    /// A task for split `name` whose committed state is `committed` (its position, and the
+    /// source stream it counts in); the steps get `step_timeout` per message.
     pub fn new(
         shared: Arc<Shared<S>>,
         name: &str,
         ids: MessageIds,
         metrics: SplitMetrics,
-        position: u64,
+        committed: SplitSnapshot,
         step_timeout: Duration,
     ) -> Self {
         let capacity = shared.max_pending.min(4096);
@@ -260,10 +271,7 @@ impl<S: Sink> SplitTask<S> {
             ids,
             metrics,
             window: VecDeque::with_capacity(capacity),
-            snapshot: SplitSnapshot {
-                position,
-                ..Default::default()
-            },
+            snapshot: committed,
             skipped_since_log: 0,
             last_skip_log: None,
         }
@@ -337,17 +345,18 @@ impl<S: Sink> SplitTask<S> {
     }
 
     async fn take_snapshot(&mut self) -> Result<SplitSnapshot, SplitError> {
-        // Core publishes (and core dead letters) are delivered once flushed; what the window
-        // confirmed before the flush is what the snapshot reports.
+        // Core publishes are delivered once flushed; what the window confirmed before the flush
+        // is what the snapshot reports. Dead letters are JetStream publishes, confirmed in the
+        // window.
         let snapshot = self.snapshot.clone();
-        let flushed = async {
-            self.shared.sink.flush().await?;
-            self.shared.dead_letters.flush().await
-        };
-        flushed.await.map_err(|source| SplitError::Flush {
-            split: self.name.clone(),
-            source,
-        })?;
+        self.shared
+            .sink
+            .flush()
+            .await
+            .map_err(|source| SplitError::Flush {
+                split: self.name.clone(),
+                source,
+            })?;
         Ok(snapshot)
     }
 
@@ -374,10 +383,19 @@ impl<S: Sink> SplitTask<S> {
         mut entry: InFlight,
         error: PublishError,
     ) -> Result<InFlight, SplitError> {
-        let mut last = SinkError::Confirm {
-            subject: String::new(),
-            source: error,
+        let shared = Arc::clone(&self.shared);
+        let dead_letter = matches!(entry.kind, Kind::DeadLetter { .. });
+        let unconfirmed = |source: PublishError| {
+            if dead_letter {
+                shared.dead_letters.publish_error(source)
+            } else {
+                SinkError::Confirm {
+                    subject: String::new(),
+                    source,
+                }
+            }
         };
+        let mut last = unconfirmed(error);
         for attempt in 1..=PUBLISH_ATTEMPTS {
             tokio::time::sleep(Duration::from_millis(100u64 << attempt)).await;
             match resend(&self.shared, &self.ids, entry.seq, &entry.kind).await {
@@ -386,12 +404,7 @@ impl<S: Sink> SplitTask<S> {
                         entry.confirm = None;
                         return Ok(entry);
                     }
-                    Err(source) => {
-                        last = SinkError::Confirm {
-                            subject: String::new(),
-                            source,
-                        }
-                    }
+                    Err(source) => last = unconfirmed(source),
                 },
                 Err(e) => last = e,
             }
@@ -428,7 +441,44 @@ impl<S: Sink> SplitTask<S> {
         Ok(())
     }
 
+    /// Takes a message from another incarnation of the source stream: adopted when the
+    /// committed position has no stream on record and the reader found nothing recreated,
+    /// otherwise the position starts anew once the earlier stream's outputs are confirmed.
+    async fn switch_stream(&mut self, stream: Incarnation) -> Result<(), SplitError> {
+        if self.snapshot.stream_created.is_none() && !stream.recreated {
+            self.snapshot.stream_created = stream.created;
+            return Ok(());
+        }
+        let Some(created) = stream.created else {
+            return Ok(());
+        };
+        while !self.window.is_empty() {
+            let window = &mut self.window;
+            let done = std::future::poll_fn(|cx| poll_window(window, cx)).await;
+            self.confirmed(done).await?;
+        }
+        tracing::warn!(
+            split = %self.name,
+            previous_position = self.snapshot.position,
+            created = %created,
+            "source stream recreated: the position starts anew on the new stream"
+        );
+        self.snapshot.recreated = Some(StreamRecreated {
+            detected: jiff::Timestamp::now(),
+            previous_created: self.snapshot.stream_created,
+            previous_position: self.snapshot.position,
+        });
+        self.snapshot.position = 0;
+        self.snapshot.ack = AckToken::default();
+        self.snapshot.stream_created = Some(created);
+        self.ids = self.ids.on_stream(created);
+        Ok(())
+    }
+
     async fn process(&mut self, message: SourceMessage) -> Result<(), SplitError> {
+        if message.stream.created != self.snapshot.stream_created {
+            self.switch_stream(message.stream).await?;
+        }
         self.metrics.messages_in.inc();
         self.metrics.bytes_in.inc_by(message.payload.len() as u64);
         let shared = Arc::clone(&self.shared);
@@ -447,6 +497,7 @@ impl<S: Sink> SplitTask<S> {
                 payload,
                 seq,
                 ack,
+                stream: _,
             } = message;
             return self
                 .push(InFlight {

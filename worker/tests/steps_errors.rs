@@ -386,3 +386,71 @@ async fn a_backlog_that_fails_entirely_is_dead_lettered_once_without_a_hang() {
     assert_eq!(dead.len(), COUNT, "each failed message once");
     assert_eq!(seqs.len(), COUNT, "every failed message");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_policy_without_a_dead_letter_stream_stops_instead_of_dropping_dead_letters() {
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, "in", &["in.*"]).await;
+    create_stream(&js, "out", &["out.>"]).await;
+    let mut seqs = Vec::new();
+    for m in MESSAGES {
+        let ack = js
+            .publish("in.data", Bytes::from(m))
+            .await
+            .expect("publish");
+        seqs.push(ack.await.expect("publish ack").sequence);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let name = "errs-nodlq";
+    let path = write_manifest(dir.path(), &manifest(name, "Dlq", "{b: .a.b}"));
+
+    // No stream captures dlq.errs-nodlq: the dead letter has nowhere to be kept. The worker
+    // must neither drop it nor commit a position past the failed message.
+    let mut worker = Worker::start(&path, &server.url(), &checkpoints, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let committed = position(&checkpoints, name);
+        assert!(
+            committed < seqs[MALFORMED],
+            "position {committed} passed the failed message {} whose dead letter no stream kept; log:\n{}",
+            seqs[MALFORMED],
+            worker.log_text()
+        );
+        if let Some(status) = worker.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker went on without a dead-letter stream; log:\n{}",
+            worker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success(), "log:\n{}", worker.log_text());
+    let log = worker.log_text();
+    assert!(
+        log.contains("no stream captures the dead-letter subject dlq.errs-nodlq"),
+        "{log}"
+    );
+    assert!(position(&checkpoints, name) < seqs[MALFORMED]);
+
+    // With a stream on the subject, the restarted worker delivers both dead letters.
+    create_stream(&js, "dlq", &["dlq.>"]).await;
+    let mut worker = Worker::start(&path, &server.url(), &checkpoints, &[]);
+    wait_for_len(&js, "dlq", 2, Duration::from_secs(60)).await;
+    wait_for_positions(&checkpoints, name, &[seqs[5]]).await;
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "exit {status}; log:\n{}",
+        worker.log_text()
+    );
+    let out = read_all(&js, "out").await;
+    assert_eq!(values_b(&out), [1, 2, 3, 4]);
+    let dead = read_all(&js, "dlq").await;
+    assert_eq!(dead.len(), 2, "each failed message once");
+    assert_eq!(dead[0].payload, MESSAGES[MALFORMED].as_bytes());
+    assert_eq!(dead[1].payload, MESSAGES[FAILING].as_bytes());
+}

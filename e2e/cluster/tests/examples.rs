@@ -232,7 +232,7 @@ async fn parallel_six_splits_spread_over_three_pods_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enrich_jq_writes_the_summaries_and_dead_letters_bad_orders() {
+async fn enrich_jq_writes_the_summaries_and_keeps_bad_orders_in_a_dead_letter_stream() {
     let cluster = Cluster::start().await;
     apply_ready(&cluster, "enrich-jq", "orders-enrich").await;
     let client = cluster.nats.client().await;
@@ -261,6 +261,26 @@ async fn enrich_jq_writes_the_summaries_and_dead_letters_bad_orders() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.diagnostics()));
+    // The example declares no stream for its dead letters (the default subject
+    // jetflow.dlq.orders-enrich): the operator made one, owned by the Pipeline, and the dead
+    // letter is kept in it, not only seen by whoever listened at the time.
+    nats::wait_for_count(&js, "orders-enrich-dlq", 1, TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.diagnostics()));
+    let kept = nats::messages(&js, "orders-enrich-dlq").await.unwrap();
+    assert_eq!(kept.len(), 1, "one dead letter: {kept:?}");
+    assert_eq!(kept[0].subject, "jetflow.dlq.orders-enrich");
+    assert_eq!(kept[0].text(), "not json");
+    let owner = cluster.kubectl_ok(&[
+        "get",
+        "stream",
+        "orders-enrich-dlq",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}",
+    ]);
+    assert_eq!(owner.trim(), "Pipeline/orders-enrich");
     let summaries = nats::messages(&js, "orders-summary").await.unwrap();
     assert_eq!(summaries.len(), paid.len(), "each paid order once");
     for m in &summaries {

@@ -94,6 +94,58 @@ async fn a_pipeline_deleted_and_applied_again_resumes_from_its_checkpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_stream_deleted_and_recreated_is_read_from_its_start_and_reported() {
+    let cluster = Cluster::start().await;
+    passthrough(&cluster).await;
+    let js = cluster.nats.jetstream().await;
+    let first = publish_orders(&js, 0, 100).await;
+    assert_exactly_once(&cluster, &js, &first).await;
+    wait_committed_through(&cluster, *first.last().unwrap()).await;
+
+    // Deleted behind the operator's back: its Stream reconciler creates it again, empty, and
+    // the new stream counts its sequences from 1 again.
+    js.delete_stream("orders").await.unwrap();
+    cluster
+        .wait_for(
+            "the operator to recreate the source stream",
+            TIMEOUT,
+            || {
+                let js = js.clone();
+                async move { js.get_stream("orders").await.ok().map(|_| ()) }
+            },
+        )
+        .await;
+    let second = publish_orders(&js, 100, 150).await;
+    assert_eq!(second.first(), Some(&1), "the new stream starts at 1");
+    nats::wait_for_count(&js, "orders-copy", 250, TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.diagnostics()));
+    let out = nats::messages(&js, "orders-copy").await.unwrap();
+    let mut copies: BTreeMap<String, usize> = BTreeMap::new();
+    for m in &out {
+        *copies.entry(m.text()).or_default() += 1;
+    }
+    for i in 0..250 {
+        let order = format!(r#"{{"order":{i}}}"#);
+        assert_eq!(copies.get(&order), Some(&1), "order {i} in the sink once");
+    }
+    cluster
+        .wait_pipeline(NS, PIPELINE, "Degraded SourceStreamRecreated", |p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Degraded"
+                        && c.status == "True"
+                        && c.reason == "SourceStreamRecreated"
+                }) && s
+                    .splits
+                    .iter()
+                    .all(|split| split.stream_recreated.is_some())
+            })
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_starts_afresh_and_the_old_workers_cannot_write_old_positions_back() {
     let cluster = Cluster::start().await;
     passthrough(&cluster).await;

@@ -561,6 +561,15 @@ async fn enrich_jq_keeps_paid_orders_reshaped_and_tagged() {
     let dead = Collector::start(&client, "jetflow.dlq.orders-enrich")
         .await
         .unwrap();
+    // Run locally, no operator creates the dead-letter stream: as a user would, the test
+    // makes one (the worker never publishes dead letters where no stream keeps them).
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "orders-enrich-dlq".into(),
+        subjects: vec!["jetflow.dlq.orders-enrich".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     // source sequence -> (subject, order number)
     let mut paid = BTreeMap::new();
     for i in 0..90u32 {

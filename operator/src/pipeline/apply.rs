@@ -1,7 +1,7 @@
 //! The Pipeline reconcile's effects: dereference (NATS facts), then, for a valid Pipeline, the
 //! checkpoint ConfigMap (created once, replaced on reset), the splits and their consumers, the
 //! split assignment, the child objects by server-side apply (written only when they differ),
-//! and the status. The cleanup path removes the consumers; Kubernetes removes the owned objects;
+//! a dead-letter Stream when dead letters would otherwise have no stream, and the status. The cleanup path removes the consumers; Kubernetes removes the owned objects;
 //! the checkpoint ConfigMap stays.
 //!
 //! Apply order: RBAC and ConfigMaps before the Deployment, so that a worker never starts
@@ -23,7 +23,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use super::autoscale;
-use super::build::{self, Inputs, configmap, deployment, rbac};
+use super::build::{self, Inputs, configmap, dead_letters, deployment, rbac};
 use super::consumers;
 use super::status::{self, Observed};
 use super::validate::{Facts, reasons, validate};
@@ -512,6 +512,7 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
     let epoch = new_epoch.or(applied_epoch);
     let config = configmap::worker_config(&inputs, epoch.as_deref())?;
     let hash = deployment::config_hash(&config);
+    ensure_dead_letter_stream(p, ctx, &js, &inputs).await?;
 
     // Apply.
     let dep = apply_children(
@@ -547,6 +548,30 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         let message = now_stopped.message.clone();
         ctx.event(p, true, reasons::SPLIT_STOPPED, "ReadCheckpoint", message)
             .await;
+    }
+    // So is a split that found its source stream recreated.
+    for split in &status.splits {
+        let Some(at) = &split.stream_recreated else {
+            continue;
+        };
+        let before = p
+            .status
+            .as_ref()
+            .and_then(|s| s.splits.iter().find(|b| b.name == split.name))
+            .and_then(|b| b.stream_recreated.as_ref());
+        if before != Some(at) {
+            ctx.event(
+                p,
+                true,
+                reasons::SOURCE_STREAM_RECREATED,
+                "ReadCheckpoint",
+                format!(
+                    "split {}: the source stream was deleted and created again; the split started again at spec.source.jetstream.start on the new stream (now at position {})",
+                    split.name, split.position
+                ),
+            )
+            .await;
+        }
     }
     publish_status(api, p, p.status.as_ref(), status, "Pipeline").await?;
     // With splits following the stream's subjects, look for new subjects as often as asked.
@@ -587,6 +612,56 @@ async fn announce_scale(p: &Pipeline, ctx: &Context, d: &autoscale::Decision) {
     .await;
 }
 
+/// Under `errors.policy: Dlq`, makes sure a stream keeps the dead letters: when no stream
+/// captures the dead-letter subject (or the one capturing it is the Pipeline's own), applies
+/// the Pipeline's dead-letter Stream, which the Stream reconciler turns into a JetStream
+/// stream. A stream of the user's that captures the subject is left to do so.
+async fn ensure_dead_letter_stream(
+    p: &Pipeline,
+    ctx: &Context,
+    js: &async_nats::jetstream::Context,
+    inputs: &Inputs<'_>,
+) -> Result<()> {
+    if p.spec.errors.policy != jetflow_crds::pipeline::ErrorAction::Dlq {
+        return Ok(());
+    }
+    let subject = p.dead_letter_subject();
+    let ours = dead_letters::name(inputs.name);
+    match js.stream_by_subject(subject.as_str()).await {
+        Ok(stream) if stream != ours => return Ok(()),
+        Ok(_) => {}
+        Err(e)
+            if e.kind() == async_nats::jetstream::context::GetStreamByNameErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::StreamInfo {
+                stream: format!("(capturing {subject})"),
+                source: Box::new(e),
+            });
+        }
+    }
+    let applied = apply_object(
+        &Api::<jetflow_crds::Stream>::namespaced(ctx.client.clone(), inputs.namespace),
+        &dead_letters::stream(inputs),
+        "Stream",
+    )
+    .await?;
+    if applied.outcome == Outcome::Created {
+        ctx.event(
+            p,
+            false,
+            "Created",
+            "DeadLetters",
+            format!(
+                "created Stream {ours} to keep the dead letters published to {subject} (no stream captured it; spec.errors.policy Dlq): kept {} or up to {}",
+                dead_letters::MAX_AGE,
+                dead_letters::MAX_BYTES
+            ),
+        )
+        .await;
+    }
+    Ok(())
+}
+
 /// Ensures each split's consumer and removes the pipeline's others; returns each split's lag.
 async fn ensure_consumers(
     p: &Pipeline,
@@ -597,10 +672,19 @@ async fn ensure_consumers(
     checkpoint: &Checkpoint,
 ) -> Result<BTreeMap<String, u64>> {
     let name = p.name_any();
+    let live =
+        jiff::Timestamp::from_nanosecond(stream.cached_info().created.unix_timestamp_nanos()).ok();
     let desired = splits
         .iter()
         .map(|s| {
-            let position = checkpoint.splits.get(&s.name).map(|p| p.position);
+            // A position on another incarnation of the stream (deleted and created again)
+            // means nothing on this one: the consumer starts as the spec says, as the worker
+            // will.
+            let position = checkpoint
+                .splits
+                .get(&s.name)
+                .filter(|p| p.stream_created.is_none() || p.stream_created == live)
+                .map(|p| p.position);
             consumers::config(ns, &name, &p.spec, s, position).map(|c| (s.name.clone(), c))
         })
         .collect::<Result<BTreeMap<String, _>>>()?;

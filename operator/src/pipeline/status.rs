@@ -141,6 +141,21 @@ fn stopped_splits<'a>(o: &'a Observed<'_>) -> impl Iterator<Item = (&'a str, &'a
     })
 }
 
+/// How long a recreated source stream is reported in the Degraded condition.
+pub const RECREATED_REPORTED_FOR: Duration = Duration::from_secs(3600);
+
+/// The splits whose checkpoint says they found their source stream recreated within
+/// [`RECREATED_REPORTED_FOR`].
+fn recreated_splits<'a>(
+    o: &'a Observed<'_>,
+) -> impl Iterator<Item = (&'a str, &'a jetflow_crds::checkpoint::StreamRecreated)> {
+    o.splits.iter().filter_map(|split| {
+        let r = o.checkpoint?.splits.get(split)?.recreated.as_ref()?;
+        let age = o.now.duration_since(r.detected).unsigned_abs();
+        (age < RECREATED_REPORTED_FOR).then_some((split.as_str(), r))
+    })
+}
+
 /// The status of a Pipeline that passed validation.
 pub fn status(o: &Observed<'_>) -> PipelineStatus {
     let p = o.pipeline;
@@ -256,6 +271,20 @@ pub fn status(o: &Observed<'_>) -> PipelineStatus {
             ),
         });
     }
+    // Splits that found their source stream recreated, for an hour after: they started again
+    // at the new stream's start, which the user may not have expected.
+    let recreated: Vec<Finding> = recreated_splits(o)
+        .take(MAX_STOPPED_IN_MESSAGE)
+        .map(|(split, r)| Finding {
+            reason: reasons::SOURCE_STREAM_RECREATED,
+            message: format!(
+                "split {split}: the source stream was deleted and created again (found at {}); its sequences start anew, so the split started again at spec.source.jetstream.start on the new stream after position {} on the old one",
+                jiff::Timestamp::from_second(r.detected.as_second()).unwrap_or(r.detected),
+                r.previous_position
+            ),
+        })
+        .collect();
+    findings.extend(recreated);
     findings.extend(o.verdict.warnings.iter().cloned());
     condition::merge(
         &mut st.conditions,
@@ -320,6 +349,10 @@ pub fn status(o: &Observed<'_>) -> PipelineStatus {
                 lag: o.lags.get(split).copied(),
                 finished: pos.is_some_and(|p| p.finished),
                 stopped: pos.and_then(|p| p.stopped.clone()),
+                stream_recreated: pos
+                    .and_then(|p| p.recreated.as_ref())
+                    .and_then(|r| jiff::Timestamp::from_second(r.detected.as_second()).ok())
+                    .map(Time),
             }
         })
         .collect();
@@ -431,6 +464,49 @@ mod tests {
         assert!(!condition::is_true(&st.conditions, types::CHECKPOINT_STALE));
         assert!(!condition::is_true(&st.conditions, types::PROGRESSING));
         assert_eq!(st.assignment_generation, Some(3));
+    }
+
+    #[test]
+    fn a_recreated_source_stream_degrades_the_pipeline_for_a_while() {
+        let p = fixtures::pipeline();
+        let now = jiff::Timestamp::from_second(1_000_000).unwrap();
+        let cp = Checkpoint {
+            id: 7,
+            time: Some(now),
+            splits: BTreeMap::from([(
+                "orders.eu".into(),
+                SplitPosition {
+                    position: 5,
+                    stream_created: Some(now),
+                    recreated: Some(jetflow_crds::checkpoint::StreamRecreated {
+                        detected: now,
+                        previous_created: None,
+                        previous_position: 100,
+                    }),
+                    ..Default::default()
+                },
+            )]),
+        };
+        let (a, lags) = (Assignment::default(), BTreeMap::new());
+        let splits = vec!["orders.eu".to_owned()];
+        let d = deployment(2);
+        let st = observe(&p, &d, Some(&cp), &a, &splits, &lags, now);
+        let degraded = condition::find(&st.conditions, types::DEGRADED).unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "SourceStreamRecreated")
+        );
+        assert!(
+            degraded.message.contains("after position 100"),
+            "{}",
+            degraded.message
+        );
+        assert_eq!(st.splits[0].stream_recreated, Some(Time(now)));
+        let later = now + RECREATED_REPORTED_FOR;
+        let st = observe(&p, &d, Some(&cp), &a, &splits, &lags, later);
+        let degraded = condition::find(&st.conditions, types::DEGRADED).unwrap();
+        assert_eq!(degraded.status, "False");
+        assert_eq!(st.splits[0].stream_recreated, Some(Time(now)));
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub mod reasons {
     pub const DUPLICATE_WINDOW_TOO_SHORT: &str = "DuplicateWindowTooShort";
     /// A split stopped on a message that failed under `errors.policy: Stop`.
     pub const SPLIT_STOPPED: &str = "SplitStopped";
+    /// A split's source stream was deleted and created again; the split started anew.
+    pub const SOURCE_STREAM_RECREATED: &str = "SourceStreamRecreated";
 }
 
 impl Verdict {

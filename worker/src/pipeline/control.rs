@@ -411,6 +411,8 @@ impl<S: Sink> Runner<S> {
                 finished: entry.as_ref().is_some_and(|e| e.finished),
                 stopped: entry.as_ref().and_then(|e| e.stopped.clone()),
                 released: true,
+                stream_created: entry.as_ref().and_then(|e| e.stream_created),
+                recreated: entry.as_ref().and_then(|e| e.recreated.clone()),
             };
             let updates = BTreeMap::from([(name.to_owned(), record)]);
             if let Err(e) = self.committer.commit(&updates).await {

@@ -2,14 +2,18 @@
 //!
 //! The original message (subject, headers, payload untouched) goes to the dead-letter subject
 //! with headers that say what failed: `Jetflow-Error-Step`, `Jetflow-Error-Kind`,
-//! `Jetflow-Error`, and its source (`Jetflow-Source-Stream`, `-Subject`, `-Sequence`). When a
-//! stream captures the dead-letter subject the publish is a JetStream publish with a message
-//! id, confirmed by its ack like any output; otherwise it is a core publish that the checkpoint
-//! flushes. Either way the failed message counts as processed only once its dead letter is
-//! confirmed. The JetStream context lifts the client's limit of acks in flight, as the sink's
-//! does: the split's window bounds them, and a split blocked on that limit could not poll the
-//! acks that free it.
+//! `Jetflow-Error`, and its source (`Jetflow-Source-Stream`, `-Subject`, `-Sequence`). The
+//! publish is always a JetStream publish with a message id, confirmed by its ack like any
+//! output, and the failed message counts as processed only once its dead letter is confirmed.
+//! A dead letter is never a core publish: with no stream capturing the subject nobody would
+//! keep it. So a dead letter that no stream takes (JetStream answers "no stream") fails like an
+//! output that cannot be delivered ([`SinkError::NoDeadLetterStream`]): the split keeps its
+//! position before the message, and the worker stops with an error that names the subject,
+//! until a stream captures it (the operator creates one for a Pipeline). The JetStream context
+//! lifts the client's limit of acks in flight, as the sink's does: the split's window bounds
+//! them, and a split blocked on that limit could not poll the acks that free it.
 
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::{HeaderMap, HeaderName, HeaderValue, Subject};
 
@@ -32,13 +36,7 @@ pub struct Failure<'a> {
 #[derive(Clone, Debug)]
 pub struct DeadLetters {
     subject: Subject,
-    target: Target,
-}
-
-#[derive(Clone, Debug)]
-enum Target {
-    JetStream(jetstream::Context),
-    Core(async_nats::Client),
+    js: jetstream::Context,
 }
 
 fn single_line(text: &str) -> HeaderValue {
@@ -47,27 +45,24 @@ fn single_line(text: &str) -> HeaderValue {
 }
 
 impl DeadLetters {
-    /// Dead letters to `subject`, through JetStream when a stream captures the subject.
+    /// Dead letters to `subject`, through JetStream. A missing stream is only logged here: it
+    /// may be created before the first message fails (the operator creates one), and a
+    /// pipeline whose messages never fail needs none.
     pub async fn new(client: async_nats::Client, subject: &str) -> Self {
         // The acks of dead letters wait in the split's window like outputs: the same context
         // limits, or a split failing more messages than the default permits deadlocks.
-        let js = super::jetstream::windowed_context(client.clone());
-        let target = match js.stream_by_subject(subject).await {
-            Ok(stream) => {
-                tracing::info!(subject, stream, "dead letters go to a stream");
-                Target::JetStream(js)
-            }
-            Err(_) => {
-                tracing::info!(
-                    subject,
-                    "no stream captures the dead-letter subject; dead letters are core publishes"
-                );
-                Target::Core(client)
-            }
-        };
+        let js = super::jetstream::windowed_context(client);
+        match js.stream_by_subject(subject).await {
+            Ok(stream) => tracing::info!(subject, stream, "dead letters go to a stream"),
+            Err(e) => tracing::warn!(
+                subject,
+                error = %e,
+                "no stream captures the dead-letter subject (yet): a message that fails under errors.policy Dlq stops the split until one does"
+            ),
+        }
         Self {
             subject: Subject::from(subject),
-            target,
+            js,
         }
     }
 
@@ -97,40 +92,28 @@ impl DeadLetters {
             HeaderName::from_static("Jetflow-Error"),
             single_line(failure.message),
         );
-        let payload = message.payload.clone();
-        match &self.target {
-            Target::JetStream(js) => {
-                let publish = PublishMessage::build().payload(payload).headers(headers);
-                js.send_publish(self.subject.clone(), publish)
-                    .await
-                    .map(Confirmation::Ack)
-                    .map_err(|source| SinkError::Publish {
-                        subject: self.subject.to_string(),
-                        source,
-                    })
-            }
-            Target::Core(client) => {
-                // The message id stays: harmless without a stream, and useful to a reader.
-                client
-                    .publish_with_headers(self.subject.clone(), headers, payload)
-                    .await
-                    .map(|()| Confirmation::Done)
-                    .map_err(|source| SinkError::CorePublish {
-                        subject: self.subject.to_string(),
-                        source,
-                    })
-            }
-        }
+        let publish = PublishMessage::build()
+            .payload(message.payload.clone())
+            .headers(headers);
+        self.js
+            .send_publish(self.subject.clone(), publish)
+            .await
+            .map(Confirmation::Ack)
+            .map_err(|source| self.publish_error(source))
     }
 
-    /// Flushes core dead letters (a checkpoint calls this before it commits).
-    pub async fn flush(&self) -> Result<(), SinkError> {
-        match &self.target {
-            Target::JetStream(_) => Ok(()),
-            Target::Core(client) => client
-                .flush()
-                .await
-                .map_err(|source| SinkError::Flush { source }),
+    /// The error of a dead letter that was not sent or not confirmed: "no stream" is named as
+    /// such.
+    pub fn publish_error(&self, source: PublishError) -> SinkError {
+        if source.kind() == PublishErrorKind::StreamNotFound {
+            SinkError::NoDeadLetterStream {
+                subject: self.subject.to_string(),
+            }
+        } else {
+            SinkError::Publish {
+                subject: self.subject.to_string(),
+                source,
+            }
         }
     }
 }

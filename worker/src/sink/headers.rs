@@ -3,7 +3,10 @@
 //! The message id is `<namespace>/<pipeline>:<split hash>:<source sequence>:<output index>`:
 //! the same source message yields the same ids however often it is replayed, so the sink
 //! stream's duplicate window drops a replay. The split hash is the FNV-1a hash of the split's
-//! name that also names its consumer.
+//! name that also names its consumer. Once a split has found its source stream deleted and
+//! created again (sequences counted anew), its ids carry the stream's creation time too,
+//! `<namespace>/<pipeline>:<split hash>@<creation time, Unix ns>:<source sequence>:<index>`,
+//! so that they never collide with the earlier stream's ids.
 
 use std::fmt::Write;
 
@@ -48,17 +51,28 @@ const SOURCE: [&str; 3] = [
 /// Builds the message ids of one split.
 #[derive(Clone, Debug)]
 pub struct MessageIds {
+    base: String,
     prefix: String,
 }
 
 impl MessageIds {
     /// The ids of `split` of pipeline `namespace/pipeline`.
     pub fn new(namespace: &str, pipeline: &str, split: &str) -> Self {
+        let base = format!(
+            "{namespace}/{pipeline}:{:016x}",
+            jetflow_crds::split::fnv1a(split.as_bytes())
+        );
         Self {
-            prefix: format!(
-                "{namespace}/{pipeline}:{:016x}:",
-                jetflow_crds::split::fnv1a(split.as_bytes())
-            ),
+            prefix: format!("{base}:"),
+            base,
+        }
+    }
+
+    /// The ids of the same split on a recreated source stream created at `created`.
+    pub fn on_stream(&self, created: jiff::Timestamp) -> Self {
+        Self {
+            prefix: format!("{}@{}:", self.base, created.as_nanosecond()),
+            base: self.base.clone(),
         }
     }
 
@@ -132,6 +146,18 @@ mod tests {
         );
         assert!(ids.id(42, 3).starts_with("default/copy:"));
         assert!(ids.id(42, 3).ends_with(":42:3"));
+        let created = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let recreated = ids.on_stream(created);
+        assert_ne!(recreated.id(7, 0), ids.id(7, 0));
+        assert_ne!(recreated.dead_letter_id(7), ids.dead_letter_id(7));
+        assert_eq!(
+            recreated.id(7, 0),
+            format!(
+                "default/copy:{:016x}@1700000000000000000:7:0",
+                jetflow_crds::split::fnv1a(b"orders.>")
+            )
+        );
+        assert_eq!(recreated.on_stream(created).id(7, 0), recreated.id(7, 0));
     }
 
     #[test]

@@ -85,6 +85,15 @@ pub enum SinkError {
         /// The client's error.
         source: async_nats::client::FlushError,
     },
+    /// No stream captures the dead-letter subject: JetStream answered "no stream" (a dead
+    /// letter is never published where nobody keeps it).
+    #[error(
+        "no stream captures the dead-letter subject {subject}: failed messages are never published where nobody keeps them; create a stream on {subject} (the operator creates one for a Pipeline), or set spec.errors.deadLetterSubject to a subject a stream captures"
+    )]
+    NoDeadLetterStream {
+        /// The dead-letter subject.
+        subject: String,
+    },
     /// The output subject could not be rendered.
     #[error(transparent)]
     Template(#[from] TemplateError),
@@ -97,6 +106,7 @@ impl SinkError {
             Self::Publish { .. } | Self::CorePublish { .. } => "publish",
             Self::Confirm { .. } => "publish_ack",
             Self::Flush { .. } => "flush",
+            Self::NoDeadLetterStream { .. } => "dead_letter_no_stream",
             Self::Template(_) => "template",
         }
     }

@@ -23,7 +23,7 @@ use futures::{FutureExt, StreamExt};
 use jetflow_crds::split::Split;
 use tokio::sync::Notify;
 
-use super::{AckToken, SourceAcker, SourceError, SourceMessage, SplitReader};
+use super::{AckToken, Incarnation, SourceAcker, SourceError, SourceMessage, SplitReader};
 use crate::metrics::SplitMetrics;
 
 /// Counts the Core splits whose subscription the server has registered, so that the worker
@@ -151,6 +151,7 @@ impl SplitReader for CoreReader {
                         payload: message.payload,
                         seq: self.position,
                         ack: AckToken(None),
+                        stream: Incarnation::default(),
                     }));
                 }
                 None => {

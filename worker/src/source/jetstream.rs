@@ -16,9 +16,17 @@
 //! the committed position. Lookups that fail are retried with a capped backoff, so a split
 //! rides out a JetStream restart. The reader drops every message at or below the last position
 //! it yielded (redeliveries).
+//!
+//! Positions are stream sequences, and a stream deleted and created again under the same name
+//! counts them anew. So every open looks the stream up afresh and compares its creation time
+//! with the one the committed position counts in (kept in the checkpoint, or adopted from the
+//! live stream for a checkpoint of an older release): on another incarnation the committed
+//! position means nothing, and the split starts again at the spec's start on the new stream,
+//! its messages marked as from a recreated stream ([`Incarnation::recreated`]) so that the
+//! split task starts its position anew instead of taking them for redeliveries.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -32,7 +40,7 @@ use jetflow_crds::pipeline::StartPosition;
 use jetflow_crds::split::Split;
 use jetflow_nats::consumer::{self, Verdict};
 
-use super::{AckToken, SourceAcker, SourceError, SourceMessage, SplitReader};
+use super::{AckToken, Incarnation, SourceAcker, SourceError, SourceMessage, SplitReader};
 use crate::metrics::SplitMetrics;
 
 pub use jetflow_nats::consumer::{MAX_ACK_PENDING, Start};
@@ -142,6 +150,8 @@ pub struct JetStreamReader {
     settings: ConsumerSettings,
     spec_start: StartPosition,
     committed: Arc<AtomicU64>,
+    committed_created: Arc<AtomicI64>,
+    incarnation: Incarnation,
     messages: Option<pull::Stream>,
     last_seen: u64,
     first_seen: Option<u64>,
@@ -152,7 +162,9 @@ pub struct JetStreamReader {
 impl JetStreamReader {
     /// A reader of `split` in `stream_name` through the consumer `consumer`. `committed` is the
     /// split's committed position (0: none), updated by the runner after each checkpoint; the
-    /// consumer is (re)created after it.
+    /// consumer is (re)created after it. `committed_created` is the creation time of the
+    /// stream that position counts in ([`created_nanos`]; 0: unknown), stored by the runner
+    /// after the position.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         js: jetstream::Context,
@@ -162,9 +174,14 @@ impl JetStreamReader {
         settings: ConsumerSettings,
         spec_start: StartPosition,
         committed: Arc<AtomicU64>,
+        committed_created: Arc<AtomicI64>,
         metrics: SplitMetrics,
     ) -> Self {
         let last_seen = committed.load(Ordering::Acquire);
+        let incarnation = Incarnation {
+            created: from_nanos(committed_created.load(Ordering::Acquire)),
+            recreated: false,
+        };
         Self {
             js,
             stream_name: stream_name.to_owned(),
@@ -174,6 +191,8 @@ impl JetStreamReader {
             settings,
             spec_start,
             committed,
+            committed_created,
+            incarnation,
             messages: None,
             last_seen,
             first_seen: None,
@@ -186,7 +205,19 @@ impl JetStreamReader {
     /// first message this reader already saw (so a consumer lost before the first checkpoint
     /// does not skip ahead with `New`), else as the spec says.
     fn start(&self) -> Start {
-        match (self.committed.load(Ordering::Acquire), self.first_seen) {
+        // The creation time first: the runner stores it after the position, so a creation time
+        // of this incarnation comes with a position of this incarnation.
+        let created = self.committed_created.load(Ordering::Acquire);
+        let committed = self.committed.load(Ordering::Acquire);
+        let reading = self.incarnation.created.map(created_nanos);
+        // A position committed on an earlier incarnation of the stream means nothing here.
+        let ours = if self.incarnation.recreated {
+            Some(created) == reading
+        } else {
+            created == 0 || Some(created) == reading
+        };
+        let committed = if ours { committed } else { 0 };
+        match (committed, self.first_seen) {
             (0, Some(first)) => Start::After(first - 1),
             (0, None) => Start::Spec(self.spec_start.clone()),
             (position, _) => Start::After(position),
@@ -194,22 +225,42 @@ impl JetStreamReader {
     }
 
     async fn open(&mut self) -> Result<(), SourceError> {
-        let stream = match &self.stream {
-            Some(s) => s.clone(),
-            None => {
-                let s = self
-                    .js
-                    .get_stream(&self.stream_name)
-                    .await
-                    .map_err(|source| SourceError::GetStream {
-                        split: self.split.name.clone(),
-                        stream: self.stream_name.clone(),
-                        source,
-                    })?;
-                self.stream = Some(s.clone());
-                s
+        // Looked up afresh on every open: its creation time tells whether it is still the
+        // stream the committed position counts in.
+        let stream = self
+            .js
+            .get_stream(&self.stream_name)
+            .await
+            .map_err(|source| SourceError::GetStream {
+                split: self.split.name.clone(),
+                stream: self.stream_name.clone(),
+                source,
+            })?;
+        let live = stream_created(stream.cached_info());
+        match self.incarnation.created {
+            // A new split, or a checkpoint without a creation time: adopted as it is.
+            None => self.incarnation.created = Some(live),
+            Some(known) if known != live => {
+                self.metrics.stream_recreated.inc();
+                tracing::warn!(
+                    split = %self.split.name,
+                    stream = %self.stream_name,
+                    previous_created = %known,
+                    created = %live,
+                    position = self.committed.load(Ordering::Acquire),
+                    start = ?self.spec_start,
+                    "the source stream was deleted and created again: positions start anew; the split starts at the new stream's start (spec.source.jetstream.start)"
+                );
+                self.incarnation = Incarnation {
+                    created: Some(live),
+                    recreated: true,
+                };
+                self.last_seen = 0;
+                self.first_seen = None;
             }
-        };
+            Some(_) => {}
+        }
+        self.stream = Some(stream.clone());
         let start = self.start();
         let consumer = ensure_consumer(
             &self.js,
@@ -257,10 +308,17 @@ impl JetStreamReader {
         }
     }
 
+    /// Whether the consumer being read is still there: its stream not recreated (a consumer
+    /// of the same name on a new stream is another consumer), and the consumer not deleted.
     async fn consumer_exists(&self) -> bool {
         let Some(stream) = &self.stream else {
             return false;
         };
+        if let Ok(live) = self.js.get_stream(&self.stream_name).await
+            && Some(stream_created(live.cached_info())) != self.incarnation.created
+        {
+            return false;
+        }
         !matches!(
             stream.consumer_info(&self.consumer).await,
             Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound
@@ -302,6 +360,7 @@ impl SplitReader for JetStreamReader {
                         payload: message.payload,
                         seq,
                         ack: AckToken(message.reply),
+                        stream: self.incarnation,
                     }));
                 }
                 Some(Err(e)) => match e.kind() {
@@ -333,6 +392,23 @@ impl SplitReader for JetStreamReader {
             }
         }
     }
+}
+
+/// A stream's creation time, as the checkpoint keeps it.
+pub fn stream_created(info: &jetstream::stream::Info) -> jiff::Timestamp {
+    jiff::Timestamp::from_nanosecond(info.created.unix_timestamp_nanos())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+/// A creation time as the runner shares it with the reader: Unix nanoseconds (0: unknown).
+pub fn created_nanos(created: jiff::Timestamp) -> i64 {
+    i64::try_from(created.as_nanosecond()).unwrap_or(i64::MAX)
+}
+
+fn from_nanos(nanos: i64) -> Option<jiff::Timestamp> {
+    (nanos != 0)
+        .then(|| jiff::Timestamp::from_nanosecond(i128::from(nanos)).ok())
+        .flatten()
 }
 
 /// Acknowledges JetStream messages (cumulatively, the consumers use `AckPolicy::All`).

@@ -30,6 +30,19 @@ pub struct SourceMessage {
     pub seq: u64,
     /// What acknowledges it (and, cumulatively, everything before it).
     pub ack: AckToken,
+    /// The incarnation of the source stream it was read from (none for NATS Core).
+    pub stream: Incarnation,
+}
+
+/// Which incarnation of a JetStream source stream a message comes from: a stream deleted and
+/// created again under the same name counts its sequences anew.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Incarnation {
+    /// The stream's creation time (JetStream's `created`); none for a NATS Core source.
+    pub created: Option<jiff::Timestamp>,
+    /// The reader found the stream recreated under the split's committed position: positions
+    /// of this incarnation start anew.
+    pub recreated: bool,
 }
 
 /// What a source needs to acknowledge a message: for JetStream its reply subject.

@@ -5,7 +5,7 @@
 //! file ([`super::jetstream`], [`super::core`], [`super::bounded`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use async_nats::jetstream;
 use jetflow_crds::pipeline::StartPosition;
@@ -41,12 +41,14 @@ pub enum Readers {
 }
 
 impl Readers {
-    /// A reader of `split` through `consumer` (JetStream), resuming after `committed`.
+    /// A reader of `split` through `consumer` (JetStream), resuming after `committed` if it
+    /// counts in the stream created at `committed_created` (see [`JetStreamReader::new`]).
     pub fn open(
         &self,
         split: &Split,
         consumer: String,
         committed: Arc<AtomicU64>,
+        committed_created: Arc<AtomicI64>,
         metrics: SplitMetrics,
     ) -> PipelineReader {
         match self {
@@ -66,6 +68,7 @@ impl Readers {
                     settings.clone(),
                     start.clone(),
                     committed,
+                    committed_created,
                     metrics,
                 );
                 match bound {

@@ -9,8 +9,10 @@
 //! | checkpoint ConfigMap | `<pipeline>-checkpoint` | none: it outlives the Pipeline |
 //! | ServiceAccount, Role, RoleBinding | `<pipeline>-worker` | the Pipeline |
 //! | worker Deployment | `<pipeline>-worker` | the Pipeline |
+//! | dead-letter Stream (policy `Dlq`, when no stream captures the subject) | `<pipeline>-dlq` | the Pipeline |
 
 pub mod configmap;
+pub mod dead_letters;
 pub mod deployment;
 pub mod rbac;
 
