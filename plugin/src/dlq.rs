@@ -62,7 +62,7 @@ async fn connect(
             f.pipeline
         );
     };
-    let pool = jetflow_operator::controller::nats::NatsPool::new(url.clone())?;
+    let pool = jetflow_operator::controller::nats::NatsPool::new(url.clone());
     let js = pool
         .jetstream(client, ns, Some(&conn))
         .await
