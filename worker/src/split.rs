@@ -18,9 +18,14 @@
 //! with an error and its position stays before that message, so nothing after it is ever
 //! acknowledged to the source.
 //!
+//! A Core publish (a Core sink's output, a dead letter no stream captures) stays in the window
+//! until a round trip on its connection confirms it: when the window is full, before a
+//! snapshot, and when draining. One sent before the connection was replaced (a reconnect, a
+//! nats-server restart) is published again, so what the old connection lost is not lost for
+//! good; a snapshot never reports a position past an unconfirmed Core publish.
+//!
 //! Shutdown: when the split's token is cancelled the task stops taking messages, waits for
-//! every output in the window to be confirmed, flushes the sink and returns its final
-//! snapshot.
+//! every output in the window to be confirmed and returns its final snapshot.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -45,6 +50,9 @@ use crate::source::{AckToken, SourceMessage};
 
 /// How often a failed publish is tried again before the split gives up.
 const PUBLISH_ATTEMPTS: u32 = 4;
+/// How often Core publishes are sent again after a failed round trip before the split gives
+/// up: with the back-off capped at 5 s, about half a minute without a working connection.
+const ROUND_TRIP_ATTEMPTS: u32 = 10;
 /// At most this many messages are taken from the reader at once.
 const RECEIVE_CHUNK: usize = 256;
 /// Skipped messages are logged at most this often (with a count).
@@ -101,7 +109,7 @@ pub enum SplitError {
         /// The last error.
         source: SinkError,
     },
-    /// The sink could not be flushed for a checkpoint.
+    /// Core publishes could not be confirmed by a round trip.
     #[error("split {split}: {source}")]
     Flush {
         /// The split.
@@ -121,6 +129,8 @@ struct InFlight {
     ack: AckToken,
     kind: Kind,
     confirm: Option<AckFuture>,
+    /// A Core publish made at this connection generation, awaiting a round trip.
+    sent: Option<u64>,
 }
 
 /// One output of a source message, kept until confirmed.
@@ -146,10 +156,17 @@ enum Kind {
     },
 }
 
-fn ack_future(confirmation: Confirmation) -> Option<AckFuture> {
-    match confirmation {
-        Confirmation::Done => None,
-        Confirmation::Ack(_) => Some(Box::pin(confirmation.wait())),
+impl InFlight {
+    /// Records how `confirmation` will come.
+    fn awaits(&mut self, confirmation: Confirmation) {
+        (self.confirm, self.sent) = match confirmation {
+            Confirmation::Done => (None, None),
+            Confirmation::Sent { generation } => (None, Some(generation)),
+            Confirmation::Ack(_) => {
+                let future: AckFuture = Box::pin(confirmation.wait());
+                (Some(future), None)
+            }
+        };
     }
 }
 
@@ -167,6 +184,10 @@ fn poll_window(window: &mut VecDeque<InFlight>, cx: &mut Context<'_>) -> Poll<Co
     let mut done = Confirmed::default();
     let mut popped = false;
     while let Some(head) = window.front_mut() {
+        if head.sent.is_some() {
+            // Waits for a round trip (see `SplitTask::round_trip`).
+            break;
+        }
         if let Some(confirm) = head.confirm.as_mut() {
             match confirm.as_mut().poll(cx) {
                 Poll::Pending => break,
@@ -255,6 +276,12 @@ impl<S: Sink> SplitTask<S> {
         let mut draining = false;
         loop {
             let room = self.shared.max_pending.saturating_sub(self.window.len());
+            // Core publishes at the head of the window wait for a round trip: taken when
+            // nothing else could move the window on (full, or draining).
+            if (room == 0 || draining) && self.window.front().is_some_and(|e| e.sent.is_some()) {
+                self.round_trip().await?;
+                continue;
+            }
             let accepting = !draining && self.snapshot.stopped.is_none() && room > 0;
             let window = &mut self.window;
             let event = tokio::select! {
@@ -294,18 +321,94 @@ impl<S: Sink> SplitTask<S> {
     }
 
     async fn take_snapshot(&mut self) -> Result<SplitSnapshot, SplitError> {
-        // Core publishes (and core dead letters) are delivered once flushed; what the window
-        // confirmed before the flush is what the snapshot reports.
-        let snapshot = self.snapshot.clone();
-        let flushed = async {
-            self.shared.sink.flush().await?;
-            self.shared.dead_letters.flush().await
-        };
-        flushed.await.map_err(|source| SplitError::Flush {
-            split: self.name.clone(),
-            source,
-        })?;
-        Ok(snapshot)
+        // Core publishes (and core dead letters) count once a round trip confirmed them.
+        self.round_trip().await?;
+        Ok(self.snapshot.clone())
+    }
+
+    /// Confirms the Core publishes in the window by round trips on their connections, and
+    /// moves the position past what they complete. A publish made on an earlier connection
+    /// (the connection was replaced since) is sent again and confirmed by the next round trip;
+    /// after [`ROUND_TRIP_ATTEMPTS`] failed rounds the split fails.
+    async fn round_trip(&mut self) -> Result<(), SplitError> {
+        let mut attempt = 0;
+        loop {
+            let outputs = self
+                .window
+                .iter()
+                .any(|e| e.sent.is_some() && !matches!(e.kind, Kind::DeadLetter { .. }));
+            let dead_letters = self
+                .window
+                .iter()
+                .any(|e| e.sent.is_some() && matches!(e.kind, Kind::DeadLetter { .. }));
+            if !outputs && !dead_letters {
+                return Ok(());
+            }
+            let sink = if outputs {
+                self.shared.sink.round_trip().await
+            } else {
+                Ok(None)
+            };
+            let dead = if dead_letters {
+                self.shared.dead_letters.round_trip().await
+            } else {
+                Ok(None)
+            };
+            let mut unconfirmed = 0usize;
+            for entry in &mut self.window {
+                let Some(generation) = entry.sent else {
+                    continue;
+                };
+                let confirmed = match entry.kind {
+                    Kind::DeadLetter { .. } => &dead,
+                    _ => &sink,
+                };
+                if matches!(confirmed, Ok(Some(g)) if *g == generation) {
+                    entry.sent = None;
+                } else {
+                    unconfirmed += 1;
+                }
+            }
+            // What the window completed now counts (also when some entries must go again).
+            let window = &mut self.window;
+            if let Poll::Ready(done) =
+                std::future::poll_fn(|cx| Poll::Ready(poll_window(window, cx))).await
+            {
+                self.confirmed(done).await?;
+            }
+            if unconfirmed == 0 {
+                return Ok(());
+            }
+            let error = match (sink, dead) {
+                (Err(e), _) | (_, Err(e)) => e,
+                _ => SinkError::Reconnected,
+            };
+            attempt += 1;
+            self.metrics.error(error.category());
+            if attempt >= ROUND_TRIP_ATTEMPTS {
+                return Err(SplitError::Flush {
+                    split: self.name.clone(),
+                    source: error,
+                });
+            }
+            tracing::warn!(split = %self.name, unconfirmed, attempt, error = %error, "Core publishes not confirmed; publishing them again");
+            let wait = Duration::from_millis(100u64 << attempt.min(6)).min(Duration::from_secs(5));
+            tokio::time::sleep(wait).await;
+            for index in 0..self.window.len() {
+                if self.window[index].sent.is_none() {
+                    continue;
+                }
+                let (seq, kind) = (self.window[index].seq, &self.window[index].kind);
+                match resend(&self.shared, &self.ids, seq, kind).await {
+                    Ok(confirmation) => self.window[index].awaits(confirmation),
+                    // Stays unconfirmed (at its old generation): the next round sends it again.
+                    Err(e) => {
+                        self.metrics.error(e.category());
+                        tracing::warn!(split = %self.name, seq, error = %e, "Core publish failed");
+                    }
+                }
+            }
+        }
     }
 
     async fn confirmed(&mut self, mut done: Confirmed) -> Result<(), SplitError> {
@@ -314,7 +417,12 @@ impl<S: Sink> SplitTask<S> {
             self.metrics.error("publish_ack");
             tracing::warn!(split = %self.name, seq = entry.seq, error = %error, "publish not confirmed; publishing again");
             let entry = self.redeliver(entry, error).await?;
-            complete(&mut done, entry);
+            if entry.sent.is_some() {
+                // Still to be confirmed by a round trip: it stays the head of the window.
+                self.window.push_front(entry);
+            } else {
+                complete(&mut done, entry);
+            }
         }
         self.metrics.messages_out.inc_by(done.outputs);
         self.metrics.bytes_out.inc_by(done.bytes);
@@ -338,9 +446,15 @@ impl<S: Sink> SplitTask<S> {
         for attempt in 1..=PUBLISH_ATTEMPTS {
             tokio::time::sleep(Duration::from_millis(100u64 << attempt)).await;
             match resend(&self.shared, &self.ids, entry.seq, &entry.kind).await {
+                Ok(confirmation @ Confirmation::Sent { .. }) => {
+                    // A Core publish: confirmed by the window's next round trip.
+                    entry.awaits(confirmation);
+                    return Ok(entry);
+                }
                 Ok(confirmation) => match confirmation.wait().await {
                     Ok(()) => {
                         entry.confirm = None;
+                        entry.sent = None;
                         return Ok(entry);
                     }
                     Err(source) => {
@@ -365,7 +479,7 @@ impl<S: Sink> SplitTask<S> {
     /// Sends an entry; a publish that cannot even be sent is retried like a failed ack.
     async fn push(&mut self, mut entry: InFlight) -> Result<(), SplitError> {
         match resend(&self.shared, &self.ids, entry.seq, &entry.kind).await {
-            Ok(confirmation) => entry.confirm = ack_future(confirmation),
+            Ok(confirmation) => entry.awaits(confirmation),
             Err(e) => {
                 self.metrics.error(e.category());
                 let error = match e {
@@ -418,6 +532,7 @@ impl<S: Sink> SplitTask<S> {
                         payload,
                     }),
                     confirm: None,
+                    sent: None,
                 })
                 .await;
         }
@@ -465,6 +580,7 @@ impl<S: Sink> SplitTask<S> {
                 ack: message.ack,
                 kind: Kind::Marker,
                 confirm: None,
+                sent: None,
             });
             return Ok(());
         }
@@ -487,6 +603,7 @@ impl<S: Sink> SplitTask<S> {
                     payload: output.payload,
                 }),
                 confirm: None,
+                sent: None,
             })
             .await?;
         }
@@ -523,6 +640,7 @@ impl<S: Sink> SplitTask<S> {
                         error,
                     },
                     confirm: None,
+                    sent: None,
                 })
                 .await
             }
@@ -543,6 +661,7 @@ impl<S: Sink> SplitTask<S> {
                     ack: message.ack,
                     kind: Kind::Marker,
                     confirm: None,
+                    sent: None,
                 });
                 Ok(())
             }

@@ -4,8 +4,8 @@
 //! with headers that say what failed: `Jetflow-Error-Step`, `Jetflow-Error-Kind`,
 //! `Jetflow-Error`, and its source (`Jetflow-Source-Stream`, `-Subject`, `-Sequence`). When a
 //! stream captures the dead-letter subject the publish is a JetStream publish with a message
-//! id, confirmed by its ack like any output; otherwise it is a core publish that the checkpoint
-//! flushes. Either way the failed message counts as processed only once its dead letter is
+//! id, confirmed by its ack like any output; otherwise it is a core publish confirmed by a round
+//! trip on the same connection, like a Core sink's output (see [`super::core`]). Either way the failed message counts as processed only once its dead letter is
 //! confirmed. The JetStream context lifts the client's limit of acks in flight, as the sink's
 //! does: the split's window bounds them, and a split blocked on that limit could not poll the
 //! acks that free it.
@@ -13,6 +13,7 @@
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::{HeaderMap, HeaderName, HeaderValue, Subject};
 
+use super::core::CoreConnection;
 use super::headers::output_headers;
 use super::{Confirmation, SinkError};
 use crate::source::SourceMessage;
@@ -38,7 +39,7 @@ pub struct DeadLetters {
 #[derive(Clone, Debug)]
 enum Target {
     JetStream(jetstream::Context),
-    Core(async_nats::Client),
+    Core(CoreConnection),
 }
 
 fn single_line(text: &str) -> HeaderValue {
@@ -62,7 +63,7 @@ impl DeadLetters {
                     subject,
                     "no stream captures the dead-letter subject; dead letters are core publishes"
                 );
-                Target::Core(client)
+                Target::Core(CoreConnection::new(client))
             }
         };
         Self {
@@ -109,12 +110,14 @@ impl DeadLetters {
                         source,
                     })
             }
-            Target::Core(client) => {
+            Target::Core(connection) => {
                 // The message id stays: harmless without a stream, and useful to a reader.
-                client
+                let generation = connection.generation();
+                connection
+                    .client()
                     .publish_with_headers(self.subject.clone(), headers, payload)
                     .await
-                    .map(|()| Confirmation::Done)
+                    .map(|()| Confirmation::Sent { generation })
                     .map_err(|source| SinkError::CorePublish {
                         subject: self.subject.to_string(),
                         source,
@@ -123,14 +126,11 @@ impl DeadLetters {
         }
     }
 
-    /// Flushes core dead letters (a checkpoint calls this before it commits).
-    pub async fn flush(&self) -> Result<(), SinkError> {
+    /// Confirms core dead letters by a round trip (see [`crate::sink::Sink::round_trip`]).
+    pub async fn round_trip(&self) -> Result<Option<u64>, SinkError> {
         match &self.target {
-            Target::JetStream(_) => Ok(()),
-            Target::Core(client) => client
-                .flush()
-                .await
-                .map_err(|source| SinkError::Flush { source }),
+            Target::JetStream(_) => Ok(None),
+            Target::Core(connection) => connection.round_trip().await.map(Some),
         }
     }
 }

@@ -1,11 +1,11 @@
 //! Sinks: where outputs go, and how their delivery is confirmed.
 //!
 //! [`Sink::send`] hands one output to the connection and returns a [`Confirmation`] that
-//! resolves when the server has confirmed it (a JetStream publish ack); [`Sink::flush`] makes
-//! everything sent so far delivered (what a Core NATS sink relies on at a checkpoint). The split
-//! task keeps a bounded window of unconfirmed outputs and counts a source message as processed
-//! only when every output before and including it is confirmed; only then can a checkpoint
-//! cover it. One file per connector; [`headers`] builds what every output carries.
+//! resolves when the server has confirmed it (a JetStream publish ack), or that a round trip on
+//! the same connection confirms ([`Sink::round_trip`], what a Core NATS sink relies on). The
+//! split task keeps a bounded window of unconfirmed outputs and counts a source message as
+//! processed only when every output before and including it is confirmed; only then can a
+//! checkpoint cover it. One file per connector; [`headers`] builds what every output carries.
 
 pub mod core;
 pub mod dead_letter;
@@ -35,10 +35,16 @@ pub struct OutputMessage {
 /// The pending confirmation of one sent output.
 #[derive(Debug)]
 pub enum Confirmation {
-    /// Nothing more to wait for (or covered by the next [`Sink::flush`]).
+    /// Nothing more to wait for.
     Done,
     /// A JetStream publish ack.
     Ack(PublishAckFuture),
+    /// Handed to a Core connection at `generation`: delivered once a round trip completes on
+    /// that same generation ([`Sink::round_trip`]); published again otherwise.
+    Sent {
+        /// The connection's generation read before the publish.
+        generation: u64,
+    },
 }
 
 impl Confirmation {
@@ -46,7 +52,7 @@ impl Confirmation {
     /// success: it is what makes replays exactly once.
     pub async fn wait(self) -> Result<(), PublishError> {
         match self {
-            Self::Done => Ok(()),
+            Self::Done | Self::Sent { .. } => Ok(()),
             Self::Ack(future) => future.await.map(|_ack| ()),
         }
     }
@@ -79,12 +85,16 @@ pub enum SinkError {
         /// The client's error.
         source: async_nats::PublishError,
     },
-    /// Flushing the connection failed.
-    #[error("cannot flush the connection: {source}")]
-    Flush {
+    /// The round trip that confirms Core publishes failed.
+    #[error("Core publishes not confirmed: no round trip to the server: {source}")]
+    RoundTrip {
         /// The client's error.
-        source: async_nats::client::FlushError,
+        source: async_nats::RequestError,
     },
+    /// The connection was replaced (a reconnect) while Core publishes awaited confirmation:
+    /// what the old connection had not delivered is lost, so they are published again.
+    #[error("Core publishes not confirmed: the connection to NATS was replaced meanwhile")]
+    Reconnected,
     /// The output subject could not be rendered.
     #[error(transparent)]
     Template(#[from] TemplateError),
@@ -96,7 +106,7 @@ impl SinkError {
         match self {
             Self::Publish { .. } | Self::CorePublish { .. } => "publish",
             Self::Confirm { .. } => "publish_ack",
-            Self::Flush { .. } => "flush",
+            Self::RoundTrip { .. } | Self::Reconnected => "round_trip",
             Self::Template(_) => "template",
         }
     }
@@ -110,8 +120,11 @@ pub trait Sink: Send + Sync + 'static {
         message: OutputMessage,
     ) -> impl Future<Output = Result<Confirmation, SinkError>> + Send;
 
-    /// Makes everything sent so far delivered.
-    fn flush(&self) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Confirms everything sent so far with [`Confirmation::Sent`]: a round trip to the server
+    /// on the same connection. Returns the connection generation it completed on (the sends of
+    /// that generation are delivered; the others must be sent again), or `None` for a sink
+    /// whose sends confirm themselves.
+    fn round_trip(&self) -> impl Future<Output = Result<Option<u64>, SinkError>> + Send;
 
     /// Whether the sink deduplicates by message id (exactly once on replay).
     fn deduplicates(&self) -> bool;
