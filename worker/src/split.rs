@@ -16,7 +16,9 @@
 //! An output whose publish fails, or whose ack is an error, is published again (same message
 //! id, so the sink keeps one copy) a few times with a backoff; if it still fails the split ends
 //! with an error and its position stays before that message, so nothing after it is ever
-//! acknowledged to the source.
+//! acknowledged to the source. An output the sink refuses for good (see
+//! [`crate::sink::Refusal`]) is not retried: its source message goes to the error policy, as a
+//! failure of the step `sink`.
 //!
 //! A Core publish (a Core sink's output, a dead letter no stream captures) stays in the window
 //! until a round trip on its connection confirms it: when the window is full, before a
@@ -45,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::SplitMetrics;
 use crate::sink::dead_letter::{DeadLetters, Failure};
 use crate::sink::headers::{MessageIds, output_headers};
-use crate::sink::{Confirmation, OutputMessage, Sink, SinkError, SubjectTemplate};
+use crate::sink::{Confirmation, OutputMessage, Refusal, Sink, SinkError, SubjectTemplate};
 use crate::source::{AckToken, SourceMessage};
 
 /// How often a failed publish is tried again before the split gives up.
@@ -121,6 +123,9 @@ pub enum SplitError {
 
 type AckFuture = Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send>>;
 
+/// What publishing an entry again came to: confirmed, or refused for good by the sink.
+type Redelivered = Result<Result<InFlight, (InFlight, Refusal, SinkError)>, SplitError>;
+
 /// One unconfirmed output (or the marker of a message without outputs).
 struct InFlight {
     seq: u64,
@@ -136,10 +141,12 @@ struct InFlight {
 /// One output of a source message, kept until confirmed.
 struct Output {
     index: usize,
-    source_subject: Subject,
+    /// The source message (a refusal by the sink dead-letters it).
+    source: Arc<SourceMessage>,
     subject: Subject,
-    /// Headers from the source or the steps (the output's own are added when sending).
-    carried: Option<HeaderMap>,
+    /// Headers from the steps, or `None` for the source message's own (a passthrough); the
+    /// output's own are added when sending.
+    carried: Option<Option<HeaderMap>>,
     payload: Bytes,
 }
 
@@ -149,7 +156,7 @@ enum Kind {
     Marker,
     Output(Output),
     DeadLetter {
-        message: Box<SourceMessage>,
+        message: Arc<SourceMessage>,
         step: String,
         kind: &'static str,
         error: String,
@@ -415,13 +422,35 @@ impl<S: Sink> SplitTask<S> {
         if let Some(failed) = done.failed.take() {
             let (entry, error) = *failed;
             self.metrics.error("publish_ack");
-            tracing::warn!(split = %self.name, seq = entry.seq, error = %error, "publish not confirmed; publishing again");
-            let entry = self.redeliver(entry, error).await?;
-            if entry.sent.is_some() {
-                // Still to be confirmed by a round trip: it stays the head of the window.
-                self.window.push_front(entry);
-            } else {
-                complete(&mut done, entry);
+            let error = SinkError::Confirm {
+                subject: String::new(),
+                source: error,
+            };
+            let delivered = match error.refusal() {
+                Some(refusal) => Err((entry, refusal, error)),
+                None => {
+                    tracing::warn!(split = %self.name, seq = entry.seq, error = %error, "publish not confirmed; publishing again");
+                    self.redeliver(entry, error).await?
+                }
+            };
+            let entry = match delivered {
+                Ok(entry) => Some(entry),
+                Err((entry, refusal, error)) => {
+                    let replacement = self.refused(entry, refusal, error).await?;
+                    if replacement.is_none() {
+                        // Stopped: nothing after the refused message may count as processed.
+                        self.window.clear();
+                    }
+                    replacement
+                }
+            };
+            match entry {
+                // Still to be confirmed (a round trip, a dead letter's ack): it stays the head.
+                Some(entry) if entry.sent.is_some() || entry.confirm.is_some() => {
+                    self.window.push_front(entry);
+                }
+                Some(entry) => complete(&mut done, entry),
+                None => {}
             }
         }
         self.metrics.messages_out.inc_by(done.outputs);
@@ -433,29 +462,22 @@ impl<S: Sink> SplitTask<S> {
         Ok(())
     }
 
-    /// Publishes a failed entry again until it is confirmed, or gives up.
-    async fn redeliver(
-        &mut self,
-        mut entry: InFlight,
-        error: PublishError,
-    ) -> Result<InFlight, SplitError> {
-        let mut last = SinkError::Confirm {
-            subject: String::new(),
-            source: error,
-        };
+    /// Publishes a failed entry again until it is confirmed (`Ok(Ok)`), refused for good
+    /// (`Ok(Err)`: for the error policy), or gives up (an error).
+    async fn redeliver(&mut self, mut entry: InFlight, mut last: SinkError) -> Redelivered {
         for attempt in 1..=PUBLISH_ATTEMPTS {
             tokio::time::sleep(Duration::from_millis(100u64 << attempt)).await;
             match resend(&self.shared, &self.ids, entry.seq, &entry.kind).await {
                 Ok(confirmation @ Confirmation::Sent { .. }) => {
                     // A Core publish: confirmed by the window's next round trip.
                     entry.awaits(confirmation);
-                    return Ok(entry);
+                    return Ok(Ok(entry));
                 }
                 Ok(confirmation) => match confirmation.wait().await {
                     Ok(()) => {
                         entry.confirm = None;
                         entry.sent = None;
-                        return Ok(entry);
+                        return Ok(Ok(entry));
                     }
                     Err(source) => {
                         last = SinkError::Confirm {
@@ -467,6 +489,9 @@ impl<S: Sink> SplitTask<S> {
                 Err(e) => last = e,
             }
             self.metrics.error(last.category());
+            if let Some(refusal) = last.refusal() {
+                return Ok(Err((entry, refusal, last)));
+            }
             tracing::warn!(split = %self.name, seq = entry.seq, attempt, error = %last, "publish failed again");
         }
         Err(SplitError::Deliver {
@@ -482,21 +507,113 @@ impl<S: Sink> SplitTask<S> {
             Ok(confirmation) => entry.awaits(confirmation),
             Err(e) => {
                 self.metrics.error(e.category());
-                let error = match e {
-                    SinkError::Publish { source, .. } | SinkError::Confirm { source, .. } => source,
-                    other => {
+                let delivered = match e.refusal() {
+                    Some(refusal) => Err((entry, refusal, e)),
+                    None if matches!(e, SinkError::Publish { .. } | SinkError::Confirm { .. }) => {
+                        self.redeliver(entry, e).await?
+                    }
+                    None => {
                         return Err(SplitError::Deliver {
                             split: self.name.clone(),
                             seq: entry.seq,
-                            source: other,
+                            source: e,
                         });
                     }
                 };
-                entry = self.redeliver(entry, error).await?;
+                entry = match delivered {
+                    Ok(entry) => entry,
+                    Err((entry, refusal, error)) => {
+                        match self.refused(entry, refusal, error).await? {
+                            Some(replacement) => replacement,
+                            None => return Ok(()),
+                        }
+                    }
+                };
             }
         }
         self.window.push_back(entry);
         Ok(())
+    }
+
+    /// Applies the error policy to the source message of an output the sink refused for good
+    /// (it will never take it: too large, or its stream is full and discards new messages).
+    /// Returns what stands for the message in the window instead: its dead letter (`Dlq`), a
+    /// marker (`Skip`), or nothing (`Stop`: the split stops before the message, recorded in its
+    /// snapshot).
+    async fn refused(
+        &mut self,
+        entry: InFlight,
+        refusal: Refusal,
+        error: SinkError,
+    ) -> Result<Option<InFlight>, SplitError> {
+        let InFlight {
+            seq,
+            last,
+            ack,
+            kind,
+            ..
+        } = entry;
+        let Kind::Output(output) = kind else {
+            // A dead letter the sink refused: nowhere left to set the message aside.
+            return Err(SplitError::Deliver {
+                split: self.name.clone(),
+                seq,
+                source: error,
+            });
+        };
+        self.metrics.error("sink_refused");
+        let text = error.to_string();
+        match self.shared.policy {
+            ErrorAction::Dlq => {
+                tracing::warn!(split = %self.name, seq, kind = refusal.kind(), error = %text, "the sink refused a message; sending it to the dead-letter subject");
+                self.metrics.error("dead_letter");
+                let mut dead = InFlight {
+                    seq,
+                    last,
+                    ack,
+                    kind: Kind::DeadLetter {
+                        message: output.source,
+                        step: "sink".to_owned(),
+                        kind: refusal.kind(),
+                        error: text,
+                    },
+                    confirm: None,
+                    sent: None,
+                };
+                match resend(&self.shared, &self.ids, seq, &dead.kind).await {
+                    Ok(confirmation) => dead.awaits(confirmation),
+                    Err(source) => {
+                        return Err(SplitError::Deliver {
+                            split: self.name.clone(),
+                            seq,
+                            source,
+                        });
+                    }
+                }
+                Ok(Some(dead))
+            }
+            ErrorAction::Skip => {
+                self.metrics.error("skipped");
+                tracing::warn!(split = %self.name, seq, kind = refusal.kind(), error = %text, "the sink refused a message; skipping it");
+                Ok(Some(InFlight {
+                    seq,
+                    last,
+                    ack,
+                    kind: Kind::Marker,
+                    confirm: None,
+                    sent: None,
+                }))
+            }
+            ErrorAction::Stop => {
+                tracing::error!(split = %self.name, seq, kind = refusal.kind(), error = %text, "split stopped: the sink refused a message and the error policy is Stop; the last good position is kept");
+                self.metrics.stopped.set(1);
+                self.snapshot.stopped = Some(format!(
+                    "message {seq} refused by the sink: {}: {text}",
+                    refusal.kind()
+                ));
+                Ok(None)
+            }
+        }
     }
 
     async fn process(&mut self, message: SourceMessage) -> Result<(), SplitError> {
@@ -512,13 +629,7 @@ impl<S: Sink> SplitTask<S> {
                     return self.failed(message, "sink.subject", "template", text).await;
                 }
             };
-            let SourceMessage {
-                subject: source_subject,
-                headers,
-                payload,
-                seq,
-                ack,
-            } = message;
+            let (seq, ack, payload) = (message.seq, message.ack.clone(), message.payload.clone());
             return self
                 .push(InFlight {
                     seq,
@@ -526,9 +637,9 @@ impl<S: Sink> SplitTask<S> {
                     ack,
                     kind: Kind::Output(Output {
                         index: 0,
-                        source_subject,
+                        source: Arc::new(message),
                         subject,
-                        carried: headers,
+                        carried: None,
                         payload,
                     }),
                     confirm: None,
@@ -585,7 +696,12 @@ impl<S: Sink> SplitTask<S> {
             return Ok(());
         }
         let count = outputs.len();
+        let message = Arc::new(message);
         for (index, (output, subject)) in outputs.into_iter().zip(rendered).enumerate() {
+            if self.snapshot.stopped.is_some() {
+                // An earlier output was refused under the `Stop` policy.
+                break;
+            }
             let last = index + 1 == count;
             self.push(InFlight {
                 seq: message.seq,
@@ -597,9 +713,9 @@ impl<S: Sink> SplitTask<S> {
                 },
                 kind: Kind::Output(Output {
                     index,
-                    source_subject: message.subject.clone(),
+                    source: message.clone(),
                     subject,
-                    carried: output.headers,
+                    carried: Some(output.headers),
                     payload: output.payload,
                 }),
                 confirm: None,
@@ -634,7 +750,7 @@ impl<S: Sink> SplitTask<S> {
                     last: true,
                     ack,
                     kind: Kind::DeadLetter {
-                        message: Box::new(message),
+                        message: Arc::new(message),
                         step: step.to_owned(),
                         kind,
                         error,
@@ -720,11 +836,15 @@ async fn send_output<S: Sink>(
     seq: u64,
     output: &Output,
 ) -> Result<Confirmation, SinkError> {
+    let carried = match &output.carried {
+        Some(own) => own.as_ref(),
+        None => output.source.headers.as_ref(),
+    };
     let headers = output_headers(
-        output.carried.as_ref(),
+        carried,
         ids.id(seq, output.index),
         &shared.source_stream,
-        &output.source_subject,
+        &output.source.subject,
         seq,
     );
     shared

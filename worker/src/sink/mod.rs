@@ -100,7 +100,70 @@ pub enum SinkError {
     Template(#[from] TemplateError),
 }
 
+/// Why the sink refused a message for good: publishing it again can never succeed, so it goes
+/// to the pipeline's error policy instead of being retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Payload and headers exceed the server's `max_payload`.
+    MaxPayload,
+    /// The sink stream's `maxMsgSize` (or its header limit) is below the message's size.
+    MessageTooLarge,
+    /// The sink stream is full (`maxMsgs`, `maxBytes` or per-subject limit) and its discard
+    /// policy is `New`.
+    StreamFull,
+}
+
+impl Refusal {
+    /// A stable kind, for the dead letter's `Jetflow-Error-Kind` and the logs.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::MaxPayload => "max_payload",
+            Self::MessageTooLarge => "message_too_large",
+            Self::StreamFull => "stream_full",
+        }
+    }
+}
+
+fn jetstream_refusal(source: &PublishError) -> Option<Refusal> {
+    use async_nats::jetstream::context::PublishErrorKind;
+    use async_nats::jetstream::{Error as ApiError, ErrorCode};
+    match source.kind() {
+        PublishErrorKind::MaxPayloadExceeded => Some(Refusal::MaxPayload),
+        PublishErrorKind::Other => {
+            let api = std::error::Error::source(source)?.downcast_ref::<ApiError>()?;
+            match api.error_code() {
+                ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+                | ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM => Some(Refusal::MessageTooLarge),
+                // A store failure is also how a disk error comes back: only the limits of a
+                // stream that discards new messages are a refusal.
+                ErrorCode::STREAM_STORE_FAILED => {
+                    let text = api.to_string();
+                    (text.starts_with("maximum ") && text.contains(" exceeded"))
+                        .then_some(Refusal::StreamFull)
+                }
+                _ => None,
+            }
+        }
+        // Timeouts, a broken connection, no responders (the stream may be back): transient.
+        _ => None,
+    }
+}
+
 impl SinkError {
+    /// The refusal, when the sink will never take this message; `None` for an error worth
+    /// retrying.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Self::Publish { source, .. } | Self::Confirm { source, .. } => {
+                jetstream_refusal(source)
+            }
+            Self::CorePublish { source, .. } => (source.kind()
+                == async_nats::client::PublishErrorKind::MaxPayloadExceeded)
+                .then_some(Refusal::MaxPayload),
+            _ => None,
+        }
+    }
+
     /// A stable category for metrics.
     pub fn category(&self) -> &'static str {
         match self {
