@@ -287,6 +287,9 @@ impl<S: Sink> SplitTask<S> {
             // nothing else could move the window on (full, or draining).
             if (room == 0 || draining) && self.window.front().is_some_and(|e| e.sent.is_some()) {
                 self.round_trip().await?;
+                if draining && self.window.is_empty() {
+                    break;
+                }
                 continue;
             }
             let accepting = !draining && self.snapshot.stopped.is_none() && room > 0;
