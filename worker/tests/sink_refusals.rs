@@ -310,3 +310,46 @@ async fn an_output_over_the_servers_max_payload_is_skipped_and_counted() {
     );
     assert_eq!(stream_len(&js, "dlq").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_output_over_max_payload_is_dead_lettered_with_its_source_message() {
+    // A map step doubles the payload: the source message fits the server's max_payload (and so
+    // does its dead letter), its output does not.
+    let server = NatsServer::start_with("max_payload: 2048\n");
+    let big = format!(r#"{{"a": "{}"}}"#, "x".repeat(1_000));
+    let payloads: Vec<Bytes> = vec![
+        Bytes::from_static(br#"{"a": "one"}"#),
+        Bytes::from(big),
+        Bytes::from_static(br#"{"a": "three"}"#),
+    ];
+    let (js, seqs) = setup(&server, |_| {}, &payloads).await;
+    create_stream(&js, "capture", &["notify.>"]).await;
+    let name = "refuse-core";
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let text = manifest(name, "Dlq")
+        .replace(
+            "  sink:\n    jetstream:\n      stream: out\n      subject: \"out.{{token(2)}}\"\n",
+            "  steps:\n    - name: double\n      map: '{a: .a, b: .a}'\n  sink:\n    core:\n      subject: \"notify.{{token(2)}}\"\n",
+        );
+    assert!(text.contains("core:"), "{text}");
+    let path = write_manifest(dir.path(), &text);
+    let mut worker = Worker::start(&path, &server.url(), &checkpoints, &[]);
+    wait_for_positions(&checkpoints, name, &[*seqs.last().unwrap()]).await;
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}; log:\n{}", worker.log_text());
+    let out: Vec<u64> = read_all(&js, "capture")
+        .await
+        .iter()
+        .map(|r| r.source_seq)
+        .collect();
+    assert_eq!(out, [seqs[0], seqs[2]]);
+    let dead = read_all(&js, "dlq").await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        dead[0].payload, payloads[1],
+        "the source message, untouched"
+    );
+    assert_eq!(header(&dead[0], "Jetflow-Error-Step"), "sink");
+    assert_eq!(header(&dead[0], "Jetflow-Error-Kind"), "max_payload");
+}
