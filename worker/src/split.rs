@@ -24,7 +24,15 @@
 //! An output whose publish fails, or whose ack is an error, is published again (same message
 //! id, so the sink keeps one copy) a few times with a backoff; if it still fails the split ends
 //! with an error and its position stays before that message, so nothing after it is ever
-//! acknowledged to the source.
+//! acknowledged to the source. An output the sink refuses for good (see
+//! [`crate::sink::Refusal`]) is not retried: its source message goes to the error policy, as a
+//! failure of the step `sink`.
+//!
+//! A Core publish (a Core sink's output, a dead letter no stream captures) stays in the window
+//! until a round trip on its connection confirms it: when the window is full, before a
+//! snapshot, and when draining. One sent before the connection was replaced (a reconnect, a
+//! nats-server restart) is published again, so what the old connection lost is not lost for
+//! good; a snapshot never reports a position past an unconfirmed Core publish.
 //!
 //! A message from a recreated source stream ([`Incarnation::recreated`], a new creation time)
 //! starts the position anew: the task first waits until every output of the earlier stream is
@@ -33,8 +41,7 @@
 //! take them for the earlier stream's outputs of the same sequences.
 //!
 //! Shutdown: when the split's token is cancelled the task stops taking messages, waits for
-//! every output in the window to be confirmed, flushes the sink and returns its final
-//! snapshot.
+//! every output in the window to be confirmed and returns its final snapshot.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -56,11 +63,14 @@ use crate::evaluator::{Evaluator, Job};
 use crate::metrics::SplitMetrics;
 use crate::sink::dead_letter::{DeadLetters, Failure};
 use crate::sink::headers::{MessageIds, output_headers};
-use crate::sink::{Confirmation, OutputMessage, Sink, SinkError, SubjectTemplate};
+use crate::sink::{Confirmation, OutputMessage, Refusal, Sink, SinkError, SubjectTemplate};
 use crate::source::{AckToken, Incarnation, SourceMessage};
 
 /// How often a failed publish is tried again before the split gives up.
 const PUBLISH_ATTEMPTS: u32 = 4;
+/// How often Core publishes are sent again after a failed round trip before the split gives
+/// up: with the back-off capped at 5 s, about half a minute without a working connection.
+const ROUND_TRIP_ATTEMPTS: u32 = 10;
 /// At most this many messages are taken from the reader at once.
 const RECEIVE_CHUNK: usize = 256;
 /// Skipped messages are logged at most this often (with a count).
@@ -123,7 +133,7 @@ pub enum SplitError {
         /// The last error.
         source: SinkError,
     },
-    /// The sink could not be flushed for a checkpoint.
+    /// Core publishes could not be confirmed by a round trip.
     #[error("split {split}: {source}")]
     Flush {
         /// The split.
@@ -135,6 +145,9 @@ pub enum SplitError {
 
 type AckFuture = Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send>>;
 
+/// What publishing an entry again came to: confirmed, or refused for good by the sink.
+type Redelivered = Result<Result<InFlight, (InFlight, Refusal, SinkError)>, SplitError>;
+
 /// One unconfirmed output (or the marker of a message without outputs).
 struct InFlight {
     seq: u64,
@@ -143,15 +156,19 @@ struct InFlight {
     ack: AckToken,
     kind: Kind,
     confirm: Option<AckFuture>,
+    /// A Core publish made at this connection generation, awaiting a round trip.
+    sent: Option<u64>,
 }
 
 /// One output of a source message, kept until confirmed.
 struct Output {
     index: usize,
-    source_subject: Subject,
+    /// The source message (a refusal by the sink dead-letters it).
+    source: Arc<SourceMessage>,
     subject: Subject,
-    /// Headers from the source or the steps (the output's own are added when sending).
-    carried: Option<HeaderMap>,
+    /// Headers from the steps, or `None` for the source message's own (a passthrough); the
+    /// output's own are added when sending.
+    carried: Option<Option<HeaderMap>>,
     payload: Bytes,
 }
 
@@ -161,17 +178,24 @@ enum Kind {
     Marker,
     Output(Output),
     DeadLetter {
-        message: Box<SourceMessage>,
+        message: Arc<SourceMessage>,
         step: String,
         kind: &'static str,
         error: String,
     },
 }
 
-fn ack_future(confirmation: Confirmation) -> Option<AckFuture> {
-    match confirmation {
-        Confirmation::Done => None,
-        Confirmation::Ack(_) => Some(Box::pin(confirmation.wait())),
+impl InFlight {
+    /// Records how `confirmation` will come.
+    fn awaits(&mut self, confirmation: Confirmation) {
+        (self.confirm, self.sent) = match confirmation {
+            Confirmation::Done => (None, None),
+            Confirmation::Sent { generation } => (None, Some(generation)),
+            Confirmation::Ack(_) => {
+                let future: AckFuture = Box::pin(confirmation.wait());
+                (Some(future), None)
+            }
+        };
     }
 }
 
@@ -189,6 +213,10 @@ fn poll_window(window: &mut VecDeque<InFlight>, cx: &mut Context<'_>) -> Poll<Co
     let mut done = Confirmed::default();
     let mut popped = false;
     while let Some(head) = window.front_mut() {
+        if head.sent.is_some() {
+            // Waits for a round trip (see `SplitTask::round_trip`).
+            break;
+        }
         if let Some(confirm) = head.confirm.as_mut() {
             match confirm.as_mut().poll(cx) {
                 Poll::Pending => break,
@@ -290,6 +318,15 @@ impl<S: Sink> SplitTask<S> {
         let mut paused = self.shared.paused.clone();
         loop {
             let room = self.shared.max_pending.saturating_sub(self.window.len());
+            // Core publishes at the head of the window wait for a round trip: taken when
+            // nothing else could move the window on (full, or draining).
+            if (room == 0 || draining) && self.window.front().is_some_and(|e| e.sent.is_some()) {
+                self.round_trip().await?;
+                if draining && self.window.is_empty() {
+                    break;
+                }
+                continue;
+            }
             let pause = *paused.borrow_and_update();
             let accepting = !draining && self.snapshot.stopped.is_none() && room > 0 && !pause;
             let window = &mut self.window;
@@ -345,28 +382,115 @@ impl<S: Sink> SplitTask<S> {
     }
 
     async fn take_snapshot(&mut self) -> Result<SplitSnapshot, SplitError> {
-        // Core publishes are delivered once flushed; what the window confirmed before the flush
-        // is what the snapshot reports. Dead letters are JetStream publishes, confirmed in the
-        // window.
-        let snapshot = self.snapshot.clone();
-        self.shared
-            .sink
-            .flush()
-            .await
-            .map_err(|source| SplitError::Flush {
-                split: self.name.clone(),
-                source,
-            })?;
-        Ok(snapshot)
+        // Core publishes count once a round trip confirmed them (dead letters are JetStream
+        // publishes, confirmed by their acks in the window).
+        self.round_trip().await?;
+        Ok(self.snapshot.clone())
+    }
+
+    /// Confirms the Core publishes in the window by round trips on their connections, and
+    /// moves the position past what they complete. A publish made on an earlier connection
+    /// (the connection was replaced since) is sent again and confirmed by the next round trip;
+    /// after [`ROUND_TRIP_ATTEMPTS`] failed rounds the split fails.
+    async fn round_trip(&mut self) -> Result<(), SplitError> {
+        let mut attempt = 0;
+        loop {
+            if !self.window.iter().any(|e| e.sent.is_some()) {
+                return Ok(());
+            }
+            let sink = self.shared.sink.round_trip().await;
+            let mut unconfirmed = 0usize;
+            for entry in &mut self.window {
+                let Some(generation) = entry.sent else {
+                    continue;
+                };
+                if matches!(&sink, Ok(Some(g)) if *g == generation) {
+                    entry.sent = None;
+                } else {
+                    unconfirmed += 1;
+                }
+            }
+            // What the window completed now counts (also when some entries must go again).
+            let window = &mut self.window;
+            if let Poll::Ready(done) =
+                std::future::poll_fn(|cx| Poll::Ready(poll_window(window, cx))).await
+            {
+                self.confirmed(done).await?;
+            }
+            if unconfirmed == 0 {
+                return Ok(());
+            }
+            let error = match sink {
+                Err(e) => e,
+                Ok(_) => SinkError::Reconnected,
+            };
+            attempt += 1;
+            self.metrics.error(error.category());
+            if attempt >= ROUND_TRIP_ATTEMPTS {
+                return Err(SplitError::Flush {
+                    split: self.name.clone(),
+                    source: error,
+                });
+            }
+            tracing::warn!(split = %self.name, unconfirmed, attempt, error = %error, "Core publishes not confirmed; publishing them again");
+            let wait = Duration::from_millis(100u64 << attempt.min(6)).min(Duration::from_secs(5));
+            tokio::time::sleep(wait).await;
+            for index in 0..self.window.len() {
+                if self.window[index].sent.is_none() {
+                    continue;
+                }
+                let (seq, kind) = (self.window[index].seq, &self.window[index].kind);
+                match resend(&self.shared, &self.ids, seq, kind).await {
+                    Ok(confirmation) => self.window[index].awaits(confirmation),
+                    // Stays unconfirmed (at its old generation): the next round sends it again.
+                    Err(e) => {
+                        self.metrics.error(e.category());
+                        tracing::warn!(split = %self.name, seq, error = %e, "Core publish failed");
+                    }
+                }
+            }
+        }
     }
 
     async fn confirmed(&mut self, mut done: Confirmed) -> Result<(), SplitError> {
         if let Some(failed) = done.failed.take() {
             let (entry, error) = *failed;
             self.metrics.error("publish_ack");
-            tracing::warn!(split = %self.name, seq = entry.seq, error = %error, "publish not confirmed; publishing again");
-            let entry = self.redeliver(entry, error).await?;
-            complete(&mut done, entry);
+            let error = if matches!(entry.kind, Kind::DeadLetter { .. }) {
+                // "No stream" for a dead letter is named as such.
+                self.shared.dead_letters.publish_error(error)
+            } else {
+                SinkError::Confirm {
+                    subject: String::new(),
+                    source: error,
+                }
+            };
+            let delivered = match error.refusal() {
+                Some(refusal) => Err((entry, refusal, error)),
+                None => {
+                    tracing::warn!(split = %self.name, seq = entry.seq, error = %error, "publish not confirmed; publishing again");
+                    self.redeliver(entry, error).await?
+                }
+            };
+            let entry = match delivered {
+                Ok(entry) => Some(entry),
+                Err((entry, refusal, error)) => {
+                    let replacement = self.refused(entry, refusal, error).await?;
+                    if replacement.is_none() {
+                        // Stopped: nothing after the refused message may count as processed.
+                        self.window.clear();
+                    }
+                    replacement
+                }
+            };
+            match entry {
+                // Still to be confirmed (a round trip, a dead letter's ack): it stays the head.
+                Some(entry) if entry.sent.is_some() || entry.confirm.is_some() => {
+                    self.window.push_front(entry);
+                }
+                Some(entry) => complete(&mut done, entry),
+                None => {}
+            }
         }
         self.metrics.messages_out.inc_by(done.outputs);
         self.metrics.bytes_out.inc_by(done.bytes);
@@ -377,12 +501,9 @@ impl<S: Sink> SplitTask<S> {
         Ok(())
     }
 
-    /// Publishes a failed entry again until it is confirmed, or gives up.
-    async fn redeliver(
-        &mut self,
-        mut entry: InFlight,
-        error: PublishError,
-    ) -> Result<InFlight, SplitError> {
+    /// Publishes a failed entry again until it is confirmed (`Ok(Ok)`), refused for good
+    /// (`Ok(Err)`: for the error policy), or gives up (an error).
+    async fn redeliver(&mut self, mut entry: InFlight, mut last: SinkError) -> Redelivered {
         let shared = Arc::clone(&self.shared);
         let dead_letter = matches!(entry.kind, Kind::DeadLetter { .. });
         let unconfirmed = |source: PublishError| {
@@ -395,20 +516,28 @@ impl<S: Sink> SplitTask<S> {
                 }
             }
         };
-        let mut last = unconfirmed(error);
         for attempt in 1..=PUBLISH_ATTEMPTS {
             tokio::time::sleep(Duration::from_millis(100u64 << attempt)).await;
             match resend(&self.shared, &self.ids, entry.seq, &entry.kind).await {
+                Ok(confirmation @ Confirmation::Sent { .. }) => {
+                    // A Core publish: confirmed by the window's next round trip.
+                    entry.awaits(confirmation);
+                    return Ok(Ok(entry));
+                }
                 Ok(confirmation) => match confirmation.wait().await {
                     Ok(()) => {
                         entry.confirm = None;
-                        return Ok(entry);
+                        entry.sent = None;
+                        return Ok(Ok(entry));
                     }
                     Err(source) => last = unconfirmed(source),
                 },
                 Err(e) => last = e,
             }
             self.metrics.error(last.category());
+            if let Some(refusal) = last.refusal() {
+                return Ok(Err((entry, refusal, last)));
+            }
             tracing::warn!(split = %self.name, seq = entry.seq, attempt, error = %last, "publish failed again");
         }
         Err(SplitError::Deliver {
@@ -421,20 +550,31 @@ impl<S: Sink> SplitTask<S> {
     /// Sends an entry; a publish that cannot even be sent is retried like a failed ack.
     async fn push(&mut self, mut entry: InFlight) -> Result<(), SplitError> {
         match resend(&self.shared, &self.ids, entry.seq, &entry.kind).await {
-            Ok(confirmation) => entry.confirm = ack_future(confirmation),
+            Ok(confirmation) => entry.awaits(confirmation),
             Err(e) => {
                 self.metrics.error(e.category());
-                let error = match e {
-                    SinkError::Publish { source, .. } | SinkError::Confirm { source, .. } => source,
-                    other => {
+                let delivered = match e.refusal() {
+                    Some(refusal) => Err((entry, refusal, e)),
+                    None if matches!(e, SinkError::Publish { .. } | SinkError::Confirm { .. }) => {
+                        self.redeliver(entry, e).await?
+                    }
+                    None => {
                         return Err(SplitError::Deliver {
                             split: self.name.clone(),
                             seq: entry.seq,
-                            source: other,
+                            source: e,
                         });
                     }
                 };
-                entry = self.redeliver(entry, error).await?;
+                entry = match delivered {
+                    Ok(entry) => entry,
+                    Err((entry, refusal, error)) => {
+                        match self.refused(entry, refusal, error).await? {
+                            Some(replacement) => replacement,
+                            None => return Ok(()),
+                        }
+                    }
+                };
             }
         }
         self.window.push_back(entry);
@@ -475,6 +615,87 @@ impl<S: Sink> SplitTask<S> {
         Ok(())
     }
 
+    /// Applies the error policy to the source message of an output the sink refused for good
+    /// (it will never take it: too large, or its stream is full and discards new messages).
+    /// Returns what stands for the message in the window instead: its dead letter (`Dlq`), a
+    /// marker (`Skip`), or nothing (`Stop`: the split stops before the message, recorded in its
+    /// snapshot).
+    async fn refused(
+        &mut self,
+        entry: InFlight,
+        refusal: Refusal,
+        error: SinkError,
+    ) -> Result<Option<InFlight>, SplitError> {
+        let InFlight {
+            seq,
+            last,
+            ack,
+            kind,
+            ..
+        } = entry;
+        let Kind::Output(output) = kind else {
+            // A dead letter the sink refused: nowhere left to set the message aside.
+            return Err(SplitError::Deliver {
+                split: self.name.clone(),
+                seq,
+                source: error,
+            });
+        };
+        self.metrics.error("sink_refused");
+        let text = error.to_string();
+        match self.shared.policy {
+            ErrorAction::Dlq => {
+                tracing::warn!(split = %self.name, seq, kind = refusal.kind(), error = %text, "the sink refused a message; sending it to the dead-letter subject");
+                self.metrics.error("dead_letter");
+                let mut dead = InFlight {
+                    seq,
+                    last,
+                    ack,
+                    kind: Kind::DeadLetter {
+                        message: output.source,
+                        step: "sink".to_owned(),
+                        kind: refusal.kind(),
+                        error: text,
+                    },
+                    confirm: None,
+                    sent: None,
+                };
+                match resend(&self.shared, &self.ids, seq, &dead.kind).await {
+                    Ok(confirmation) => dead.awaits(confirmation),
+                    Err(source) => {
+                        return Err(SplitError::Deliver {
+                            split: self.name.clone(),
+                            seq,
+                            source,
+                        });
+                    }
+                }
+                Ok(Some(dead))
+            }
+            ErrorAction::Skip => {
+                self.metrics.error("skipped");
+                tracing::warn!(split = %self.name, seq, kind = refusal.kind(), error = %text, "the sink refused a message; skipping it");
+                Ok(Some(InFlight {
+                    seq,
+                    last,
+                    ack,
+                    kind: Kind::Marker,
+                    confirm: None,
+                    sent: None,
+                }))
+            }
+            ErrorAction::Stop => {
+                tracing::error!(split = %self.name, seq, kind = refusal.kind(), error = %text, "split stopped: the sink refused a message and the error policy is Stop; the last good position is kept");
+                self.metrics.stopped.set(1);
+                self.snapshot.stopped = Some(format!(
+                    "message {seq} refused by the sink: {}: {text}",
+                    refusal.kind()
+                ));
+                Ok(None)
+            }
+        }
+    }
+
     async fn process(&mut self, message: SourceMessage) -> Result<(), SplitError> {
         if message.stream.created != self.snapshot.stream_created {
             self.switch_stream(message.stream).await?;
@@ -491,14 +712,7 @@ impl<S: Sink> SplitTask<S> {
                     return self.failed(message, "sink.subject", "template", text).await;
                 }
             };
-            let SourceMessage {
-                subject: source_subject,
-                headers,
-                payload,
-                seq,
-                ack,
-                stream: _,
-            } = message;
+            let (seq, ack, payload) = (message.seq, message.ack.clone(), message.payload.clone());
             return self
                 .push(InFlight {
                     seq,
@@ -506,12 +720,13 @@ impl<S: Sink> SplitTask<S> {
                     ack,
                     kind: Kind::Output(Output {
                         index: 0,
-                        source_subject,
+                        source: Arc::new(message),
                         subject,
-                        carried: headers,
+                        carried: None,
                         payload,
                     }),
                     confirm: None,
+                    sent: None,
                 })
                 .await;
         }
@@ -562,11 +777,17 @@ impl<S: Sink> SplitTask<S> {
                 ack: message.ack,
                 kind: Kind::Marker,
                 confirm: None,
+                sent: None,
             });
             return Ok(());
         }
         let count = outputs.len();
+        let message = Arc::new(message);
         for (index, (output, subject)) in outputs.into_iter().zip(rendered).enumerate() {
+            if self.snapshot.stopped.is_some() {
+                // An earlier output was refused under the `Stop` policy.
+                break;
+            }
             let last = index + 1 == count;
             self.push(InFlight {
                 seq: message.seq,
@@ -578,12 +799,13 @@ impl<S: Sink> SplitTask<S> {
                 },
                 kind: Kind::Output(Output {
                     index,
-                    source_subject: message.subject.clone(),
+                    source: message.clone(),
                     subject,
-                    carried: output.headers,
+                    carried: Some(output.headers),
                     payload: output.payload,
                 }),
                 confirm: None,
+                sent: None,
             })
             .await?;
         }
@@ -615,12 +837,13 @@ impl<S: Sink> SplitTask<S> {
                     last: true,
                     ack,
                     kind: Kind::DeadLetter {
-                        message: Box::new(message),
+                        message: Arc::new(message),
                         step: step.to_owned(),
                         kind,
                         error,
                     },
                     confirm: None,
+                    sent: None,
                 })
                 .await
             }
@@ -641,6 +864,7 @@ impl<S: Sink> SplitTask<S> {
                     ack: message.ack,
                     kind: Kind::Marker,
                     confirm: None,
+                    sent: None,
                 });
                 Ok(())
             }
@@ -699,11 +923,15 @@ async fn send_output<S: Sink>(
     seq: u64,
     output: &Output,
 ) -> Result<Confirmation, SinkError> {
+    let carried = match &output.carried {
+        Some(own) => own.as_ref(),
+        None => output.source.headers.as_ref(),
+    };
     let headers = output_headers(
-        output.carried.as_ref(),
+        carried,
         ids.id(seq, output.index),
         &shared.source_stream,
-        &output.source_subject,
+        &output.source.subject,
         seq,
     );
     shared

@@ -97,5 +97,6 @@ async fn right_password_from_the_secrets_dir_runs_the_pipeline() {
     let received = collect(&mut out, Duration::from_secs(2)).await;
     assert_eq!(received.len(), 1);
     assert_eq!(&received[0].payload[..], b"hello");
-    assert!(worker.terminate(Duration::from_secs(30)).success());
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}; log:\n{}", worker.log_text());
 }

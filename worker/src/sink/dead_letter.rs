@@ -1,4 +1,5 @@
-//! Dead letters: where the error policy `Dlq` sends a message that failed in the steps.
+//! Dead letters: where the error policy `Dlq` sends a message that failed in the steps, or whose
+//! output the sink refused for good.
 //!
 //! The original message (subject, headers, payload untouched) goes to the dead-letter subject
 //! with headers that say what failed: `Jetflow-Error-Step`, `Jetflow-Error-Kind`,
@@ -26,7 +27,7 @@ use crate::source::SourceMessage;
 pub struct Failure<'a> {
     /// The failing step's name (or `sink.subject` for the sink's subject template).
     pub step: &'a str,
-    /// A stable kind (`parse`, `eval`, `timeout`, `template`).
+    /// A stable kind (`parse`, `eval`, `timeout`, `template`, or a sink refusal's kind).
     pub kind: &'a str,
     /// The error text.
     pub message: &'a str,

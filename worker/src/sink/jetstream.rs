@@ -64,9 +64,9 @@ impl Sink for JetStreamSink {
         }
     }
 
-    async fn flush(&self) -> Result<(), SinkError> {
+    async fn round_trip(&self) -> Result<Option<u64>, SinkError> {
         // Every publish is confirmed by its own ack.
-        Ok(())
+        Ok(None)
     }
 
     fn deduplicates(&self) -> bool {

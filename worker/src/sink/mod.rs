@@ -1,11 +1,11 @@
 //! Sinks: where outputs go, and how their delivery is confirmed.
 //!
 //! [`Sink::send`] hands one output to the connection and returns a [`Confirmation`] that
-//! resolves when the server has confirmed it (a JetStream publish ack); [`Sink::flush`] makes
-//! everything sent so far delivered (what a Core NATS sink relies on at a checkpoint). The split
-//! task keeps a bounded window of unconfirmed outputs and counts a source message as processed
-//! only when every output before and including it is confirmed; only then can a checkpoint
-//! cover it. One file per connector; [`headers`] builds what every output carries.
+//! resolves when the server has confirmed it (a JetStream publish ack), or that a round trip on
+//! the same connection confirms ([`Sink::round_trip`], what a Core NATS sink relies on). The
+//! split task keeps a bounded window of unconfirmed outputs and counts a source message as
+//! processed only when every output before and including it is confirmed; only then can a
+//! checkpoint cover it. One file per connector; [`headers`] builds what every output carries.
 
 pub mod core;
 pub mod dead_letter;
@@ -35,10 +35,16 @@ pub struct OutputMessage {
 /// The pending confirmation of one sent output.
 #[derive(Debug)]
 pub enum Confirmation {
-    /// Nothing more to wait for (or covered by the next [`Sink::flush`]).
+    /// Nothing more to wait for.
     Done,
     /// A JetStream publish ack.
     Ack(PublishAckFuture),
+    /// Handed to a Core connection at `generation`: delivered once a round trip completes on
+    /// that same generation ([`Sink::round_trip`]); published again otherwise.
+    Sent {
+        /// The connection's generation read before the publish.
+        generation: u64,
+    },
 }
 
 impl Confirmation {
@@ -46,7 +52,7 @@ impl Confirmation {
     /// success: it is what makes replays exactly once.
     pub async fn wait(self) -> Result<(), PublishError> {
         match self {
-            Self::Done => Ok(()),
+            Self::Done | Self::Sent { .. } => Ok(()),
             Self::Ack(future) => future.await.map(|_ack| ()),
         }
     }
@@ -79,11 +85,11 @@ pub enum SinkError {
         /// The client's error.
         source: async_nats::PublishError,
     },
-    /// Flushing the connection failed.
-    #[error("cannot flush the connection: {source}")]
-    Flush {
+    /// The round trip that confirms Core publishes failed.
+    #[error("Core publishes not confirmed: no round trip to the server: {source}")]
+    RoundTrip {
         /// The client's error.
-        source: async_nats::client::FlushError,
+        source: async_nats::RequestError,
     },
     /// No stream captures the dead-letter subject: JetStream answered "no stream" (a dead
     /// letter is never published where nobody keeps it).
@@ -94,19 +100,86 @@ pub enum SinkError {
         /// The dead-letter subject.
         subject: String,
     },
+    /// The connection was replaced (a reconnect) while Core publishes awaited confirmation:
+    /// what the old connection had not delivered is lost, so they are published again.
+    #[error("Core publishes not confirmed: the connection to NATS was replaced meanwhile")]
+    Reconnected,
     /// The output subject could not be rendered.
     #[error(transparent)]
     Template(#[from] TemplateError),
 }
 
+/// Why the sink refused a message for good: publishing it again can never succeed, so it goes
+/// to the pipeline's error policy instead of being retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Payload and headers exceed the server's `max_payload`.
+    MaxPayload,
+    /// The sink stream's `maxMsgSize` (or its header limit) is below the message's size.
+    MessageTooLarge,
+    /// The sink stream is full (`maxMsgs`, `maxBytes` or per-subject limit) and its discard
+    /// policy is `New`.
+    StreamFull,
+}
+
+impl Refusal {
+    /// A stable kind, for the dead letter's `Jetflow-Error-Kind` and the logs.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::MaxPayload => "max_payload",
+            Self::MessageTooLarge => "message_too_large",
+            Self::StreamFull => "stream_full",
+        }
+    }
+}
+
+fn jetstream_refusal(source: &PublishError) -> Option<Refusal> {
+    use async_nats::jetstream::context::PublishErrorKind;
+    use async_nats::jetstream::{Error as ApiError, ErrorCode};
+    match source.kind() {
+        PublishErrorKind::MaxPayloadExceeded => Some(Refusal::MaxPayload),
+        PublishErrorKind::Other => {
+            let api = std::error::Error::source(source)?.downcast_ref::<ApiError>()?;
+            match api.error_code() {
+                ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+                | ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM => Some(Refusal::MessageTooLarge),
+                // A store failure is also how a disk error comes back: only the limits of a
+                // stream that discards new messages are a refusal.
+                ErrorCode::STREAM_STORE_FAILED => {
+                    let text = api.to_string();
+                    (text.starts_with("maximum ") && text.contains(" exceeded"))
+                        .then_some(Refusal::StreamFull)
+                }
+                _ => None,
+            }
+        }
+        // Timeouts, a broken connection, no responders (the stream may be back): transient.
+        _ => None,
+    }
+}
+
 impl SinkError {
+    /// The refusal, when the sink will never take this message; `None` for an error worth
+    /// retrying.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Self::Publish { source, .. } | Self::Confirm { source, .. } => {
+                jetstream_refusal(source)
+            }
+            Self::CorePublish { source, .. } => (source.kind()
+                == async_nats::client::PublishErrorKind::MaxPayloadExceeded)
+                .then_some(Refusal::MaxPayload),
+            _ => None,
+        }
+    }
+
     /// A stable category for metrics.
     pub fn category(&self) -> &'static str {
         match self {
             Self::Publish { .. } | Self::CorePublish { .. } => "publish",
             Self::Confirm { .. } => "publish_ack",
-            Self::Flush { .. } => "flush",
             Self::NoDeadLetterStream { .. } => "dead_letter_no_stream",
+            Self::RoundTrip { .. } | Self::Reconnected => "round_trip",
             Self::Template(_) => "template",
         }
     }
@@ -120,8 +193,11 @@ pub trait Sink: Send + Sync + 'static {
         message: OutputMessage,
     ) -> impl Future<Output = Result<Confirmation, SinkError>> + Send;
 
-    /// Makes everything sent so far delivered.
-    fn flush(&self) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Confirms everything sent so far with [`Confirmation::Sent`]: a round trip to the server
+    /// on the same connection. Returns the connection generation it completed on (the sends of
+    /// that generation are delivered; the others must be sent again), or `None` for a sink
+    /// whose sends confirm themselves.
+    fn round_trip(&self) -> impl Future<Output = Result<Option<u64>, SinkError>> + Send;
 
     /// Whether the sink deduplicates by message id (exactly once on replay).
     fn deduplicates(&self) -> bool;
