@@ -1,23 +1,30 @@
-//! Throughput benchmark: jetflow-worker against a bare async-nats forwarder, side by side on
-//! the same nats-server and the same messages.
+//! Throughput, latency and recovery benchmark: jetflow-worker against a bare async-nats
+//! forwarder, side by side on the same nats-server and the same messages.
 //!
 //! ```sh
-//! cargo bench -p jetflow-worker --bench throughput -- [--messages 200000] [--size 256] [--batch 500]
+//! cargo bench -p jetflow-worker --bench throughput -- [--messages 200000] [--sizes 256,4096]
+//!     [--batch 500] [--rounds 5] [--splits 4] [--latency-seconds 10] [--recoveries 5]
 //! ```
 //!
-//! It starts its own nats-server (`scripts/install-nats.sh` provides it), fills a source
-//! stream with N messages, then measures
+//! It starts its own nats-server (`scripts/install-nats.sh` provides it) and, for each message
+//! size, fills a source stream with N messages over four subjects (N / 4 for sizes above 1 KiB),
+//! then measures in alternating rounds
 //! (a) the baseline: pull a batch, publish each message with a message id to a sink stream,
-//!     wait for every publish ack, ack the batch; and
+//!     wait for every publish ack, ack the batch;
 //! (b) the release `jetflow-worker` binary as a process on a pass-through pipeline with 1 s
-//!     checkpoints (exactly once: message ids, deduplicating sink stream), and
+//!     checkpoints (exactly once: message ids, deduplicating sink stream), one split;
 //! (c) the same worker with one `map` step that reshapes the small JSON object each message
-//!     carries,
-//! and prints messages per second for each, the ratios to the baseline, the cost per message
-//! of the map step and the worker's peak RSS (VmHWM). It prints figures; it asserts nothing.
+//!     carries;
+//! (d) the pass-through worker reading the four subjects as four splits;
+//! and prints messages per second, ratios to the baseline, CPU per message of each process and
+//! of nats-server, and the worker's peak RSS (VmHWM). Then, for the first size: end-to-end
+//! latency (p50, p99: from the publish into the source to the output's arrival at a
+//! subscriber of the sink subject) with messages published at half the pass-through rate, and
+//! recovery time (from a SIGKILL of the worker, restarted at once, to its first output). It
+//! prints figures; it asserts nothing.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
@@ -25,30 +32,41 @@ use jetflow_testsupport::NatsServer;
 
 struct Options {
     messages: usize,
-    size: usize,
+    sizes: Vec<usize>,
     batch: usize,
     rounds: usize,
+    splits: usize,
+    latency_seconds: u64,
+    recoveries: usize,
 }
 
 fn options() -> Options {
     let mut o = Options {
         messages: 200_000,
-        size: 256,
+        sizes: vec![256, 4096],
         batch: 500,
-        rounds: 3,
+        rounds: 5,
+        splits: 4,
+        latency_seconds: 10,
+        recoveries: 5,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{arg} needs a number"))
+        let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        let number = |v: String| -> usize {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{v:?} is not a number"))
         };
         match arg.as_str() {
-            "--messages" => o.messages = value(),
-            "--size" => o.size = value(),
-            "--batch" => o.batch = value(),
-            "--rounds" => o.rounds = value(),
+            "--messages" => o.messages = number(value()),
+            "--size" | "--sizes" => {
+                o.sizes = value().split(',').map(|v| number(v.to_owned())).collect();
+            }
+            "--batch" => o.batch = number(value()),
+            "--rounds" => o.rounds = number(value()).max(1),
+            "--splits" => o.splits = number(value()).max(1),
+            "--latency-seconds" => o.latency_seconds = number(value()) as u64,
+            "--recoveries" => o.recoveries = number(value()),
             // cargo bench passes --bench; anything else is ignored.
             _ => {}
         }
@@ -68,9 +86,11 @@ async fn create_stream(js: &jetstream::Context, name: &str, subject: &str) {
 }
 
 /// A small JSON order padded to `size` bytes, so that the pass-through and the map runs move
-/// the same messages.
-fn order_payload(size: usize) -> bytes::Bytes {
-    let head = r#"{"order_id":"o-12345","qty":3,"price":9.5,"customer":{"name":"Ada","tier":"gold"},"note":""#;
+/// the same messages. `sent` (nanoseconds since the epoch) is the publish time, for latency.
+fn order_payload(size: usize, sent: u128) -> bytes::Bytes {
+    let head = format!(
+        r#"{{"order_id":"o-12345","qty":3,"price":9.5,"customer":{{"name":"Ada","tier":"gold"}},"sent":{sent},"note":""#
+    );
     let tail = r#""}"#;
     let pad = size.saturating_sub(head.len() + tail.len());
     bytes::Bytes::from(format!("{head}{}{tail}", "x".repeat(pad)))
@@ -79,12 +99,17 @@ fn order_payload(size: usize) -> bytes::Bytes {
 /// The map step of run (c): reshapes the order into a smaller object.
 const MAP_STEP: &str = "{id: .order_id, total: (.qty * .price), customer: .customer.name}";
 
-async fn fill(js: &jetstream::Context, count: usize, size: usize) {
-    let payload = order_payload(size);
+/// The subject of message `i` of the source: four subjects, one per split of run (d).
+fn source_subject(i: usize, splits: usize) -> String {
+    format!("src.s{}", i % splits)
+}
+
+async fn fill(js: &jetstream::Context, count: usize, size: usize, splits: usize) {
+    let payload = order_payload(size, 0);
     let mut pending = std::collections::VecDeque::new();
-    for _ in 0..count {
+    for i in 0..count {
         pending.push_back(
-            js.publish("src.data", payload.clone())
+            js.publish(source_subject(i, splits), payload.clone())
                 .await
                 .expect("publish"),
         );
@@ -109,11 +134,11 @@ async fn stream_len(js: &jetstream::Context, name: &str) -> u64 {
 }
 
 /// The baseline: stop-and-wait per batch.
-async fn baseline(js: &jetstream::Context, count: usize, batch: usize, round: usize) -> f64 {
+async fn baseline(js: &jetstream::Context, count: usize, batch: usize, name: &str) -> f64 {
     let source = js.get_stream("src").await.expect("source stream");
     let consumer: consumer::PullConsumer = source
         .create_consumer(consumer::pull::Config {
-            durable_name: Some(format!("baseline-{round}")),
+            durable_name: Some(name.to_owned()),
             ack_policy: consumer::AckPolicy::All,
             ..Default::default()
         })
@@ -149,6 +174,7 @@ async fn baseline(js: &jetstream::Context, count: usize, batch: usize, round: us
             last.ack().await.expect("ack");
         }
     }
+    let _ = source.delete_consumer(name).await;
     count as f64 / started.elapsed().as_secs_f64()
 }
 
@@ -177,73 +203,125 @@ fn server_pid(server: &NatsServer) -> Option<u32> {
 }
 
 /// User plus system CPU seconds of a process so far (`self` for this one).
-fn cpu_seconds(pid: impl std::fmt::Display) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+fn cpu_seconds(pid: impl std::fmt::Display) -> f64 {
+    let read = || -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        Some((utime + stime) / 100.0)
+    };
+    read().unwrap_or(0.0)
 }
 
-/// The worker as a process, pass-through or with the map step; returns messages per second
-/// and peak RSS in KiB.
-async fn worker(
-    server: &NatsServer,
-    js: &jetstream::Context,
-    count: usize,
-    round: usize,
-    map: bool,
-) -> (f64, u64) {
-    let dir = tempfile::tempdir().expect("temporary folder");
-    let manifest = dir.path().join("pipeline.yaml");
-    let (name, steps) = if map {
-        (
-            format!("bench-map-{round}"),
-            format!("  steps:\n    - map: '{MAP_STEP}'\n"),
-        )
-    } else {
-        (format!("bench-{round}"), String::new())
-    };
-    std::fs::write(
-        &manifest,
-        format!("metadata: {{name: {name}}}\n")
-            + r#"
-apiVersion: jetflow.io/v1alpha1
+/// A pipeline the worker runs: pass-through or with the map step, one split or one per source
+/// subject.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    PassThrough,
+    Map,
+    Splits(usize),
+}
+
+impl Shape {
+    fn label(self) -> String {
+        match self {
+            Self::PassThrough => "pass-through".into(),
+            Self::Map => "one map step".into(),
+            Self::Splits(n) => format!("pass-through, {n} splits"),
+        }
+    }
+
+    fn manifest(self, name: &str, sink: &str) -> String {
+        let filters = match self {
+            Self::Splits(n) => format!(
+                ", filterSubjects: [{}]",
+                (0..n)
+                    .map(|i| format!("\"src.s{i}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => String::new(),
+        };
+        let steps = if self == Self::Map {
+            format!("  steps:\n    - map: '{MAP_STEP}'\n")
+        } else {
+            String::new()
+        };
+        format!(
+            "apiVersion: jetflow.io/v1alpha1
 kind: Pipeline
+metadata: {{name: {name}}}
 spec:
   source:
-    jetstream: {stream: src, batchSize: 500}
+    jetstream: {{stream: src, batchSize: 500{filters}}}
   sink:
-    jetstream: {stream: work, subject: "work.{{subject}}"}
-  checkpoint: {interval: 1s}
-"# + &steps,
-    )
-    .expect("write manifest");
-    let started = Instant::now();
+    jetstream: {{stream: {sink}, subject: \"{sink}.{{{{subject}}}}\"}}
+  checkpoint: {{interval: 1s}}
+{steps}"
+        )
+    }
+}
+
+/// Starts the release worker on `manifest` with its checkpoints in `dir`.
+fn start_worker(server: &NatsServer, manifest: &std::path::Path, dir: &std::path::Path) -> Child {
     // JETFLOW_BENCH_PERF=<file> records a CPU profile of the worker with `perf record`.
-    let perf = std::env::var("JETFLOW_BENCH_PERF").ok();
-    let mut command = match &perf {
+    let mut command = match std::env::var("JETFLOW_BENCH_PERF").ok() {
         Some(file) => {
             let mut c = Command::new("perf");
-            c.args(["record", "-F", "1999", "-g", "-o", file, "--"])
+            c.args(["record", "-F", "1999", "-g", "-o", &file, "--"])
                 .arg(env!("CARGO_BIN_EXE_jetflow-worker"));
             c
         }
         None => Command::new(env!("CARGO_BIN_EXE_jetflow-worker")),
     };
-    let mut child = command
+    command
         .arg("run")
         .arg("-f")
-        .arg(&manifest)
+        .arg(manifest)
         .arg("--nats")
         .arg(server.url())
         .arg("--checkpoint-dir")
-        .arg(dir.path().join("checkpoints"))
+        .arg(dir.join("checkpoints"))
         .args(["--metrics-addr", "0"])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .spawn()
-        .expect("start jetflow-worker");
+        .expect("start jetflow-worker")
+}
+
+fn stop(child: &mut Child, signal: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// What one run measured.
+struct Run {
+    rate: f64,
+    rss_kib: u64,
+    /// CPU seconds of the process that moved the messages.
+    cpu: f64,
+    /// CPU seconds of nats-server meanwhile.
+    server_cpu: f64,
+}
+
+/// The worker as a process on `shape`, until the sink holds `count` messages.
+async fn worker(
+    server: &NatsServer,
+    spid: u32,
+    js: &jetstream::Context,
+    count: usize,
+    name: &str,
+    shape: Shape,
+) -> Run {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let manifest = dir.path().join("pipeline.yaml");
+    std::fs::write(&manifest, shape.manifest(name, "work")).expect("write manifest");
+    let server0 = cpu_seconds(spid);
+    let started = Instant::now();
+    let mut child = start_worker(server, &manifest, dir.path());
     let pid = child.id();
     let mut peak = 0;
     loop {
@@ -262,17 +340,15 @@ spec:
     }
     let rate = count as f64 / started.elapsed().as_secs_f64();
     peak = peak.max(peak_rss_kib(pid).unwrap_or(0));
-    if let Some(cpu) = cpu_seconds(pid) {
-        println!(
-            "  CPU per message: jetflow-worker ({name}) {:.1} µs",
-            cpu * 1e6 / count as f64
-        );
+    let cpu = cpu_seconds(pid);
+    let server_cpu = cpu_seconds(spid) - server0;
+    stop(&mut child, "TERM");
+    Run {
+        rate,
+        rss_kib: peak,
+        cpu,
+        server_cpu,
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = child.wait();
-    (rate, peak)
 }
 
 async fn recreate_stream(js: &jetstream::Context, name: &str, subject: &str) {
@@ -285,85 +361,309 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[at.min(sorted.len() - 1)]
+}
+
+fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+}
+
+/// The `sent` field of an order payload.
+fn sent_of(payload: &[u8]) -> Option<u128> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let from = text.find(r#""sent":"#)? + 7;
+    let to = from + text[from..].find(',')?;
+    text[from..to].parse().ok()
+}
+
+/// Publishes `rate` messages per second into `lat.in` for `seconds`, in 1 ms ticks, each
+/// carrying its publish time; waits for the acks in the background.
+async fn paced_publish(js: jetstream::Context, rate: f64, seconds: u64, size: usize) -> u64 {
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let (acks_tx, mut acks_rx) = tokio::sync::mpsc::channel(65_536);
+    let acker = tokio::spawn(async move {
+        while let Some(ack) = acks_rx.recv().await {
+            let ack: jetstream::context::PublishAckFuture = ack;
+            ack.await.expect("publish ack");
+        }
+    });
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tick.tick().await;
+        let due = (started.elapsed().as_secs_f64() * rate) as u64;
+        while sent < due {
+            let ack = js
+                .publish("lat.in", order_payload(size, now_nanos()))
+                .await
+                .expect("publish");
+            acks_tx.send(ack).await.expect("ack queue");
+            sent += 1;
+        }
+    }
+    drop(acks_tx);
+    acker.await.expect("acks");
+    sent
+}
+
+/// End-to-end latency of the pass-through worker at `rate` messages per second: the time from
+/// the publish into the source to the output's arrival at a subscriber of the sink subject.
+async fn latency(
+    server: &NatsServer,
+    js: &jetstream::Context,
+    rate: f64,
+    seconds: u64,
+    size: usize,
+) -> (f64, f64, usize) {
+    recreate_stream(js, "lat", "lat.in").await;
+    recreate_stream(js, "latout", "latout.>").await;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let manifest = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: jetflow.io/v1alpha1
+kind: Pipeline
+metadata: {name: bench-latency}
+spec:
+  source:
+    jetstream: {stream: lat, batchSize: 500}
+  sink:
+    jetstream: {stream: latout, subject: \"latout.{{subject}}\"}
+  checkpoint: {interval: 1s}
+",
+    )
+    .expect("write manifest");
+    let client = server.client().await;
+    let mut outputs = client.subscribe("latout.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    let mut child = start_worker(server, &manifest, dir.path());
+    // Ready once a first message goes through.
+    js.publish("lat.in", order_payload(size, now_nanos()))
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    tokio::time::timeout(Duration::from_secs(30), outputs.next())
+        .await
+        .expect("the worker's first output");
+    let mut publisher = tokio::spawn(paced_publish(js.clone(), rate, seconds, size));
+    let mut latencies = Vec::new();
+    let mut published: Option<u64> = None;
+    loop {
+        if published.is_none() && publisher.is_finished() {
+            published = Some((&mut publisher).await.expect("publisher"));
+        }
+        if published.is_some_and(|n| latencies.len() as u64 >= n) {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), outputs.next()).await {
+            Ok(Some(message)) => {
+                if let Some(sent) = sent_of(&message.payload) {
+                    latencies.push(now_nanos().saturating_sub(sent) as f64 / 1e6);
+                }
+            }
+            // Nothing for 5 s: what is missing is not coming.
+            Ok(None) | Err(_) if published.is_some() => break,
+            Ok(None) => break,
+            Err(_) => {}
+        }
+    }
+    stop(&mut child, "TERM");
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let received = latencies.len();
+    assert!(received > 0, "no output arrived");
+    (
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        received,
+    )
+}
+
+/// Recovery time: a worker with 1 s checkpoints under steady traffic gets SIGKILL and is
+/// started again at once; the time from the kill to its first output.
+async fn recovery(server: &NatsServer, js: &jetstream::Context, size: usize) -> f64 {
+    recreate_stream(js, "lat", "lat.in").await;
+    recreate_stream(js, "latout", "latout.>").await;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let manifest = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: jetflow.io/v1alpha1
+kind: Pipeline
+metadata: {name: bench-recovery}
+spec:
+  source:
+    jetstream: {stream: lat, batchSize: 500}
+  sink:
+    jetstream: {stream: latout, subject: \"latout.{{subject}}\"}
+  checkpoint: {interval: 1s}
+",
+    )
+    .expect("write manifest");
+    let client = server.client().await;
+    let mut outputs = client.subscribe("latout.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    let publisher = tokio::spawn(paced_publish(js.clone(), 2000.0, 8, size));
+    let mut child = start_worker(server, &manifest, dir.path());
+    tokio::time::timeout(Duration::from_secs(30), outputs.next())
+        .await
+        .expect("the worker's first output");
+    // Several checkpoints in, then the kill.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let killed = Instant::now();
+    stop(&mut child, "KILL");
+    let mut again = start_worker(server, &manifest, dir.path());
+    // Drop what the killed worker published before it died (all of it has arrived after a
+    // few milliseconds; the new process needs longer than that to connect).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, outputs.next()).await {}
+    let first = tokio::time::timeout(Duration::from_secs(30), outputs.next())
+        .await
+        .expect("an output after the restart");
+    assert!(first.is_some());
+    let took = killed.elapsed().as_secs_f64();
+    stop(&mut again, "TERM");
+    let _ = publisher.await;
+    took
+}
+
+/// Figures of one kind of run over the rounds.
+#[derive(Default)]
+struct Series {
+    rates: Vec<f64>,
+    ratios: Vec<f64>,
+    cpu: Vec<f64>,
+    server_cpu: Vec<f64>,
+}
+
+impl Series {
+    fn push(&mut self, rate: f64, base: f64, cpu_per_msg: f64, server_per_msg: f64) {
+        self.rates.push(rate);
+        self.ratios.push(rate / base);
+        self.cpu.push(cpu_per_msg);
+        self.server_cpu.push(server_per_msg);
+    }
+
+    fn row(&self, size: usize, label: &str) -> String {
+        format!(
+            "| {size} B | {label} | {:.0} | {:.2} | {:.1} + {:.1} = {:.1} |",
+            median(self.rates.clone()),
+            median(self.ratios.clone()),
+            median(self.cpu.clone()),
+            median(self.server_cpu.clone()),
+            median(self.cpu.clone()) + median(self.server_cpu.clone()),
+        )
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let o = options();
     let server = NatsServer::start();
     let js = server.jetstream().await;
-    create_stream(&js, "src", "src.>").await;
-    println!(
-        "filling the source stream with {} messages of {} bytes",
-        o.messages, o.size
-    );
-    fill(&js, o.messages, o.size).await;
     let spid = server_pid(&server).expect("nats-server process");
-    let per_msg = |cpu: f64| cpu * 1e6 / o.messages as f64;
-
-    // Rounds alternate the runs, so that a change in the machine's load hits all alike.
-    let (mut bases, mut works, mut ratios, mut peak) = (vec![], vec![], vec![], 0);
-    let (mut maps, mut map_ratios, mut step_costs) = (vec![], vec![], vec![]);
-    for round in 1..=o.rounds {
-        recreate_stream(&js, "base", "base.>").await;
-        recreate_stream(&js, "work", "work.>").await;
-        let (server0, self0) = (cpu_seconds(spid), cpu_seconds("self"));
-        let base = baseline(&js, o.messages, o.batch, round).await;
-        let (server1, self1) = (cpu_seconds(spid), cpu_seconds("self"));
-        let (work, rss) = worker(&server, &js, o.messages, round, false).await;
-        let server2 = cpu_seconds(spid);
-        recreate_stream(&js, "work", "work.>").await;
-        let (mapped, map_rss) = worker(&server, &js, o.messages, round, true).await;
-        // The map step's cost per message: the extra time per message of the map run.
-        let step_cost = (1.0 / mapped - 1.0 / work) * 1e6;
-        println!(
-            "round {round}: baseline {base:>8.0} msg/s, jetflow-worker {work:>8.0} msg/s, ratio {:.2}; with one map step {mapped:>8.0} msg/s, ratio {:.2}, step {step_cost:.1} µs/msg",
-            work / base,
-            mapped / base
-        );
-        if let (Some(s0), Some(s1), Some(s2), Some(b0), Some(b1)) =
-            (server0, server1, server2, self0, self1)
-        {
-            println!(
-                "         CPU per message: forwarder {:.1} µs + nats-server {:.1} µs; worker run: nats-server {:.1} µs",
-                per_msg(b1 - b0),
-                per_msg(s1 - s0),
-                per_msg(s2 - s1)
+    let mut table = vec![
+        "| size | run | msg/s (median) | ratio to baseline | CPU µs/msg process + nats-server |"
+            .to_owned(),
+        "| --- | --- | ---: | ---: | --- |".to_owned(),
+    ];
+    let mut peak = 0;
+    let mut first_pass_through = None;
+    for &size in &o.sizes {
+        // Large messages: a quarter as many, so every size moves a similar number of bytes
+        // within reason.
+        let count = if size > 1024 {
+            o.messages / 4
+        } else {
+            o.messages
+        };
+        recreate_stream(&js, "src", "src.>").await;
+        println!("filling the source stream with {count} messages of {size} bytes");
+        fill(&js, count, size, o.splits).await;
+        let per_msg = |cpu: f64| cpu * 1e6 / count as f64;
+        let shapes = [Shape::PassThrough, Shape::Map, Shape::Splits(o.splits)];
+        let mut base_series = Series::default();
+        let mut series: Vec<Series> = shapes.iter().map(|_| Series::default()).collect();
+        let mut step_costs = Vec::new();
+        // Rounds alternate the runs, so that a change in the machine's load hits all alike.
+        for round in 1..=o.rounds {
+            recreate_stream(&js, "base", "base.>").await;
+            let (server0, self0) = (cpu_seconds(spid), cpu_seconds("self"));
+            let base = baseline(&js, count, o.batch, &format!("baseline-{size}-{round}")).await;
+            let (server1, self1) = (cpu_seconds(spid), cpu_seconds("self"));
+            base_series.push(
+                base,
+                base,
+                per_msg(self1 - self0),
+                per_msg(server1 - server0),
             );
+            let mut line = format!("{size} B round {round}: baseline {base:.0} msg/s");
+            let mut rates = Vec::new();
+            for (i, shape) in shapes.iter().enumerate() {
+                recreate_stream(&js, "work", "work.>").await;
+                let name = format!("bench-{i}-{size}-{round}");
+                let run = worker(&server, spid, &js, count, &name, *shape).await;
+                peak = peak.max(run.rss_kib);
+                series[i].push(run.rate, base, per_msg(run.cpu), per_msg(run.server_cpu));
+                line.push_str(&format!(
+                    "; {} {:.0} msg/s ({:.2}, CPU {:.1} + {:.1} µs/msg)",
+                    shape.label(),
+                    run.rate,
+                    run.rate / base,
+                    per_msg(run.cpu),
+                    per_msg(run.server_cpu)
+                ));
+                rates.push(run.rate);
+            }
+            // The map step's cost: the extra wall time per message of the map run.
+            step_costs.push((1.0 / rates[1] - 1.0 / rates[0]) * 1e6);
+            println!("{line}");
         }
-        bases.push(base);
-        works.push(work);
-        ratios.push(work / base);
-        maps.push(mapped);
-        map_ratios.push(mapped / base);
-        step_costs.push(step_cost);
-        peak = peak.max(rss).max(map_rss);
+        table.push(base_series.row(size, "baseline forwarder"));
+        for (shape, s) in shapes.iter().zip(&series) {
+            table.push(s.row(size, &format!("jetflow-worker, {}", shape.label())));
+        }
+        println!(
+            "{size} B: map step cost {:.1} µs/msg of wall time (median)",
+            median(step_costs)
+        );
+        first_pass_through.get_or_insert((size, median(series[0].rates.clone())));
+    }
+    println!();
+    for line in &table {
+        println!("{line}");
     }
     println!(
-        "baseline forwarder (batch {}):  {:>10.0} msg/s (median)",
-        o.batch,
-        median(bases)
-    );
-    println!(
-        "jetflow-worker (1s checkpoints): {:>10.0} msg/s (median)",
-        median(works)
-    );
-    println!(
-        "ratio worker / baseline:         {:>10.2} (median of rounds)",
-        median(ratios)
-    );
-    println!(
-        "jetflow-worker, one map step:    {:>10.0} msg/s (median)",
-        median(maps)
-    );
-    println!(
-        "ratio map run / baseline:        {:>10.2} (median of rounds)",
-        median(map_ratios)
-    );
-    println!(
-        "map step cost per message:       {:>10.1} µs (median of rounds)",
-        median(step_costs)
-    );
-    println!(
-        "worker peak RSS (VmHWM):         {:>10.1} MiB",
+        "worker peak RSS (VmHWM) over all runs: {:.1} MiB",
         peak as f64 / 1024.0
     );
+
+    let Some((size, max_rate)) = first_pass_through else {
+        return;
+    };
+    if o.latency_seconds > 0 {
+        let rate = max_rate / 2.0;
+        let (p50, p99, n) = latency(&server, &js, rate, o.latency_seconds, size).await;
+        println!(
+            "latency at {rate:.0} msg/s ({size} B, half the pass-through rate; {n} outputs): p50 {p50:.2} ms, p99 {p99:.2} ms"
+        );
+    }
+    if o.recoveries > 0 {
+        let mut times = Vec::new();
+        for _ in 0..o.recoveries {
+            times.push(recovery(&server, &js, size).await);
+        }
+        println!(
+            "recovery from SIGKILL to the first output (1 s checkpoints): median {:.2} s, max {:.2} s over {}",
+            median(times.clone()),
+            times.iter().copied().fold(0.0, f64::max),
+            times.len()
+        );
+    }
 }
