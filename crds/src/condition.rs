@@ -16,6 +16,26 @@ pub mod types {
     pub const CHECKPOINT_STALE: &str = "CheckpointStale";
     /// The spec is valid (false with a reason and message that name the field).
     pub const SPEC_VALID: &str = "SpecValid";
+    /// Nothing will change until the spec does (kstatus' `Stalled`, which Flux and kstatus
+    /// read as Failed): true with the invalid spec's reason and message, absent otherwise.
+    pub const STALLED: &str = "Stalled";
+}
+
+/// Sets `Stalled` to `stalled` (true: a condition with `reason` and `message`; false: none),
+/// as kstatus expects of a resource that waits for its spec to change.
+pub fn set_stalled(
+    conditions: &mut Vec<Condition>,
+    stalled: Option<(&str, String)>,
+    generation: Option<i64>,
+    now: Time,
+) {
+    match stalled {
+        Some((reason, message)) => merge(
+            conditions,
+            new(types::STALLED, true, reason, message, generation, now),
+        ),
+        None => conditions.retain(|c| c.type_ != types::STALLED),
+    }
 }
 
 /// Builds a condition for `generation`, stamped with `now`.

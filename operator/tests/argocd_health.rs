@@ -329,9 +329,25 @@ async fn pipeline_health_follows_what_the_operator_reports() {
         obj: pipeline_obj(&h).await,
         health: "Degraded",
         says: "spec.source.jetstream.filterSubjects",
-        kstatus: Some("InProgress"),
+        kstatus: Some("Failed"),
     });
     check(&script, &cases);
+
+    // Fixed: no longer Stalled.
+    h.edit_pipeline(
+        NAME,
+        json!({"spec": {"source": {"jetstream": {"filterSubjects": ["orders.eu"]}}}}),
+    )
+    .await;
+    h.reconcile_pipeline(NAME).await.unwrap();
+    let fixed = pipeline_obj(&h).await;
+    let stalled = fixed["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Stalled");
+    assert!(!stalled, "Stalled left after the fix: {fixed}");
+    assert_ne!(kstatus(&fixed), "Failed");
 }
 
 #[tokio::test]
@@ -449,7 +465,7 @@ async fn stream_health_follows_what_the_operator_reports() {
         obj: obj(h.stream("invalid").await),
         health: "Degraded",
         says: "spec.name",
-        kstatus: Some("InProgress"),
+        kstatus: Some("Failed"),
     });
     check(&script, &cases);
 }

@@ -111,12 +111,16 @@ pub fn invalid(p: &Pipeline, verdict: &Verdict, now: jiff::Timestamp) -> Pipelin
             Time(now),
         )
     };
+    let stalled = verdict
+        .needs_spec_change()
+        .then(|| (reason, message.clone()));
     for c in [
         spec_valid,
         condition::new(types::READY, false, reason, message, generation, Time(now)),
     ] {
         condition::merge(&mut status.conditions, c);
     }
+    condition::set_stalled(&mut status.conditions, stalled, generation, Time(now));
     // The scale subresource answers for an invalid pipeline too, with the selector its pods
     // have (any still running, of a spec that was valid before) or would have.
     status.selector = Some(selector(p));
@@ -194,6 +198,7 @@ pub fn status(o: &Observed<'_>) -> PipelineStatus {
         &mut st.conditions,
         cond(types::SPEC_VALID, true, "Valid", "the spec is valid".into()),
     );
+    condition::set_stalled(&mut st.conditions, None, None, now.clone());
     let ready_cond = match phase {
         PipelinePhase::Suspended => cond(
             types::READY,

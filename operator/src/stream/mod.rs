@@ -98,6 +98,7 @@ async fn apply(s: &Stream, ns: &str, ctx: &Context, api: &Api<Stream>) -> Result
         for c in [
             cond(types::SPEC_VALID, false, "InvalidSpec", message.clone()),
             cond(types::READY, false, "InvalidSpec", message.clone()),
+            cond(types::STALLED, true, "InvalidSpec", message.clone()),
         ] {
             condition::merge(&mut status.conditions, c);
         }
@@ -111,6 +112,7 @@ async fn apply(s: &Stream, ns: &str, ctx: &Context, api: &Api<Stream>) -> Result
         &mut status.conditions,
         cond(types::SPEC_VALID, true, "Valid", "the spec is valid".into()),
     );
+    status.conditions.retain(|c| c.type_ != types::STALLED);
 
     let js = ctx
         .nats
