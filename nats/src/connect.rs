@@ -185,9 +185,7 @@ pub async fn connect(
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .reconnect_delay_callback(|attempt| {
-            // 100 ms doubling up to 5 s: quick after a blip, gentle on a server that is down.
-            let shift = attempt.min(6) as u32;
-            Duration::from_millis(100u64 << shift).min(Duration::from_secs(5))
+            crate::backoff(u32::try_from(attempt).unwrap_or(u32::MAX))
         });
     match options.connect(url.as_str()).await {
         Ok(client) => Ok(client),

@@ -9,3 +9,11 @@ pub mod stream;
 
 pub use connect::{ConnectError, SecretData, Secrets, connect, install_crypto_provider};
 pub use stream::{stream_config, stream_state};
+
+/// The wait before retry number `attempt` (from 1) of something NATS-bound: 100 ms doubling up
+/// to 5 s, quick after a blip and gentle on a server that is down. The one retry policy of the
+/// client's reconnects, the split readers' opens and the Core sink's round trips.
+pub fn backoff(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(100u64 << attempt.min(6))
+        .min(std::time::Duration::from_secs(5))
+}

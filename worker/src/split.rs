@@ -433,8 +433,7 @@ impl<S: Sink> SplitTask<S> {
                 });
             }
             tracing::warn!(split = %self.name, unconfirmed, attempt, error = %error, "Core publishes not confirmed; publishing them again");
-            let wait = Duration::from_millis(100u64 << attempt.min(6)).min(Duration::from_secs(5));
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(jetflow_nats::backoff(attempt)).await;
             for index in 0..self.window.len() {
                 if self.window[index].sent.is_none() {
                     continue;

@@ -125,8 +125,7 @@ impl CoreReader {
                 Err(error) => {
                     self.metrics.error("subscribe");
                     self.failures = self.failures.saturating_add(1);
-                    let delay = Duration::from_millis(100u64 << self.failures.min(6))
-                        .min(Duration::from_secs(5));
+                    let delay = jetflow_nats::backoff(self.failures);
                     tracing::warn!(split = %self.split.name, error, retry_in = ?delay, "cannot subscribe");
                     tokio::time::sleep(delay).await;
                 }

@@ -299,8 +299,7 @@ impl JetStreamReader {
                 Err(e) => {
                     self.metrics.error(e.category());
                     self.failures = self.failures.saturating_add(1);
-                    let delay = Duration::from_millis(100u64 << self.failures.min(6))
-                        .min(Duration::from_secs(5));
+                    let delay = jetflow_nats::backoff(self.failures);
                     tracing::warn!(split = %self.split.name, error = %e, retry_in = ?delay, "cannot open split");
                     tokio::time::sleep(delay).await;
                 }
