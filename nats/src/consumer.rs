@@ -1,17 +1,29 @@
 //! The one definition of how a JetStream split is read: its durable pull consumer's
-//! configuration ([`config`]) and the rule that says whether a live consumer can be used as it
-//! is ([`judge`]). The operator (which creates each split's consumer before any worker runs, so
+//! configuration ([`config`]), which acknowledgements it takes ([`Acks`], from the source
+//! stream's retention), and the rule that says whether a live consumer can be used as it is
+//! ([`judge`]). The operator (which creates each split's consumer before any worker runs, so
 //! that consumers and lag are visible at once) and the worker (which recreates a consumer that
 //! is missing or disagrees with its checkpoint) both call these; neither builds a consumer
 //! configuration of its own, so neither ever finds the other's consumer drifted.
 //!
-//! The consumer acknowledges cumulatively (`AckPolicy::All`) at each checkpoint and is made to
-//! hold everything read between two checkpoints: max ack pending well above rate × interval,
-//! and an ack wait of two intervals plus 30 s, so that a message merely waiting for its
-//! checkpoint is neither redelivered nor stalls the split. Its state is kept in memory on the
-//! server: recovery comes from jetflow's checkpoint, never from the consumer, and persisting the
-//! pending state of thousands of messages between checkpoints would cost the server more than
-//! the messages themselves.
+//! On a `Limits` stream, the common case, the consumer takes no acknowledgements at all
+//! ([`Acks::None`]): messages stay in the stream whatever any consumer does, and the worker
+//! recovers from its own checkpoint, so the server need not track a pending entry for every
+//! message read between two checkpoints. Such a consumer forgets what it delivered the moment it
+//! sends it, so a delivery lost on the way (a connection dropped with messages in flight) is not
+//! sent again: the reader watches the consumer sequence of what arrives (each delivery counts
+//! one, with no redeliveries, so a jump is a loss) and the consumer's delivered count while
+//! idle, and on a loss makes the consumer again after the last message it received.
+//!
+//! Where retention depends on acknowledgements (`Interest`, `WorkQueue`), a consumer would
+//! acknowledge cumulatively at each checkpoint ([`Acks::AfterCheckpoint`], `AckPolicy::All`),
+//! made to hold everything read between two checkpoints: max ack pending well above rate ×
+//! interval, and an ack wait of two intervals plus 30 s. jetflow does not read such sources
+//! today (see [`crate::stream::unsupported_source_retention`]); the mode is defined here so that
+//! the choice stays one rule.
+//!
+//! Either way the consumer's state is kept in memory on the server: recovery comes from
+//! jetflow's checkpoint, never from the consumer.
 //!
 //! Every consumer carries an inactivity threshold ([`inactive_threshold`], at least an hour):
 //! a split's reader always has a pull request waiting, so a live consumer is never inactive,
@@ -25,6 +37,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, ReplayPolicy, pull};
+use async_nats::jetstream::stream::RetentionPolicy;
 use jetflow_crds::pipeline::{StartFrom, StartPosition};
 use jetflow_crds::split::Split;
 
@@ -46,6 +59,35 @@ pub const MIN_INACTIVE_THRESHOLD: Duration = Duration::from_secs(3600);
 /// pauses it for seconds), so only a consumer whose readers are gone ever reaches it.
 pub fn inactive_threshold(checkpoint_interval: Duration) -> Duration {
     MIN_INACTIVE_THRESHOLD.max(ack_wait(checkpoint_interval) * 10)
+}
+
+/// Which acknowledgements a split's consumer takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acks {
+    /// None (`AckPolicy::None`): the server keeps no pending state; the reader detects lost
+    /// deliveries itself. For `Limits` streams.
+    None,
+    /// Cumulative acknowledgements at each checkpoint (`AckPolicy::All`), for streams whose
+    /// retention depends on them.
+    AfterCheckpoint,
+}
+
+impl Acks {
+    /// The acknowledgements a split of a stream with `retention` is read with.
+    pub fn for_retention(retention: RetentionPolicy) -> Self {
+        match retention {
+            RetentionPolicy::Limits => Self::None,
+            RetentionPolicy::Interest | RetentionPolicy::WorkQueue => Self::AfterCheckpoint,
+        }
+    }
+
+    /// The consumer's ack policy.
+    pub fn policy(self) -> AckPolicy {
+        match self {
+            Self::None => AckPolicy::None,
+            Self::AfterCheckpoint => AckPolicy::All,
+        }
+    }
 }
 
 /// Where a split's consumer starts.
@@ -133,12 +175,13 @@ pub fn filter_subject(split: &Split) -> String {
 }
 
 /// The configuration of `split`'s durable consumer `name` (see
-/// [`jetflow_crds::split::consumer_name`]), starting at `start`, for a pipeline that
-/// checkpoints every `checkpoint_interval`.
+/// [`jetflow_crds::split::consumer_name`]), starting at `start`, taking `acks`, for a pipeline
+/// that checkpoints every `checkpoint_interval`.
 pub fn config(
     name: &str,
     split: &Split,
     start: &Start,
+    acks: Acks,
     checkpoint_interval: Duration,
 ) -> Result<pull::Config, ConfigError> {
     Ok(pull::Config {
@@ -146,11 +189,11 @@ pub fn config(
         durable_name: Some(name.to_owned()),
         description: Some(format!("jetflow split {}", split.name)),
         filter_subject: filter_subject(split),
-        ack_policy: AckPolicy::All,
+        ack_policy: acks.policy(),
         deliver_policy: deliver_policy(&split.name, start)?,
         ack_wait: ack_wait(checkpoint_interval),
         // Everything read between two checkpoints stays unacknowledged; a limit near
-        // rate × interval would stall the split.
+        // rate × interval would stall the split. (Without acks the server ignores it.)
         max_ack_pending: MAX_ACK_PENDING,
         max_deliver: -1,
         // Recovery comes from jetflow's checkpoint, not from the consumer's state.
@@ -220,17 +263,20 @@ pub fn judge_settings(live: &consumer::Config, desired: &pull::Config) -> Verdic
 /// Whether `live` can be read on from `start`: the whole rule the worker applies before it
 /// reads a split, its settings ([`judge_settings`]) and its position.
 ///
-/// After a committed position the consumer must have delivered and had acknowledged exactly up
-/// to it, with nothing pending: otherwise it would skip messages, or hold redeliveries back
-/// until its ack wait runs out. Without one, nothing was ever acknowledged: the consumer may be
-/// kept only if it has delivered nothing yet and starts where the spec says. A consumer that
-/// the operator created at the same start passes both.
+/// After a committed position the consumer must have delivered exactly up to it (and, taking
+/// acknowledgements, had them all, with nothing pending): otherwise it would skip messages, or
+/// hold redeliveries back until its ack wait runs out. Without one, nothing was ever
+/// acknowledged: the consumer may be kept only if it has delivered nothing yet and starts where
+/// the spec says. A consumer that the operator created at the same start passes both.
 pub fn judge(live: &consumer::Info, desired: &pull::Config, start: &Start) -> Verdict {
     let verdict = judge_settings(&live.config, desired);
     if matches!(verdict, Verdict::Recreate(_)) {
         return verdict;
     }
     let placed = match start {
+        Start::After(position) if desired.ack_policy == AckPolicy::None => {
+            live.delivered.stream_sequence == *position
+        }
         Start::After(position) => {
             live.ack_floor.stream_sequence == *position
                 && live.delivered.stream_sequence == *position
@@ -293,6 +339,7 @@ mod tests {
             "c",
             &split("orders.eu"),
             &Start::Spec(StartPosition::default()),
+            Acks::AfterCheckpoint,
             interval,
         )
         .unwrap();
@@ -304,7 +351,8 @@ mod tests {
         assert!(c.inactive_threshold > c.ack_wait * 2);
         assert_eq!(c.deliver_policy, DeliverPolicy::All);
         assert_eq!(c.filter_subject, "orders.eu");
-        let whole = config("c", &split(">"), &Start::After(41), interval).unwrap();
+        let whole = config("c", &split(">"), &Start::After(41), Acks::None, interval).unwrap();
+        assert_eq!(whole.ack_policy, AckPolicy::None);
         assert_eq!(whole.filter_subject, "");
         assert_eq!(
             whole.deliver_policy,
@@ -326,6 +374,7 @@ mod tests {
             "c",
             &split("orders.eu"),
             &Start::After(10),
+            Acks::AfterCheckpoint,
             Duration::from_secs(1),
         )
         .unwrap();
@@ -338,6 +387,7 @@ mod tests {
             "c",
             &split("orders.eu"),
             &Start::After(10),
+            Acks::AfterCheckpoint,
             Duration::from_secs(1),
         )
         .unwrap();

@@ -16,6 +16,7 @@ use jetflow_crds::checkpoint::{Checkpoint, SplitPosition};
 use jetflow_crds::condition::types;
 use jetflow_crds::split::{self, Split};
 use jetflow_crds::{Pipeline, names, rewind};
+use jetflow_nats::consumer::Acks;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -674,6 +675,7 @@ async fn ensure_consumers(
     let name = p.name_any();
     let live =
         jiff::Timestamp::from_nanosecond(stream.cached_info().created.unix_timestamp_nanos()).ok();
+    let acks = Acks::for_retention(stream.cached_info().config.retention);
     let desired = splits
         .iter()
         .map(|s| {
@@ -685,7 +687,7 @@ async fn ensure_consumers(
                 .get(&s.name)
                 .filter(|p| p.stream_created.is_none() || p.stream_created == live)
                 .map(|p| p.position);
-            consumers::config(ns, &name, &p.spec, s, position).map(|c| (s.name.clone(), c))
+            consumers::config(ns, &name, &p.spec, s, position, acks).map(|c| (s.name.clone(), c))
         })
         .collect::<Result<BTreeMap<String, _>>>()?;
     let ensured = consumers::ensure(stream, stream_name, &desired).await?;

@@ -19,20 +19,22 @@ use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use futures::TryStreamExt;
 use jetflow_crds::PipelineSpec;
 use jetflow_crds::split::{Split, consumer_name};
-use jetflow_nats::consumer::{self as shared, Start, Verdict};
+use jetflow_nats::consumer::{self as shared, Acks, Start, Verdict};
 
 use crate::{Error, Result};
 
 pub use jetflow_nats::consumer::{MAX_ACK_PENDING, ack_wait};
 
 /// The consumer configuration of `split` (the shared definition); `position` is the split's
-/// checkpointed position.
+/// checkpointed position, `acks` what the source stream's retention calls for
+/// ([`Acks::for_retention`]).
 pub fn config(
     namespace: &str,
     pipeline: &str,
     spec: &PipelineSpec,
     split: &Split,
     position: Option<u64>,
+    acks: Acks,
 ) -> Result<pull::Config> {
     let name = consumer_name(namespace, pipeline, &split.name);
     let start = Start::from_checkpoint(
@@ -44,7 +46,7 @@ pub fn config(
             .map(|js| js.start.clone())
             .unwrap_or_default(),
     );
-    shared::config(&name, split, &start, spec.checkpoint.interval.get()).map_err(|e| {
+    shared::config(&name, split, &start, acks, spec.checkpoint.interval.get()).map_err(|e| {
         Error::Consumer {
             stream: spec
                 .source
@@ -167,8 +169,9 @@ pub async fn remove_others(
     Ok(removed)
 }
 
-/// A split's lag from its consumer: messages not yet delivered plus delivered but not yet
-/// acknowledged (acknowledged means checkpointed).
+/// A split's lag from its consumer: messages not yet delivered, plus, for a consumer that
+/// takes acknowledgements, delivered but not yet acknowledged (acknowledged means
+/// checkpointed). A consumer without acks counts none pending.
 pub fn lag(info: &Info) -> u64 {
     info.num_pending + info.num_ack_pending as u64
 }
@@ -180,18 +183,27 @@ mod tests {
     use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 
     #[test]
-    fn consumers_ack_all_with_a_wait_longer_than_the_interval() {
+    fn consumers_of_limits_streams_take_no_acks_and_wait_longer_than_the_interval() {
         let p = fixtures::pipeline();
         let split = Split {
             name: "orders.eu".into(),
             subject: "orders.eu".into(),
         };
-        let c = config("shop", "orders-copy", &p.spec, &split, None).unwrap();
-        assert_eq!(c.ack_policy, AckPolicy::All);
+        let c = config("shop", "orders-copy", &p.spec, &split, None, Acks::None).unwrap();
+        assert_eq!(c.ack_policy, AckPolicy::None);
         assert!(c.ack_wait > p.spec.checkpoint.interval.get() * 2);
         assert_eq!(c.deliver_policy, DeliverPolicy::All);
         assert_eq!(c.filter_subject, "orders.eu");
-        let resumed = config("shop", "orders-copy", &p.spec, &split, Some(41)).unwrap();
+        let resumed = config(
+            "shop",
+            "orders-copy",
+            &p.spec,
+            &split,
+            Some(41),
+            Acks::AfterCheckpoint,
+        )
+        .unwrap();
+        assert_eq!(resumed.ack_policy, AckPolicy::All);
         assert_eq!(
             resumed.deliver_policy,
             DeliverPolicy::ByStartSequence { start_sequence: 42 }

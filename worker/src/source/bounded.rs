@@ -24,6 +24,7 @@
 //! reader's errors pass through.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -101,6 +102,8 @@ struct Lookup {
     stream_name: String,
     consumer: String,
     split: String,
+    /// Deliveries the inner reader received from the consumer (its consumer sequence).
+    received: Arc<AtomicU64>,
 }
 
 /// Reads a split up to its bound, then ends.
@@ -118,7 +121,9 @@ pub struct BoundedReader<R> {
 
 impl<R: SplitReader> BoundedReader<R> {
     /// Wraps `inner`, the reader of `split` through `consumer` in `stream_name`, which resumes
-    /// after the committed position `committed`.
+    /// after the committed position `committed` and counts the deliveries it received in
+    /// `received`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         inner: R,
         js: jetstream::Context,
@@ -127,6 +132,7 @@ impl<R: SplitReader> BoundedReader<R> {
         split: &str,
         bound: BoundSpec,
         committed: u64,
+        received: Arc<AtomicU64>,
     ) -> Self {
         Self {
             inner,
@@ -135,6 +141,7 @@ impl<R: SplitReader> BoundedReader<R> {
                 stream_name: stream_name.to_owned(),
                 consumer,
                 split: split.to_owned(),
+                received,
             },
             bound,
             end: None,
@@ -232,15 +239,19 @@ impl Lookup {
         Some(lo - 1)
     }
 
-    /// Whether the consumer has nothing left to deliver. (Its delivered sequence says nothing
-    /// here: the server moves it past messages the filter skips.) What it delivered arrived
-    /// during the idle wait before this check.
+    /// Whether the consumer has nothing left to deliver, and everything it delivered arrived
+    /// (a delivery lost on the way is read again by the inner reader, so the split is not done
+    /// yet). Its delivered stream sequence says nothing here: the server moves it past messages
+    /// the filter skips; its consumer sequence counts deliveries only.
     async fn nothing_pending(&self) -> bool {
         let Some(stream) = self.stream().await else {
             return false;
         };
         match stream.consumer_info(&self.consumer).await {
-            Ok(info) => info.num_pending == 0,
+            Ok(info) => {
+                info.num_pending == 0
+                    && info.delivered.consumer_sequence <= self.received.load(Ordering::Acquire)
+            }
             Err(e) => {
                 tracing::debug!(split = %self.split, error = %e, "consumer not readable yet");
                 false

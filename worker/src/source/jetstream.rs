@@ -3,19 +3,28 @@
 //!
 //! The consumer's configuration and the rule for keeping a live one are not defined here but in
 //! `jetflow_nats::consumer`, shared with the operator (which creates the consumers before any
-//! worker runs): cumulative acks (`AckPolicy::All`), everything read between two checkpoints
-//! held (high max ack pending, ack wait well above the interval), state in memory. Where a split
-//! starts comes from jetflow's checkpoint, not from the consumer: a consumer that is missing,
-//! whose settings cannot be changed in place, or whose state disagrees with the committed
-//! position (its ack floor or its delivered sequence differ, so it would either skip messages or
-//! hold redeliveries back until its ack wait runs out) is deleted and created again at
-//! position + 1; one that agrees (such as the operator's) is read as it is.
+//! worker runs): on a `Limits` stream no acknowledgements at all (the server keeps no pending
+//! state; [`consumer::Acks::None`]), on streams whose retention needs them cumulative acks after
+//! each checkpoint; state in memory. Where a split starts comes from jetflow's checkpoint, not
+//! from the consumer: a consumer that is missing, whose settings cannot be changed in place, or
+//! whose state disagrees with the committed position (it delivered past it, so it would skip
+//! messages, or holds redeliveries back) is deleted and created again at position + 1; one that
+//! agrees (such as the operator's) is read as it is.
+//!
+//! A consumer without acks never sends a message twice, so a delivery lost on the way (the
+//! connection dropped with messages in flight) must be noticed by the reader: every delivery
+//! counts one consumer sequence, and a message whose consumer sequence is not the next one, or a
+//! consumer that has counted more deliveries than arrived while the split is idle, means
+//! messages were lost. The reader then makes the consumer again after the last message it
+//! yielded (counted in `jetflow_worker_errors_total{category="lost_delivery"}`); nothing is
+//! skipped.
 //!
 //! Errors are handled by kind: a missed heartbeat or a failed pull is counted and the stream
-//! goes on; a deleted consumer (or an ended stream) makes the reader recreate the consumer at
-//! the committed position. Lookups that fail are retried with a capped backoff, so a split
-//! rides out a JetStream restart. The reader drops every message at or below the last position
-//! it yielded (redeliveries).
+//! goes on; a deleted consumer (or an ended stream), found by the error or by the idle check,
+//! makes the reader recreate the consumer (after the last message it yielded without acks, at
+//! the committed position with them). Lookups that fail are retried with a capped backoff, so a
+//! split rides out a JetStream restart. The reader drops every message at or below the last
+//! position it yielded (redeliveries).
 //!
 //! Positions are stream sequences, and a stream deleted and created again under the same name
 //! counts them anew. So every open looks the stream up afresh and compares its creation time
@@ -38,12 +47,17 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use jetflow_crds::pipeline::StartPosition;
 use jetflow_crds::split::Split;
-use jetflow_nats::consumer::{self, Verdict};
+use jetflow_nats::consumer::{self, Acks, Verdict};
+use tokio::time::Instant;
 
 use super::{AckToken, Incarnation, SourceAcker, SourceError, SourceMessage, SplitReader};
 use crate::metrics::SplitMetrics;
 
 pub use jetflow_nats::consumer::{MAX_ACK_PENDING, Start};
+
+/// How long a split may go without a message before the reader asks its consumer whether
+/// deliveries were lost or the consumer is gone.
+const IDLE_CHECK: Duration = Duration::from_secs(2);
 
 /// Settings of a split's pulls, and the checkpoint interval its consumer is made for.
 #[derive(Clone, Debug)]
@@ -82,7 +96,8 @@ pub async fn ensure_consumer(
     start: &Start,
     settings: &ConsumerSettings,
 ) -> Result<PullConsumer, SourceError> {
-    let config = consumer::config(name, split, start, settings.checkpoint_interval)
+    let acks = Acks::for_retention(stream.cached_info().config.retention);
+    let config = consumer::config(name, split, start, acks, settings.checkpoint_interval)
         .map_err(|source| SourceError::ConsumerConfig { source })?;
     let create_error = |source| SourceError::CreateConsumer {
         split: split.name.clone(),
@@ -153,6 +168,12 @@ pub struct JetStreamReader {
     committed_created: Arc<AtomicI64>,
     incarnation: Incarnation,
     messages: Option<pull::Stream>,
+    acks: Acks,
+    /// Deliveries received from the current consumer (its consumer sequence), shared with a
+    /// bounded reader's end check.
+    delivered: Arc<AtomicU64>,
+    /// When the split last received a message or checked its consumer.
+    quiet_since: Instant,
     last_seen: u64,
     first_seen: Option<u64>,
     metrics: SplitMetrics,
@@ -194,6 +215,9 @@ impl JetStreamReader {
             committed_created,
             incarnation,
             messages: None,
+            acks: Acks::None,
+            delivered: Arc::default(),
+            quiet_since: Instant::now(),
             last_seen,
             first_seen: None,
             metrics,
@@ -201,10 +225,22 @@ impl JetStreamReader {
         }
     }
 
-    /// Where the consumer must start now: after the committed position; without one, at the
-    /// first message this reader already saw (so a consumer lost before the first checkpoint
-    /// does not skip ahead with `New`), else as the spec says.
+    /// The deliveries received from the current consumer (its consumer sequence), as they are
+    /// counted.
+    pub fn delivered(&self) -> Arc<AtomicU64> {
+        self.delivered.clone()
+    }
+
+    /// Where the consumer must start now. Without acks: after the last message yielded, which
+    /// is already on its way to the sink. With acks: after the committed position (the
+    /// messages in flight come again and are dropped, so that their acks reach the new
+    /// consumer); without one, at the first message this reader already saw (so a consumer
+    /// lost before the first checkpoint does not skip ahead with `New`), else as the spec says.
     fn start(&self) -> Start {
+        if self.acks == Acks::None && self.last_seen > 0 {
+            // `last_seen` counts in the stream being read: `open` resets it on a recreation.
+            return Start::After(self.last_seen);
+        }
         // The creation time first: the runner stores it after the position, so a creation time
         // of this incarnation comes with a position of this incarnation.
         let created = self.committed_created.load(Ordering::Acquire);
@@ -260,6 +296,7 @@ impl JetStreamReader {
             }
             Some(_) => {}
         }
+        self.acks = Acks::for_retention(stream.cached_info().config.retention);
         self.stream = Some(stream.clone());
         let start = self.start();
         let consumer = ensure_consumer(
@@ -271,6 +308,10 @@ impl JetStreamReader {
             &self.settings,
         )
         .await?;
+        self.delivered.store(
+            consumer.cached_info().delivered.consumer_sequence,
+            Ordering::Release,
+        );
         let messages = consumer
             .stream()
             .max_messages_per_batch(self.settings.batch)
@@ -284,6 +325,7 @@ impl JetStreamReader {
                 source,
             })?;
         self.messages = Some(messages);
+        self.quiet_since = Instant::now();
         Ok(())
     }
 
@@ -307,9 +349,11 @@ impl JetStreamReader {
         }
     }
 
-    /// Whether the consumer being read is still there: its stream not recreated (a consumer
-    /// of the same name on a new stream is another consumer), and the consumer not deleted.
-    async fn consumer_exists(&self) -> bool {
+    /// Whether the consumer being read can still serve: its stream not recreated (a consumer
+    /// of the same name on a new stream is another consumer), the consumer not deleted, and,
+    /// without acks, no delivery lost (it counts no more deliveries than arrived). A lookup
+    /// that fails says nothing: the consumer is kept.
+    async fn consumer_serves(&self) -> bool {
         let Some(stream) = &self.stream else {
             return false;
         };
@@ -318,10 +362,29 @@ impl JetStreamReader {
         {
             return false;
         }
-        !matches!(
-            stream.consumer_info(&self.consumer).await,
-            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound
-        )
+        match stream.consumer_info(&self.consumer).await {
+            Err(e) => e.kind() != ConsumerInfoErrorKind::NotFound,
+            Ok(info) => {
+                let received = self.delivered.load(Ordering::Acquire);
+                if self.acks == Acks::None && info.delivered.consumer_sequence > received {
+                    self.lost(received + 1, info.delivered.consumer_sequence);
+                    return false;
+                }
+                true
+            }
+        }
+    }
+
+    /// Counts and logs deliveries `from..=to` (consumer sequences) that never arrived.
+    fn lost(&self, from: u64, to: u64) {
+        self.metrics.error("lost_delivery");
+        tracing::warn!(
+            split = %self.split.name,
+            consumer = %self.consumer,
+            deliveries = to + 1 - from,
+            after = self.last_seen,
+            "deliveries were lost on the way; making the consumer again after the last message read"
+        );
     }
 }
 
@@ -332,16 +395,35 @@ impl SplitReader for JetStreamReader {
                 self.open_with_retry().await;
                 continue;
             };
-            match messages.next().await {
+            // The deadline outlives a cancelled call (a bounded reader waits in short steps).
+            let next = tokio::time::timeout_at(self.quiet_since + IDLE_CHECK, messages.next());
+            let Ok(next) = next.await else {
+                self.quiet_since = Instant::now();
+                if !self.consumer_serves().await {
+                    self.messages = None;
+                }
+                continue;
+            };
+            match next {
                 Some(Ok(message)) => {
-                    let (seq, pending) = match message.info() {
-                        Ok(info) => (info.stream_sequence, info.pending),
+                    self.quiet_since = Instant::now();
+                    let (seq, delivery, pending) = match message.info() {
+                        Ok(info) => (info.stream_sequence, info.consumer_sequence, info.pending),
                         Err(e) => {
                             self.metrics.error("message_info");
                             tracing::warn!(split = %self.split.name, error = %e, "message without JetStream metadata; dropped");
                             continue;
                         }
                     };
+                    let received = self.delivered.load(Ordering::Relaxed);
+                    if self.acks == Acks::None && delivery != received + 1 {
+                        // Deliveries between were lost, and a consumer without acks never
+                        // sends them again: this one is dropped too, and read again in order.
+                        self.lost(received + 1, delivery.saturating_sub(1).max(received + 1));
+                        self.messages = None;
+                        continue;
+                    }
+                    self.delivered.store(delivery, Ordering::Release);
                     if seq <= self.last_seen {
                         // A redelivery of a message already read: its outputs are in flight
                         // or committed.
@@ -353,12 +435,16 @@ impl SplitReader for JetStreamReader {
                         .lag
                         .set(i64::try_from(pending).unwrap_or(i64::MAX));
                     let message = message.message;
+                    let ack = match self.acks {
+                        Acks::None => AckToken(None),
+                        Acks::AfterCheckpoint => AckToken(message.reply),
+                    };
                     return Ok(Some(SourceMessage {
                         subject: message.subject,
                         headers: message.headers,
                         payload: message.payload,
                         seq,
-                        ack: AckToken(message.reply),
+                        ack,
                         stream: self.incarnation,
                     }));
                 }
@@ -366,7 +452,7 @@ impl SplitReader for JetStreamReader {
                     MessagesErrorKind::MissingHeartbeat => {
                         self.metrics.error("missed_heartbeat");
                         tracing::warn!(split = %self.split.name, "missed idle heartbeat");
-                        if !self.consumer_exists().await {
+                        if !self.consumer_serves().await {
                             self.messages = None;
                         }
                     }
@@ -410,7 +496,8 @@ fn from_nanos(nanos: i64) -> Option<jiff::Timestamp> {
         .flatten()
 }
 
-/// Acknowledges JetStream messages (cumulatively, the consumers use `AckPolicy::All`).
+/// Acknowledges JetStream messages (cumulatively, for consumers with `AckPolicy::All`; the
+/// messages of a consumer without acks carry no token, and nothing is sent for them).
 pub struct JetStreamAcker {
     js: jetstream::Context,
     timeout: Duration,
@@ -426,6 +513,9 @@ impl JetStreamAcker {
 impl SourceAcker for JetStreamAcker {
     fn ack<'a>(&'a self, token: &'a AckToken) -> BoxFuture<'a, Result<(), SourceError>> {
         async move {
+            if token.0.is_none() {
+                return Ok(());
+            }
             let acker = Acker::new(self.js.clone(), token.0.clone());
             match tokio::time::timeout(self.timeout, acker.double_ack()).await {
                 Ok(Ok(())) => Ok(()),

@@ -71,6 +71,7 @@ impl Readers {
                     committed_created,
                     metrics,
                 );
+                let received = reader.delivered();
                 match bound {
                     None => PipelineReader::JetStream(Box::new(reader)),
                     Some(bound) => PipelineReader::Bounded(Box::new(BoundedReader::new(
@@ -81,6 +82,7 @@ impl Readers {
                         &split.name,
                         bound.clone(),
                         position,
+                        received,
                     ))),
                 }
             }
