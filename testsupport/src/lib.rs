@@ -6,6 +6,7 @@
 //! (installed by `scripts/install-nats.sh`), else `nats-server` on `PATH`.
 
 pub mod pod_security;
+pub mod proxy;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

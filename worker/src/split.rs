@@ -156,6 +156,8 @@ struct InFlight {
     ack: AckToken,
     kind: Kind,
     confirm: Option<AckFuture>,
+    /// When a JetStream ack still awaited counts as lost.
+    deadline: Option<tokio::time::Instant>,
     /// A Core publish made at this connection generation, awaiting a round trip.
     sent: Option<u64>,
 }
@@ -188,10 +190,12 @@ enum Kind {
 impl InFlight {
     /// Records how `confirmation` will come.
     fn awaits(&mut self, confirmation: Confirmation) {
+        self.deadline = None;
         (self.confirm, self.sent) = match confirmation {
             Confirmation::Done => (None, None),
             Confirmation::Sent { generation } => (None, Some(generation)),
-            Confirmation::Ack(_) => {
+            Confirmation::Ack { deadline, .. } => {
+                self.deadline = Some(deadline);
                 let future: AckFuture = Box::pin(confirmation.wait());
                 (Some(future), None)
             }
@@ -468,6 +472,7 @@ impl<S: Sink> SplitTask<S> {
                 Some(refusal) => Err((entry, refusal, error)),
                 None => {
                     tracing::warn!(split = %self.name, seq = entry.seq, error = %error, "publish not confirmed; publishing again");
+                    self.resend_lapsed().await;
                     self.redeliver(entry, error).await?
                 }
             };
@@ -498,6 +503,35 @@ impl<S: Sink> SplitTask<S> {
             self.snapshot.ack = ack;
         }
         Ok(())
+    }
+
+    /// Publishes again, at once, every output in the window whose ack is overdue: after a
+    /// dropped connection none of them will come, and waiting for each in turn at the head of
+    /// the window would take one ack timeout per output. (Publishing one whose ack was merely
+    /// late is harmless: the sink stream drops it as a duplicate.) One that cannot be sent
+    /// keeps its lapsed confirmation and is published again when it reaches the head.
+    async fn resend_lapsed(&mut self) {
+        let now = tokio::time::Instant::now();
+        let mut resent = 0u64;
+        for index in 0..self.window.len() {
+            if self.window[index].deadline.is_none_or(|d| d > now) {
+                continue;
+            }
+            let (seq, kind) = (self.window[index].seq, &self.window[index].kind);
+            match resend(&self.shared, &self.ids, seq, kind).await {
+                Ok(confirmation) => {
+                    self.window[index].awaits(confirmation);
+                    resent += 1;
+                }
+                Err(e) => {
+                    self.metrics.error(e.category());
+                    break;
+                }
+            }
+        }
+        if resent > 0 {
+            tracing::info!(split = %self.name, resent, "published again every output whose ack was overdue");
+        }
     }
 
     /// Publishes a failed entry again until it is confirmed (`Ok(Ok)`), refused for good
@@ -657,6 +691,7 @@ impl<S: Sink> SplitTask<S> {
                         error: text,
                     },
                     confirm: None,
+                    deadline: None,
                     sent: None,
                 };
                 match resend(&self.shared, &self.ids, seq, &dead.kind).await {
@@ -680,6 +715,7 @@ impl<S: Sink> SplitTask<S> {
                     ack,
                     kind: Kind::Marker,
                     confirm: None,
+                    deadline: None,
                     sent: None,
                 }))
             }
@@ -725,6 +761,7 @@ impl<S: Sink> SplitTask<S> {
                         payload,
                     }),
                     confirm: None,
+                    deadline: None,
                     sent: None,
                 })
                 .await;
@@ -776,6 +813,7 @@ impl<S: Sink> SplitTask<S> {
                 ack: message.ack,
                 kind: Kind::Marker,
                 confirm: None,
+                deadline: None,
                 sent: None,
             });
             return Ok(());
@@ -804,6 +842,7 @@ impl<S: Sink> SplitTask<S> {
                     payload: output.payload,
                 }),
                 confirm: None,
+                deadline: None,
                 sent: None,
             })
             .await?;
@@ -842,6 +881,7 @@ impl<S: Sink> SplitTask<S> {
                         error,
                     },
                     confirm: None,
+                    deadline: None,
                     sent: None,
                 })
                 .await
@@ -863,6 +903,7 @@ impl<S: Sink> SplitTask<S> {
                     ack: message.ack,
                     kind: Kind::Marker,
                     confirm: None,
+                    deadline: None,
                     sent: None,
                 });
                 Ok(())

@@ -99,7 +99,7 @@ impl DeadLetters {
         self.js
             .send_publish(self.subject.clone(), publish)
             .await
-            .map(Confirmation::Ack)
+            .map(Confirmation::ack)
             .map_err(|source| self.publish_error(source))
     }
 

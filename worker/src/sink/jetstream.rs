@@ -56,7 +56,7 @@ impl Sink for JetStreamSink {
         } = message;
         let publish = PublishMessage::build().payload(payload).headers(headers);
         match self.js.send_publish(subject.clone(), publish).await {
-            Ok(ack) => Ok(Confirmation::Ack(ack)),
+            Ok(ack) => Ok(Confirmation::ack(ack)),
             Err(source) => Err(SinkError::Publish {
                 subject: subject.to_string(),
                 source,

@@ -14,7 +14,7 @@ pub mod jetstream;
 
 use std::future::Future;
 
-use async_nats::jetstream::context::{PublishAckFuture, PublishError};
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 
@@ -37,8 +37,13 @@ pub struct OutputMessage {
 pub enum Confirmation {
     /// Nothing more to wait for.
     Done,
-    /// A JetStream publish ack.
-    Ack(PublishAckFuture),
+    /// A JetStream publish ack, awaited until `deadline` ([`Confirmation::ack`]).
+    Ack {
+        /// The client's ack.
+        future: PublishAckFuture,
+        /// When the ack counts as lost.
+        deadline: tokio::time::Instant,
+    },
     /// Handed to a Core connection at `generation`: delivered once a round trip completes on
     /// that same generation ([`Sink::round_trip`]); published again otherwise.
     Sent {
@@ -47,13 +52,31 @@ pub enum Confirmation {
     },
 }
 
+/// How long a JetStream publish ack may take, counted from the publish.
+pub const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Confirmation {
+    /// The confirmation of a JetStream publish sent now: lost if it has not come within
+    /// [`ACK_TIMEOUT`] of now. (The client's own time limit starts only when the ack is first
+    /// awaited, and the split awaits its window in order: after a dropped connection, whose acks
+    /// never come, every output in flight would wait its full limit one after the other.)
+    pub fn ack(future: PublishAckFuture) -> Self {
+        Self::Ack {
+            future,
+            deadline: tokio::time::Instant::now() + ACK_TIMEOUT,
+        }
+    }
+
     /// Waits for the confirmation. A duplicate (the stream already held this message id) is a
     /// success: it is what makes replays exactly once.
     pub async fn wait(self) -> Result<(), PublishError> {
         match self {
             Self::Done | Self::Sent { .. } => Ok(()),
-            Self::Ack(future) => future.await.map(|_ack| ()),
+            Self::Ack { future, deadline } => match tokio::time::timeout_at(deadline, future).await
+            {
+                Ok(acked) => acked.map(|_ack| ()),
+                Err(_elapsed) => Err(PublishError::new(PublishErrorKind::TimedOut)),
+            },
         }
     }
 }
