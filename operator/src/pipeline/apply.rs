@@ -26,11 +26,12 @@ use super::autoscale;
 use super::build::{self, Inputs, configmap, dead_letters, deployment, rbac};
 use super::consumers;
 use super::status::{self, Observed};
-use super::validate::{Facts, reasons, validate};
+use super::validate::{Facts, validate};
 use crate::assignment::assign;
 use crate::controller::Context;
 use crate::controller::apply::{Outcome, apply as apply_object, contains, publish_status};
-use crate::{Error, FIELD_MANAGER, Result};
+use crate::reasons::{self, EventAction};
+use crate::{ConsumerAction, Error, FIELD_MANAGER, Result};
 
 async fn get_stream(
     js: &async_nats::jetstream::Context,
@@ -220,7 +221,7 @@ async fn first_sequence_at(
 ) -> Result<u64> {
     use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
     let stream_name = stream.cached_info().config.name.clone();
-    let fail = |action: &'static str| {
+    let fail = |action: ConsumerAction| {
         let stream_name = stream_name.clone();
         move |e: Box<dyn std::error::Error + Send + Sync>| Error::Consumer {
             stream: stream_name,
@@ -229,8 +230,8 @@ async fn first_sequence_at(
             source: e,
         }
     };
-    let start_time =
-        async_nats::datetime::parse_rfc3339(&time.to_string()).map_err(|e| fail("configure")(e))?;
+    let start_time = async_nats::datetime::parse_rfc3339(&time.to_string())
+        .map_err(|e| fail(ConsumerAction::Configure)(e))?;
     let mut consumer: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
         .create_consumer(pull::Config {
             deliver_policy: DeliverPolicy::ByStartTime { start_time },
@@ -239,11 +240,11 @@ async fn first_sequence_at(
             ..Default::default()
         })
         .await
-        .map_err(|e| fail("create")(Box::new(e)))?;
+        .map_err(|e| fail(ConsumerAction::Create)(Box::new(e)))?;
     let info = consumer
         .info()
         .await
-        .map_err(|e| fail("read")(Box::new(e)))?
+        .map_err(|e| fail(ConsumerAction::Read)(Box::new(e)))?
         .clone();
     // Gone by itself after the inactive threshold when this delete fails.
     let _ = stream.delete_consumer(&info.name).await;
@@ -301,8 +302,8 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
             ctx.event(
                 p,
                 true,
-                verdict.error_reason().unwrap_or("Failed"),
-                "Validate",
+                verdict.error_reason().unwrap_or(reasons::FAILED),
+                EventAction::Validate,
                 verdict.error_message(),
             )
             .await;
@@ -345,8 +346,8 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         ctx.event(
             p,
             false,
-            "Adopted",
-            "Resume",
+            reasons::ADOPTED,
+            EventAction::Resume,
             format!(
                 "adopted checkpoint ConfigMap {} left by an earlier Pipeline of this name; splits resume after its positions (annotate {} to start afresh)",
                 checkpoint_cm.name_any(),
@@ -369,8 +370,14 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
             match rewind::Target::parse(value) {
                 Ok(target) => Some(target),
                 Err(e) => {
-                    ctx.event(p, true, "InvalidRewind", "Rewind", e.to_string())
-                        .await;
+                    ctx.event(
+                        p,
+                        true,
+                        reasons::INVALID_REWIND,
+                        EventAction::Rewind,
+                        e.to_string(),
+                    )
+                    .await;
                     None
                 }
             }
@@ -433,7 +440,7 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         .await?;
         let (reason, message) = match &rewind_target {
             None => (
-                "Reset",
+                reasons::RESET,
                 format!(
                     "{} changed to {:?}: checkpoint discarded, consumers recreated, workers restarted from spec.source start",
                     names::RESET_ANNOTATION,
@@ -441,7 +448,7 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
                 ),
             ),
             Some(rewind::Target::Start) => (
-                "Rewound",
+                reasons::REWOUND,
                 format!(
                     "{} changed to {:?}: every split reads from spec.source.jetstream.start; consumers recreated, workers restarted",
                     names::REWIND_ANNOTATION,
@@ -449,7 +456,7 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
                 ),
             ),
             Some(_) => (
-                "Rewound",
+                reasons::REWOUND,
                 format!(
                     "{} changed to {:?}: every split reads from stream sequence {first} on; consumers recreated, workers restarted",
                     names::REWIND_ANNOTATION,
@@ -457,7 +464,8 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
                 ),
             ),
         };
-        ctx.event(p, false, reason, "Reset", message).await;
+        ctx.event(p, false, reason, EventAction::Reset, message)
+            .await;
     }
 
     // Consumers: one durable consumer per split of a JetStream source.
@@ -546,8 +554,14 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
         && split_stopped(p.status.as_ref()).is_none()
     {
         let message = now_stopped.message.clone();
-        ctx.event(p, true, reasons::SPLIT_STOPPED, "ReadCheckpoint", message)
-            .await;
+        ctx.event(
+            p,
+            true,
+            reasons::SPLIT_STOPPED,
+            EventAction::ReadCheckpoint,
+            message,
+        )
+        .await;
     }
     // So is a split that found its source stream recreated.
     for split in &status.splits {
@@ -564,7 +578,7 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
                 p,
                 true,
                 reasons::SOURCE_STREAM_RECREATED,
-                "ReadCheckpoint",
+                EventAction::ReadCheckpoint,
                 format!(
                     "split {}: the source stream was deleted and created again; the split started again at spec.source.jetstream.start on the new stream (now at position {})",
                     split.name, split.position
@@ -597,8 +611,8 @@ pub async fn apply(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -
 async fn announce_scale(p: &Pipeline, ctx: &Context, d: &autoscale::Decision) {
     let to = d.status.desired_parallelism;
     let (reason, from) = match d.change {
-        Some(autoscale::Change::ScaledUp { from }) => ("ScaledUp", from),
-        Some(autoscale::Change::ScaledDown { from }) => ("ScaledDown", from),
+        Some(autoscale::Change::ScaledUp { from }) => (reasons::SCALED_UP, from),
+        Some(autoscale::Change::ScaledDown { from }) => (reasons::SCALED_DOWN, from),
         None => return,
     };
     tracing::info!(pipeline = %p.name_any(), from, to, lag = d.status.lag, "{reason}");
@@ -606,7 +620,7 @@ async fn announce_scale(p: &Pipeline, ctx: &Context, d: &autoscale::Decision) {
         p,
         false,
         reason,
-        "Autoscale",
+        EventAction::Autoscale,
         format!("workers {from} → {to}: {}", d.status.reason),
     )
     .await;
@@ -649,8 +663,8 @@ async fn ensure_dead_letter_stream(
         ctx.event(
             p,
             false,
-            "Created",
-            "DeadLetters",
+            reasons::CREATED,
+            EventAction::DeadLetters,
             format!(
                 "created Stream {ours} to keep the dead letters published to {subject} (no stream captured it; spec.errors.policy Dlq): kept {} or up to {}",
                 dead_letters::MAX_AGE,
@@ -808,8 +822,8 @@ async fn apply_children(
         ctx.event(
             p,
             false,
-            "Created",
-            "Create",
+            reasons::CREATED,
+            EventAction::Create,
             format!("created {}", created.join(", ")),
         )
         .await;
@@ -820,8 +834,8 @@ async fn apply_children(
             ctx.event(
                 p,
                 false,
-                "Rolled",
-                "Update",
+                reasons::ROLLED,
+                EventAction::Update,
                 format!(
                     "configuration changed ({} → {hash}); the workers restart with it",
                     old.unwrap_or("none")
@@ -907,8 +921,8 @@ pub async fn cleanup(p: &Pipeline, ns: &str, ctx: &Context) -> Result<Action> {
     ctx.event(
         p,
         false,
-        "Deleted",
-        "Delete",
+        reasons::DELETED,
+        EventAction::Delete,
         format!(
             "removed the consumers; kept ConfigMap {} so that applying the Pipeline again resumes (delete it to start afresh)",
             names::checkpoint_config_map(&name)

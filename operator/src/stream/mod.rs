@@ -29,7 +29,8 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 
 use crate::controller::apply::publish_status;
 use crate::controller::{Context, key};
-use crate::{Error, FINALIZER, Result};
+use crate::reasons::{self, EventAction};
+use crate::{Error, FINALIZER, Result, StreamAction};
 
 /// The controller's name in metrics and logs.
 pub const CONTROLLER: &str = "stream";
@@ -96,21 +97,38 @@ async fn apply(s: &Stream, ns: &str, ctx: &Context, api: &Api<Stream>) -> Result
             .is_some_and(|c| c.status == "False");
         let message = invalid.to_string();
         for c in [
-            cond(types::SPEC_VALID, false, "InvalidSpec", message.clone()),
-            cond(types::READY, false, "InvalidSpec", message.clone()),
-            cond(types::STALLED, true, "InvalidSpec", message.clone()),
+            cond(
+                types::SPEC_VALID,
+                false,
+                reasons::INVALID_SPEC,
+                message.clone(),
+            ),
+            cond(types::READY, false, reasons::INVALID_SPEC, message.clone()),
+            cond(types::STALLED, true, reasons::INVALID_SPEC, message.clone()),
         ] {
             condition::merge(&mut status.conditions, c);
         }
         if !was_invalid {
-            ctx.event(s, true, "InvalidSpec", "Validate", message).await;
+            ctx.event(
+                s,
+                true,
+                reasons::INVALID_SPEC,
+                EventAction::Validate,
+                message,
+            )
+            .await;
         }
         publish_status(api, s, s.status.as_ref(), status, "Stream").await?;
         return Ok(Action::await_change());
     }
     condition::merge(
         &mut status.conditions,
-        cond(types::SPEC_VALID, true, "Valid", "the spec is valid".into()),
+        cond(
+            types::SPEC_VALID,
+            true,
+            reasons::VALID,
+            "the spec is valid".into(),
+        ),
     );
     status.conditions.retain(|c| c.type_ != types::STALLED);
 
@@ -129,7 +147,7 @@ async fn apply(s: &Stream, ns: &str, ctx: &Context, api: &Api<Stream>) -> Result
                     cond(
                         types::READY,
                         true,
-                        "Observed",
+                        reasons::OBSERVED,
                         format!("stream {name} exists; observed read-only"),
                     ),
                 );
@@ -141,7 +159,7 @@ async fn apply(s: &Stream, ns: &str, ctx: &Context, api: &Api<Stream>) -> Result
                     cond(
                         types::READY,
                         false,
-                        "StreamNotFound",
+                        reasons::STREAM_NOT_FOUND,
                         format!(
                             "stream {name} does not exist; a Stream in Observe mode never creates it"
                         ),
@@ -170,7 +188,7 @@ async fn manage(
 ) -> Result<(Info, Vec<diff::Fixed>)> {
     let desired = jetflow_nats::stream_config(name, &s.spec);
     let known = old.stream_name.is_some();
-    let write = |action: &'static str| {
+    let write = |action: StreamAction| {
         move |e: async_nats::jetstream::context::CreateStreamError| Error::WriteStream {
             stream: name.to_owned(),
             action,
@@ -178,14 +196,17 @@ async fn manage(
         }
     };
     let Some(info) = found else {
-        let created = js.create_stream(desired).await.map_err(write("create"))?;
+        let created = js
+            .create_stream(desired)
+            .await
+            .map_err(write(StreamAction::Create))?;
         let info = created.cached_info().clone();
         if known {
             ctx.event(
                 s,
                 true,
-                "Recreated",
-                "Create",
+                reasons::RECREATED,
+                EventAction::Create,
                 format!(
                     "stream {name} was missing (deleted, or lost with a memory store); recreated"
                 ),
@@ -195,8 +216,8 @@ async fn manage(
             ctx.event(
                 s,
                 false,
-                "Created",
-                "Create",
+                reasons::CREATED,
+                EventAction::Create,
                 format!("created stream {name}"),
             )
             .await;
@@ -207,8 +228,8 @@ async fn manage(
         ctx.event(
             s,
             false,
-            "Adopted",
-            "Adopt",
+            reasons::ADOPTED,
+            EventAction::Adopt,
             format!("adopted the existing stream {name}; its data is kept"),
         )
         .await;
@@ -224,7 +245,10 @@ async fn manage(
         Err(first) if d.mutable.contains(&"retention") => {
             // The server refuses this retention change; bring the rest in line and report it.
             let keep = diff::updatable(&desired, &info.config, true);
-            let updated = js.update_stream(&keep).await.map_err(write("update"))?;
+            let updated = js
+                .update_stream(&keep)
+                .await
+                .map_err(write(StreamAction::Update))?;
             fixed.push(diff::Fixed {
                 field: "retention",
                 actual: format!(
@@ -235,7 +259,7 @@ async fn manage(
             });
             updated
         }
-        Err(e) => return Err(write("update")(e)),
+        Err(e) => return Err(write(StreamAction::Update)(e)),
     };
     let fields = d.mutable.join(", ");
     let hand_edit = known && old.observed_generation == s.metadata.generation;
@@ -243,8 +267,8 @@ async fn manage(
         ctx.event(
             s,
             true,
-            "Reverted",
-            "Update",
+            reasons::REVERTED,
+            EventAction::Update,
             format!("stream {name} was changed outside jetflow ({fields}); set back to the declared configuration"),
         )
         .await;
@@ -252,8 +276,8 @@ async fn manage(
         ctx.event(
             s,
             false,
-            "Updated",
-            "Update",
+            reasons::UPDATED,
+            EventAction::Update,
             format!("updated stream {name}: {fields}"),
         )
         .await;
@@ -272,7 +296,7 @@ fn merge_managed_conditions(
         condition::new(
             types::READY,
             true,
-            "Synced",
+            reasons::SYNCED,
             format!("stream {name} exists and is managed"),
             generation,
             now(),
@@ -282,7 +306,7 @@ fn merge_managed_conditions(
         condition::new(
             types::DEGRADED,
             false,
-            "AsDeclared",
+            reasons::AS_DECLARED,
             "the stream matches the declared configuration",
             generation,
             now(),
@@ -300,7 +324,7 @@ fn merge_managed_conditions(
         condition::new(
             types::DEGRADED,
             true,
-            "CannotChange",
+            reasons::CANNOT_CHANGE,
             format!(
                 "{}; to change it, create a new stream (or delete this one, losing its data) and apply again",
                 parts.join("; ")
@@ -324,15 +348,15 @@ async fn cleanup(s: &Stream, ns: &str, ctx: &Context) -> Result<Action> {
                 .await
                 .map_err(|e| Error::WriteStream {
                     stream: name.clone(),
-                    action: "delete",
+                    action: StreamAction::Delete,
                     source: Box::new(e),
                 })?;
         }
         ctx.event(
             s,
             false,
-            "Deleted",
-            "Delete",
+            reasons::DELETED,
+            EventAction::Delete,
             format!("deleted stream {name} (deletionPolicy: Delete)"),
         )
         .await;
@@ -340,8 +364,8 @@ async fn cleanup(s: &Stream, ns: &str, ctx: &Context) -> Result<Action> {
         ctx.event(
             s,
             false,
-            "Retained",
-            "Delete",
+            reasons::RETAINED,
+            EventAction::Delete,
             format!("kept stream {name} and its data (deletionPolicy: Retain or mode: Observe)"),
         )
         .await;
