@@ -2,8 +2,10 @@
 //! and the operator's metrics.
 //!
 //! The layout follows the reconcile: [`controller`] holds the shared context, the error policy
-//! and the controller wiring; [`stream`] and [`pipeline`] each reconcile one resource kind, the
-//! pipeline in phases (validate → build → apply → status) whose pure parts never touch a client;
+//! and the controller wiring, [`controller::ssa`] the server-side apply; [`stream`] and
+//! [`pipeline`] each reconcile one resource kind, in phases (observe → validate → desired →
+//! apply → status) whose pure parts never touch a client; [`reasons`] holds every condition and
+//! Event reason;
 //! [`assignment`] is the pure split assignment; [`leader`] the coordination Lease loop;
 //! [`permissions`] the one table of every Kubernetes API call the operator makes, which a test
 //! compares with the Helm chart's RBAC.

@@ -537,7 +537,7 @@ async fn delete_stops_the_workers_before_it_removes_the_consumers() {
     );
     assert_eq!(
         action,
-        Action::requeue(jetflow_operator::pipeline::apply::STOPPING_RECHECK)
+        Action::requeue(jetflow_operator::pipeline::reconcile::STOPPING_RECHECK)
     );
     // One pod still terminating (writing its final checkpoint): still waiting.
     h.run_workers(NAME, 1).await;

@@ -7,8 +7,8 @@
 //! a write conflict; an invalid spec never reaches it, as reconcilers report it in a condition
 //! and wait for a change.
 
-pub mod apply;
 pub mod nats;
+pub mod ssa;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

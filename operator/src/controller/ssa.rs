@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::{Error, FIELD_MANAGER, Result};
 
-/// What [`apply`] did.
+/// What [`patch_apply`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The object did not exist and was created.
@@ -128,7 +128,7 @@ pub fn nano_units(text: &str) -> Option<i128> {
 
 /// Reads the object `desired` names, and applies `desired` when the live object lacks any of
 /// its fields. Returns the outcome and the live object afterwards, and the one before (if any).
-pub async fn apply<K>(api: &Api<K>, desired: &K, kind: &'static str) -> Result<Applied<K>>
+pub async fn patch_apply<K>(api: &Api<K>, desired: &K, kind: &'static str) -> Result<Applied<K>>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
     K::DynamicType: Default,
@@ -173,7 +173,7 @@ where
     })
 }
 
-/// The result of [`apply`].
+/// The result of [`patch_apply`].
 #[derive(Debug)]
 pub struct Applied<K> {
     /// What was done.
