@@ -104,7 +104,10 @@ async fn an_unchanged_apply_after_another_managers_write_changes_nothing_and_sen
         .patch("workers", &pp, &Patch::Apply(&changed))
         .await
         .expect("apply a change");
-    assert_ne!(after.metadata.resource_version, before.metadata.resource_version);
+    assert_ne!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
     let next = tokio::time::timeout(Duration::from_secs(10), events.try_next())
         .await
         .expect("an event in time")
@@ -131,5 +134,8 @@ async fn an_unchanged_apply_after_another_managers_write_changes_nothing_and_sen
         .patch("assignment", &pp, &Patch::Apply(&pinned))
         .await
         .expect("pinned apply again");
-    assert_eq!(again.metadata.resource_version, first.metadata.resource_version);
+    assert_eq!(
+        again.metadata.resource_version,
+        first.metadata.resource_version
+    );
 }

@@ -1,6 +1,6 @@
 //! The Pipeline reconcile's writes, in the order the reconcile makes them: the checkpoint
 //! discarded on a reset or rewind, the splits' consumers, the dead-letter Stream, and the child
-//! objects by server-side apply (written only when they differ). Each takes what
+//! objects by server-side apply (no write where nothing changed). Each takes what
 //! [`super::desired`] decided and reports what it did in Events.
 //!
 //! Apply order: RBAC and ConfigMaps before the Deployment, so that a worker never starts
@@ -23,7 +23,7 @@ use super::consumers;
 use super::desired;
 use super::observe::first_sequence_at;
 use crate::controller::Context;
-use crate::controller::ssa::{Outcome, contains, patch_apply};
+use crate::controller::ssa::{Outcome, patch_apply};
 use crate::reasons::{self, EventAction};
 use crate::{Error, FIELD_MANAGER, Result};
 
@@ -230,33 +230,25 @@ pub async fn children(
         format!("ConfigMap {}", names::config_map(name)),
     );
 
-    // The assignment is written only when it changed, conditional on the version read, so two
-    // operator replicas (a leadership handover) never both publish a generation.
+    // The assignment is applied conditional on the version read, so two operator replicas (a
+    // leadership handover) never both publish a generation; unchanged, the apply is no write.
     let mut desired_assignment = configmap::assignment_config_map(inputs, assignment, None)?;
-    let unchanged = assignment_cm.is_some_and(|live| {
-        serde_json::to_value(live)
-            .ok()
-            .zip(serde_json::to_value(&desired_assignment).ok())
-            .is_some_and(|(l, d)| contains(&l, &d))
-    });
-    if !unchanged {
-        desired_assignment.metadata.resource_version = assignment_cm
-            .as_ref()
-            .and_then(|c| c.metadata.resource_version.clone());
-        cms.patch(
-            &assignment_name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&desired_assignment),
-        )
-        .await
-        .map_err(|source| Error::Apply {
-            kind: "ConfigMap",
-            name: assignment_name.clone(),
-            source,
-        })?;
-        if assignment_cm.is_none() {
-            created.push(format!("ConfigMap {assignment_name}"));
-        }
+    desired_assignment.metadata.resource_version = assignment_cm
+        .as_ref()
+        .and_then(|c| c.metadata.resource_version.clone());
+    cms.patch(
+        &assignment_name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&desired_assignment),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind: "ConfigMap",
+        name: assignment_name.clone(),
+        source,
+    })?;
+    if assignment_cm.is_none() {
+        created.push(format!("ConfigMap {assignment_name}"));
     }
 
     let deployments = Api::namespaced(ctx.client.clone(), ns);
