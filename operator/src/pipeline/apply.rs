@@ -169,8 +169,8 @@ pub async fn dead_letter_stream(
 }
 
 /// Applies the child objects in order (RBAC and ConfigMaps before the Deployment), publishes
-/// the assignment when it changed, and reports what was created and rolled in Events. Returns
-/// the live Deployment.
+/// the assignment (conditional on the version read), and reports what was created and rolled
+/// in Events. Returns the live Deployment.
 pub async fn children(
     p: &Pipeline,
     ctx: &Context,
