@@ -133,6 +133,33 @@ impl LeaseLock {
     }
 }
 
+/// Why [`run`] gave up leadership.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    /// The renewals failed (the API server unreachable, a refused write) for longer than the
+    /// renew deadline.
+    #[error("lost the leader lease {lease}: not renewed within {deadline:?}: {source}")]
+    RenewFailed {
+        /// The Lease.
+        lease: String,
+        /// How long renewals were tried.
+        deadline: Duration,
+        /// The last renewal's error.
+        source: Error,
+    },
+    /// Another replica wrote the Lease (it took it over, or won the race for it) and this one
+    /// could not renew it within the renew deadline.
+    #[error(
+        "lost the leader lease {lease}: not renewed within {deadline:?}; another replica holds it"
+    )]
+    TakenOver {
+        /// The Lease.
+        lease: String,
+        /// How long renewals were tried.
+        deadline: Duration,
+    },
+}
+
 /// Competes for the Lease every `retry` until `stop` fires, publishing leadership on `leading`.
 /// Returns an error when leadership, once held, could not be renewed for the lease duration.
 pub async fn run(
@@ -140,14 +167,14 @@ pub async fn run(
     retry: Duration,
     leading: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), LeaderError> {
     let mut last_renewal: Option<tokio::time::Instant> = None;
     loop {
-        let held = match lock.try_acquire_or_renew().await {
-            Ok(held) => held,
+        let (held, failure) = match lock.try_acquire_or_renew().await {
+            Ok(held) => (held, None),
             Err(error) => {
                 tracing::warn!(%error, "leader election round failed");
-                false
+                (false, Some(error))
             }
         };
         if held {
@@ -162,10 +189,16 @@ pub async fn run(
             let overdue = last_renewal.is_none_or(|t| t.elapsed() >= lock.duration * 2 / 3);
             if overdue {
                 let _ = leading.send(false);
-                return Err(format!(
-                    "lost the leader lease {}: not renewed within {:?}",
-                    lock.name, lock.duration
-                ));
+                let lease = lock.name.clone();
+                let deadline = lock.duration * 2 / 3;
+                return Err(match failure {
+                    Some(source) => LeaderError::RenewFailed {
+                        lease,
+                        deadline,
+                        source,
+                    },
+                    None => LeaderError::TakenOver { lease, deadline },
+                });
             }
         }
         tokio::select! {

@@ -2,8 +2,10 @@
 //! and the operator's metrics.
 //!
 //! The layout follows the reconcile: [`controller`] holds the shared context, the error policy
-//! and the controller wiring; [`stream`] and [`pipeline`] each reconcile one resource kind, the
-//! pipeline in phases (validate → build → apply → status) whose pure parts never touch a client;
+//! and the controller wiring, [`controller::ssa`] the server-side apply; [`stream`] and
+//! [`pipeline`] each reconcile one resource kind, in phases (observe → validate → desired →
+//! apply → status) whose pure parts never touch a client; [`reasons`] holds every condition and
+//! Event reason;
 //! [`assignment`] is the pure split assignment; [`leader`] the coordination Lease loop;
 //! [`permissions`] the one table of every Kubernetes API call the operator makes, which a test
 //! compares with the Helm chart's RBAC.
@@ -23,6 +25,7 @@ pub mod leader;
 pub mod metrics;
 pub mod permissions;
 pub mod pipeline;
+pub mod reasons;
 pub mod stream;
 
 /// The field manager of every server-side apply the operator makes.
@@ -97,8 +100,8 @@ pub enum Error {
     WriteStream {
         /// The stream.
         stream: String,
-        /// create, update or delete.
-        action: &'static str,
+        /// What was being done.
+        action: StreamAction,
         /// The NATS error.
         source: async_nats::Error,
     },
@@ -109,8 +112,8 @@ pub enum Error {
         stream: String,
         /// The consumer.
         consumer: String,
-        /// read, create, update or delete.
-        action: &'static str,
+        /// What was being done.
+        action: ConsumerAction,
         /// The NATS error.
         source: async_nats::Error,
     },
@@ -153,6 +156,57 @@ pub enum Error {
         /// The API error.
         source: kube::Error,
     },
+}
+
+/// What the operator was doing to a JetStream stream when it failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamAction {
+    /// Creating it.
+    Create,
+    /// Updating its configuration.
+    Update,
+    /// Deleting it.
+    Delete,
+}
+
+impl std::fmt::Display for StreamAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Delete => "delete",
+        })
+    }
+}
+
+/// What the operator was doing to a durable consumer when it failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsumerAction {
+    /// Building its configuration from the spec.
+    Configure,
+    /// Reading its configuration and state.
+    Read,
+    /// Listing the stream's consumers.
+    List,
+    /// Creating it.
+    Create,
+    /// Updating its configuration.
+    Update,
+    /// Deleting it.
+    Delete,
+}
+
+impl std::fmt::Display for ConsumerAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Configure => "configure",
+            Self::Read => "read",
+            Self::List => "list",
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Delete => "delete",
+        })
+    }
 }
 
 /// The result of the operator's fallible operations.

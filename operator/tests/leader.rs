@@ -118,3 +118,48 @@ async fn the_election_loop_publishes_leadership_and_releases_on_stop() {
     task.await.unwrap().unwrap();
     assert_eq!(holder(&api.get("loop").await.unwrap()), None, "released");
 }
+
+#[tokio::test]
+async fn a_leader_whose_lease_another_replica_took_stops_leading_with_a_typed_error() {
+    let api = leases().await;
+    let ttl = Duration::from_secs(1);
+    let lock = LeaseLock::new(api.clone(), "taken", "operator-a", ttl);
+    let (leading_tx, mut leading) = watch::channel(false);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(leader::run(
+        lock,
+        Duration::from_millis(50),
+        leading_tx,
+        stop_rx,
+    ));
+    tokio::time::timeout(Duration::from_secs(5), leading.wait_for(|l| *l))
+        .await
+        .expect("became leader")
+        .unwrap();
+    // Another replica writes the Lease as its own and keeps renewing it.
+    let other = LeaseLock::new(api.clone(), "taken", "operator-b", Duration::from_secs(30));
+    let mut lease = api.get("taken").await.unwrap();
+    let spec = lease.spec.as_mut().unwrap();
+    spec.holder_identity = Some("operator-b".into());
+    spec.lease_duration_seconds = Some(30);
+    api.replace("taken", &Default::default(), &lease)
+        .await
+        .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let _ = other.try_acquire_or_renew().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if task.is_finished() {
+                return task.await.unwrap();
+            }
+        }
+    })
+    .await
+    .expect("the election loop ends")
+    .expect_err("leadership was lost");
+    assert!(
+        matches!(&error, leader::LeaderError::TakenOver { lease, .. } if lease == "taken"),
+        "{error}"
+    );
+    assert!(!*leading.borrow(), "leadership withdrawn");
+}

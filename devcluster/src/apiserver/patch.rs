@@ -435,19 +435,16 @@ pub fn apply(
                 .is_none_or(|m| !m.is_empty())
         });
     }
-    let previous_time = entries
-        .iter()
-        .find(|e| {
-            e.get("manager").and_then(Value::as_str) == Some(manager)
-                && e.get("operation").and_then(Value::as_str) == Some("Apply")
-                && e.get("subresource").and_then(Value::as_str).unwrap_or("") == subresource
-        })
-        .and_then(|e| e.get("time").cloned());
-    entries.retain(|e| {
-        !(e.get("manager").and_then(Value::as_str) == Some(manager)
+    let own = |e: &Value| {
+        e.get("manager").and_then(Value::as_str) == Some(manager)
             && e.get("operation").and_then(Value::as_str) == Some("Apply")
-            && e.get("subresource").and_then(Value::as_str).unwrap_or("") == subresource)
-    });
+            && e.get("subresource").and_then(Value::as_str).unwrap_or("") == subresource
+    };
+    // The manager's entry keeps its place among the others, so that an apply that changes
+    // nothing leaves the object as it was: no write, no new resourceVersion, no watch event.
+    let position = entries.iter().position(own);
+    let previous_time = position.and_then(|i| entries[i].get("time").cloned());
+    entries.retain(|e| !own(e));
     let mut entry = json!({
         "manager": manager,
         "operation": "Apply",
@@ -459,7 +456,7 @@ pub fn apply(
     if !subresource.is_empty() {
         entry["subresource"] = json!(subresource);
     }
-    entries.push(entry);
+    entries.insert(position.unwrap_or(entries.len()).min(entries.len()), entry);
     obj["metadata"]["managedFields"] = Value::Array(entries);
     Ok(obj)
 }

@@ -7,8 +7,8 @@
 //! a write conflict; an invalid spec never reaches it, as reconcilers report it in a condition
 //! and wait for a change.
 
-pub mod apply;
 pub mod nats;
+pub mod ssa;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::metrics::Metrics;
+use crate::reasons::EventAction;
 use crate::{Error, FIELD_MANAGER};
 
 pub use nats::NatsPool;
@@ -96,8 +97,14 @@ impl Context {
 
     /// Publishes an Event on `obj`. A failure is logged, never fails the reconcile: Events are
     /// for people, and the status says the same.
-    pub async fn event<K>(&self, obj: &K, warning: bool, reason: &str, action: &str, note: String)
-    where
+    pub async fn event<K>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        action: EventAction,
+        note: String,
+    ) where
         K: Resource<DynamicType = ()>,
     {
         let event = Event {
@@ -108,7 +115,7 @@ impl Context {
             },
             reason: reason.into(),
             note: Some(note),
-            action: action.into(),
+            action: action.as_str().into(),
             secondary: None,
         };
         if let Err(error) = self.recorder.publish(&event, &obj.object_ref(&())).await {

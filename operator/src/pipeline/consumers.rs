@@ -21,7 +21,7 @@ use jetflow_crds::PipelineSpec;
 use jetflow_crds::split::{Split, consumer_name};
 use jetflow_nats::consumer::{self as shared, Acks, Start, Verdict};
 
-use crate::{Error, Result};
+use crate::{ConsumerAction, Error, Result};
 
 pub use jetflow_nats::consumer::{MAX_ACK_PENDING, ack_wait};
 
@@ -55,7 +55,7 @@ pub fn config(
                 .map(|js| js.stream.clone())
                 .unwrap_or_default(),
             consumer: name.clone(),
-            action: "configure",
+            action: ConsumerAction::Configure,
             source: Box::new(e),
         }
     })
@@ -64,7 +64,7 @@ pub fn config(
 fn consumer_error(
     stream: &str,
     consumer: &str,
-    action: &'static str,
+    action: ConsumerAction,
 ) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Error {
     let stream = stream.to_owned();
     let consumer = consumer.to_owned();
@@ -96,13 +96,13 @@ pub async fn ensure(
     for (split, want) in desired {
         let name = want.durable_name.clone().unwrap_or_default();
         let read = |e: async_nats::jetstream::context::ConsumerInfoError| {
-            consumer_error(stream_name, &name, "read")(Box::new(e))
+            consumer_error(stream_name, &name, ConsumerAction::Read)(Box::new(e))
         };
         let create = async |out: &mut Ensured| -> Result<Info> {
-            let _: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
-                .create_consumer(want.clone())
-                .await
-                .map_err(|e| consumer_error(stream_name, &name, "create")(Box::new(e)))?;
+            let _: async_nats::jetstream::consumer::Consumer<pull::Config> =
+                stream.create_consumer(want.clone()).await.map_err(|e| {
+                    consumer_error(stream_name, &name, ConsumerAction::Create)(Box::new(e))
+                })?;
             out.created.push(name.clone());
             stream.consumer_info(&name).await.map_err(read)
         };
@@ -113,15 +113,16 @@ pub async fn ensure(
                     let _: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
                         .update_consumer(shared::update_of(&info.config, want))
                         .await
-                        .map_err(|e| consumer_error(stream_name, &name, "update")(Box::new(e)))?;
+                        .map_err(|e| {
+                            consumer_error(stream_name, &name, ConsumerAction::Update)(Box::new(e))
+                        })?;
                     stream.consumer_info(&name).await.map_err(read)?
                 }
                 Verdict::Recreate(why) => {
                     tracing::info!(consumer = %name, why, "consumer cannot serve the split; recreating it after the checkpoint");
-                    stream
-                        .delete_consumer(&name)
-                        .await
-                        .map_err(|e| consumer_error(stream_name, &name, "delete")(Box::new(e)))?;
+                    stream.delete_consumer(&name).await.map_err(|e| {
+                        consumer_error(stream_name, &name, ConsumerAction::Delete)(Box::new(e))
+                    })?;
                     create(&mut out).await?
                 }
             },
@@ -155,14 +156,13 @@ pub async fn remove_others(
         .consumer_names()
         .try_collect()
         .await
-        .map_err(|e| consumer_error(stream_name, "*", "list")(Box::new(e)))?;
+        .map_err(|e| consumer_error(stream_name, "*", ConsumerAction::List)(Box::new(e)))?;
     let mut removed = Vec::new();
     for name in names {
         if belongs(namespace, pipeline, &name) && !keep.contains(&name) {
-            stream
-                .delete_consumer(&name)
-                .await
-                .map_err(|e| consumer_error(stream_name, &name, "delete")(Box::new(e)))?;
+            stream.delete_consumer(&name).await.map_err(|e| {
+                consumer_error(stream_name, &name, ConsumerAction::Delete)(Box::new(e))
+            })?;
             removed.push(name);
         }
     }

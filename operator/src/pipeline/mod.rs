@@ -1,8 +1,9 @@
-//! The Pipeline reconciler, in phases: dereference (what NATS has) → [`validate`] →
-//! [`autoscale`] → [`build`] → [`apply`] → [`status`]. Validate and build are pure and tested as plain functions; apply
-//! holds every call to Kubernetes and NATS. The reconcile runs inside kube-runtime's finalizer
-//! helper: the apply branch makes the pipeline run, the cleanup branch removes its consumers.
-//! A deleted Pipeline first has its workers stopped (the Deployment scaled to 0), and the
+//! The Pipeline reconciler, in phases: [`observe`] (what NATS and Kubernetes have) →
+//! [`validate`] → [`desired`] (with [`autoscale`]) → [`build`] → [`apply`] → [`status`], run in
+//! that order by [`reconcile`](mod@reconcile). Validate, desired, build and status are pure
+//! and tested as plain functions; observe and apply hold every call to Kubernetes and NATS.
+//! The reconcile runs inside kube-runtime's finalizer helper: its live branch makes the
+//! pipeline run, its cleanup branch removes the consumers. A deleted Pipeline first has its workers stopped (the Deployment scaled to 0), and the
 //! cleanup runs only once none of its pods is left, so no worker makes a consumer again.
 //!
 //! An invalid spec is reported in the SpecValid and Ready conditions (phase Failed) and the
@@ -13,6 +14,9 @@ pub mod apply;
 pub mod autoscale;
 pub mod build;
 pub mod consumers;
+pub mod desired;
+pub mod observe;
+pub mod reconcile;
 pub mod status;
 pub mod validate;
 
@@ -44,17 +48,17 @@ pub async fn reconcile(p: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {
     let api: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &ns);
     let object_key = key(p.as_ref());
     if p.metadata.deletion_timestamp.is_some() && p.finalizers().iter().any(|f| f == FINALIZER) {
-        let left = apply::stop_workers(&p, &ns, &ctx).await?;
+        let left = reconcile::stop_workers(&p, &ns, &ctx).await?;
         if left > 0 {
             tracing::info!(pipeline = %p.name_any(), namespace = %ns, pods = left, "waiting for the workers to stop before removing the consumers");
             ctx.succeeded(&object_key);
-            return Ok(Action::requeue(apply::STOPPING_RECHECK));
+            return Ok(Action::requeue(reconcile::STOPPING_RECHECK));
         }
     }
     let action = finalizer(&api, FINALIZER, p, |event| async {
         match event {
-            Finalizer::Apply(p) => apply::apply(&p, &ns, &ctx, &api).await,
-            Finalizer::Cleanup(p) => apply::cleanup(&p, &ns, &ctx).await,
+            Finalizer::Apply(p) => reconcile::run(&p, &ns, &ctx, &api).await,
+            Finalizer::Cleanup(p) => reconcile::cleanup(&p, &ns, &ctx).await,
         }
     })
     .await

@@ -16,7 +16,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use super::build;
-use super::validate::{Finding, Verdict, join, reasons};
+use super::validate::{Finding, Verdict, join};
+use crate::reasons;
 
 /// Everything the status is computed from.
 #[derive(Clone, Debug)]
@@ -90,7 +91,7 @@ fn previous(p: &Pipeline) -> PipelineStatus {
 pub fn invalid(p: &Pipeline, verdict: &Verdict, now: jiff::Timestamp) -> PipelineStatus {
     let mut status = previous(p);
     let generation = p.metadata.generation;
-    let reason = verdict.error_reason().unwrap_or("Invalid");
+    let reason = verdict.error_reason().unwrap_or(reasons::INVALID);
     let message = verdict.error_message();
     let spec_valid = if verdict.needs_spec_change() {
         condition::new(
@@ -105,7 +106,7 @@ pub fn invalid(p: &Pipeline, verdict: &Verdict, now: jiff::Timestamp) -> Pipelin
         condition::new(
             types::SPEC_VALID,
             true,
-            "Valid",
+            reasons::VALID,
             "the spec is valid",
             generation,
             Time(now),
@@ -196,32 +197,37 @@ pub fn status(o: &Observed<'_>) -> PipelineStatus {
 
     condition::merge(
         &mut st.conditions,
-        cond(types::SPEC_VALID, true, "Valid", "the spec is valid".into()),
+        cond(
+            types::SPEC_VALID,
+            true,
+            reasons::VALID,
+            "the spec is valid".into(),
+        ),
     );
     condition::set_stalled(&mut st.conditions, None, None, now.clone());
     let ready_cond = match phase {
         PipelinePhase::Suspended => cond(
             types::READY,
             false,
-            "Suspended",
+            reasons::SUSPENDED,
             "spec.suspend is true: no workers run and positions are kept; set it to false to resume".into(),
         ),
         PipelinePhase::Succeeded => cond(
             types::READY,
             true,
-            "Succeeded",
+            reasons::SUCCEEDED,
             "every split reached its bound; the workers were stopped".into(),
         ),
         PipelinePhase::Running => cond(
             types::READY,
             true,
-            "Running",
+            reasons::RUNNING,
             format!("{ready} of {} workers ready", o.replicas),
         ),
         _ => cond(
             types::READY,
             false,
-            "WorkersNotReady",
+            reasons::WORKERS_NOT_READY,
             format!(
                 "{ready} of {} workers ready; see the worker pods' events and logs if this lasts",
                 o.replicas
@@ -236,14 +242,14 @@ pub fn status(o: &Observed<'_>) -> PipelineStatus {
             cond(
                 types::PROGRESSING,
                 false,
-                "RolledOut",
+                reasons::ROLLED_OUT,
                 "every worker runs the current configuration".into(),
             )
         } else {
             cond(
                 types::PROGRESSING,
                 true,
-                "RollingOut",
+                reasons::ROLLING_OUT,
                 format!(
                     "workers are being updated: {updated} updated, {ready} ready, {} asked for",
                     o.replicas
@@ -298,7 +304,7 @@ pub fn status(o: &Observed<'_>) -> PipelineStatus {
             None => cond(
                 types::DEGRADED,
                 false,
-                "AsExpected",
+                reasons::AS_EXPECTED,
                 "nothing needs attention".into(),
             ),
         },
@@ -317,7 +323,7 @@ pub fn status(o: &Observed<'_>) -> PipelineStatus {
             cond(
                 types::CHECKPOINT_STALE,
                 true,
-                "NoRecentCheckpoint",
+                reasons::NO_RECENT_CHECKPOINT,
                 format!(
                     "no checkpoint for more than {}s (3 × spec.checkpoint.interval {}); check the workers' logs and their access to the checkpoint ConfigMap and to NATS",
                     threshold.as_secs(),
@@ -328,7 +334,7 @@ pub fn status(o: &Observed<'_>) -> PipelineStatus {
             cond(
                 types::CHECKPOINT_STALE,
                 false,
-                "Recent",
+                reasons::RECENT,
                 format!("a checkpoint was taken within {}s", threshold.as_secs()),
             )
         }
@@ -336,7 +342,7 @@ pub fn status(o: &Observed<'_>) -> PipelineStatus {
         cond(
             types::CHECKPOINT_STALE,
             false,
-            "NotRunning",
+            reasons::NOT_RUNNING,
             "the pipeline is not running".into(),
         )
     };

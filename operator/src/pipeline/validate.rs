@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use jetflow_crds::Pipeline;
 
+use crate::reasons;
+
 /// What the operator found in JetStream for the streams a pipeline names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Facts {
@@ -38,26 +40,6 @@ pub struct Verdict {
     pub errors: Vec<Finding>,
     /// The pipeline runs, but something weakens it.
     pub warnings: Vec<Finding>,
-}
-
-/// Reasons.
-pub mod reasons {
-    /// A field is invalid.
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    /// A jq step does not compile.
-    pub const INVALID_STEP: &str = "InvalidStep";
-    /// The source stream does not exist.
-    pub const SOURCE_STREAM_NOT_FOUND: &str = "SourceStreamNotFound";
-    /// The source stream's retention is not `Limits`.
-    pub const UNSUPPORTED_SOURCE_RETENTION: &str = "UnsupportedSourceRetention";
-    /// The sink stream does not exist.
-    pub const SINK_STREAM_NOT_FOUND: &str = "SinkStreamNotFound";
-    /// The sink stream forgets message ids before a replay could repeat them.
-    pub const DUPLICATE_WINDOW_TOO_SHORT: &str = "DuplicateWindowTooShort";
-    /// A split stopped on a message that failed under `errors.policy: Stop`.
-    pub const SPLIT_STOPPED: &str = "SplitStopped";
-    /// A split's source stream was deleted and created again; the split started anew.
-    pub const SOURCE_STREAM_RECREATED: &str = "SourceStreamRecreated";
 }
 
 impl Verdict {

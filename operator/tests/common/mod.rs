@@ -3,6 +3,10 @@
 //! operator sends recorded, so that tests can count writes and check each call against the
 //! operator's permission table.
 //!
+//! A server-side apply that would change nothing is answered with the object as it is, without
+//! a write, as a real API server (and the local control plane) does; the fake alone would store
+//! it again under a new resourceVersion and generation.
+//!
 //! Two clients share one fake API: `ctx.client` (the operator's, recorded) and `raw` (the
 //! test's own, for what users, kubelets and the deployment controller would do).
 
@@ -43,6 +47,9 @@ pub struct Call {
     pub resource: String,
     /// Object name, if any.
     pub name: Option<String>,
+    /// Whether the server changed something (false for a server-side apply that changed
+    /// nothing).
+    pub changed: bool,
 }
 
 impl Call {
@@ -79,12 +86,13 @@ impl Call {
             group,
             resource,
             name,
+            changed: true,
         }
     }
 
     /// Whether the call changes something.
     pub fn is_write(&self) -> bool {
-        !matches!(self.verb.as_str(), "get" | "list" | "watch")
+        self.changed && !matches!(self.verb.as_str(), "get" | "list" | "watch")
     }
 }
 
@@ -104,6 +112,51 @@ pub struct Harness {
     pub ctx: Arc<Context>,
     pub calls: Arc<Mutex<Vec<Call>>>,
     hook: Arc<Mutex<Option<Hook>>>,
+}
+
+/// The object as it is when `req` is a server-side apply that would change nothing in it (the
+/// fake applies as a JSON merge), with the request to send otherwise. A resourceVersion the
+/// apply is conditional on must still match, as on a real server.
+async fn unchanged_apply(
+    raw: &kube::Client,
+    req: http::Request<kube::client::Body>,
+) -> Result<(http::Request<kube::client::Body>, Option<Value>), kube::Error> {
+    let apply = req.method() == http::Method::PATCH
+        && req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("apply-patch"));
+    if !apply {
+        return Ok((req, None));
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = body.collect_bytes().await?;
+    let applied: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let get = http::Request::get(parts.uri.path())
+        .body(Vec::new())
+        .expect("a GET request");
+    let unchanged = match raw.request::<Value>(get).await {
+        Ok(current) => {
+            let strip = |v: &Value| {
+                let mut v = v.clone();
+                if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                    meta.remove("managedFields");
+                    meta.remove("resourceVersion");
+                }
+                v
+            };
+            let pinned = applied.pointer("/metadata/resourceVersion");
+            let mut merged = current.clone();
+            json_patch::merge(&mut merged, &applied);
+            (pinned.is_none() || pinned == current.pointer("/metadata/resourceVersion"))
+                && strip(&merged) == strip(&current)
+        }
+        .then_some(current),
+        Err(_) => None,
+    };
+    let req = http::Request::from_parts(parts, kube::client::Body::from(bytes.to_vec()));
+    Ok((req, unchanged))
 }
 
 fn builder() -> ClientBuilder {
@@ -136,11 +189,18 @@ impl Harness {
                 let calls = calls.clone();
                 let hook = hook.clone();
                 async move {
-                    let call = Call::parse(
+                    let mut call = Call::parse(
                         req.method().as_str(),
                         req.uri().path(),
                         req.uri().query().unwrap_or(""),
                     );
+                    let (req, unchanged) = unchanged_apply(&raw, req).await?;
+                    if let Some(current) = unchanged {
+                        call.changed = false;
+                        calls.lock().unwrap().push(call);
+                        let body = serde_json::to_vec(&current).expect("JSON");
+                        return Ok(http::Response::new(kube::client::Body::from(body)));
+                    }
                     calls.lock().unwrap().push(call.clone());
                     let armed = {
                         let mut slot = hook.lock().unwrap();
