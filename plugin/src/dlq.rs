@@ -3,9 +3,11 @@
 //!
 //! A replayed message is the dead letter's original payload and headers (without the
 //! `Jetflow-*` headers the dead letter added, and without any `Nats-*` header) published to the
-//! subject its `Jetflow-Source` header names, with the message id `jetflow-replay-<dlq stream>-<dlq sequence>`:
-//! the source stream stores each dead letter once however often it is replayed within its
-//! duplicate window, and the pipeline reads it as a new message.
+//! subject its `Jetflow-Source` header names, with the message id
+//! `jetflow-replay-<dlq stream>-<dlq sequence>`: the source stream stores each dead letter once
+//! however often it is replayed within its duplicate window, and the pipeline reads it as a new
+//! message. Only the dead letters whose `Jetflow-Source` names the pipeline's source stream are
+//! listed and replayed: a dead-letter subject may be shared by pipelines of several sources.
 
 use anyhow::{Context as _, Result, bail};
 use async_nats::HeaderMap;

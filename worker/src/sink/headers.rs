@@ -1,4 +1,6 @@
-//! What every output carries: a deterministic `Nats-Msg-Id` and headers naming its source.
+//! What every output carries: a deterministic `Nats-Msg-Id` and `Jetflow-Source`, the header
+//! naming its source message (`<stream>/<sequence>/<subject>`, see
+//! [`jetflow_nats::source_header`]).
 //!
 //! The message id is `<namespace>/<pipeline>:<split hash>:<source sequence>:<output index>`:
 //! the same source message yields the same ids however often it is replayed, so the sink
