@@ -2,16 +2,19 @@
 //! captures its dead-letter subject, and replayed to their source subjects.
 //!
 //! A replayed message is the dead letter's original payload and headers (without the
-//! `Jetflow-*` headers the dead letter added, and without any `Nats-*` header) published to its
-//! `Jetflow-Source-Subject`, with the message id `jetflow-replay-<dlq stream>-<dlq sequence>`:
-//! the source stream stores each dead letter once however often it is replayed within its
-//! duplicate window, and the pipeline reads it as a new message.
+//! `Jetflow-*` headers the dead letter added, and without any `Nats-*` header) published to the
+//! subject its `Jetflow-Source` header names, with the message id
+//! `jetflow-replay-<dlq stream>-<dlq sequence>`: the source stream stores each dead letter once
+//! however often it is replayed within its duplicate window, and the pipeline reads it as a new
+//! message. Only the dead letters whose `Jetflow-Source` names the pipeline's source stream are
+//! listed and replayed: a dead-letter subject may be shared by pipelines of several sources.
 
 use anyhow::{Context as _, Result, bail};
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use futures::StreamExt;
 use jetflow_crds::Pipeline;
+use jetflow_nats::source_header::Source;
 use kube::ResourceExt;
 
 /// Which dead letters.
@@ -42,6 +45,11 @@ struct DeadLetter {
 impl DeadLetter {
     fn header(&self, name: &str) -> &str {
         self.headers.get(name).map_or("", |v| v.as_str())
+    }
+
+    /// The source message, from the `Jetflow-Source` header.
+    fn source(&self) -> Option<Source<'_>> {
+        Source::of(&self.headers).ok()
     }
 }
 
@@ -77,6 +85,7 @@ async fn read(
     f: &Filter,
 ) -> Result<(String, Vec<DeadLetter>)> {
     let subject = p.dead_letter_subject();
+    let source_stream = p.spec.source.jetstream.as_ref().map(|s| s.stream.as_str());
     let stream_name = js.stream_by_subject(subject.clone()).await.map_err(|e| {
         anyhow::anyhow!(
             "no JetStream stream captures the dead-letter subject {subject} of Pipeline {} ({e}): its dead letters were published to NATS Core and not kept; a Stream whose subjects capture {subject} keeps them",
@@ -118,9 +127,14 @@ async fn read(
                 headers: m.headers.clone().unwrap_or_default(),
                 payload: m.payload.clone(),
             };
-            if f.step
-                .as_deref()
-                .is_none_or(|s| letter.header("Jetflow-Error-Step") == s)
+            // A dead-letter subject may be shared by pipelines of other sources: only this
+            // pipeline's source is listed and replayed (a letter naming no valid source is
+            // listed, and skipped by a replay).
+            let ours = letter.source().is_none_or(|s| s.stream == source_stream);
+            if ours
+                && f.step
+                    .as_deref()
+                    .is_none_or(|s| letter.header("Jetflow-Error-Step") == s)
             {
                 letters.push(letter);
             }
@@ -150,8 +164,10 @@ pub async fn list(client: &kube::Client, ns: &str, f: &Filter) -> Result<()> {
             l.time.round(jiff::Unit::Second).unwrap_or(l.time),
             l.header("Jetflow-Error-Step"),
             l.header("Jetflow-Error-Kind"),
-            l.header("Jetflow-Source-Subject"),
-            l.header("Jetflow-Source-Sequence"),
+            l.source().map_or("", |s| s.subject),
+            l.source()
+                .map(|s| s.sequence.to_string())
+                .unwrap_or_default(),
             l.header("Jetflow-Error"),
         );
     }
@@ -175,15 +191,14 @@ pub async fn replay(client: &kube::Client, ns: &str, f: &Filter) -> Result<()> {
     let (stream, letters) = read(&p, &js, f).await?;
     let (mut replayed, mut duplicates, mut skipped) = (0u64, 0u64, 0u64);
     for l in &letters {
-        let subject = l.header("Jetflow-Source-Subject").to_owned();
-        if subject.is_empty() {
+        let Some(subject) = l.source().map(|s| s.subject.to_owned()) else {
             eprintln!(
-                "dead letter {} in {stream} has no Jetflow-Source-Subject header: not replayed",
+                "dead letter {} in {stream} has no valid Jetflow-Source header (<stream>/<sequence>/<subject>): not replayed",
                 l.sequence
             );
             skipped += 1;
             continue;
-        }
+        };
         let mut headers = HeaderMap::new();
         for (name, values) in l.headers.iter() {
             let n = name.to_string();

@@ -51,6 +51,7 @@ use futures::future::join_all;
 use jetflow_crds::Pipeline;
 use jetflow_crds::checkpoint::SplitPosition;
 use jetflow_crds::split::{Split, consumer_name};
+use jetflow_nats::source_header::Prefix;
 use jetflow_steps::Steps;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -296,7 +297,7 @@ impl Runner<PipelineSink> {
                     queue_group: core.queue_group.clone(),
                     subscribed: Arc::default(),
                 });
-                // A Core source has no stream: the source stream header stays empty.
+                // A Core source has no stream: the stream part of `Jetflow-Source` stays empty.
                 (readers, String::new(), ConsumerSettings::new(interval, 256))
             }
             (None, Some(_)) => {
@@ -335,7 +336,7 @@ impl Runner<PipelineSink> {
         let (paused, reading_paused) = watch::channel(false);
         let shared = Arc::new(Shared {
             paused: reading_paused,
-            source_stream,
+            source: Prefix::new(&source_stream),
             steps: Arc::new(steps),
             template,
             sink,

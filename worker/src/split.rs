@@ -55,6 +55,7 @@ use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use jetflow_crds::checkpoint::StreamRecreated;
 use jetflow_crds::pipeline::ErrorAction;
+use jetflow_nats::source_header::Prefix;
 use jetflow_steps::Steps;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -78,8 +79,9 @@ const SKIP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What a pipeline's split tasks share.
 pub struct Shared<S> {
-    /// The source stream's name (for output headers).
-    pub source_stream: String,
+    /// The `<stream>/` every output's `Jetflow-Source` header begins with (empty stream for a
+    /// NATS Core source), built once.
+    pub source: Prefix,
     /// The compiled steps.
     pub steps: Arc<Steps>,
     /// The sink's subject template.
@@ -948,7 +950,7 @@ async fn resend<S: Sink>(
                 .dead_letters
                 .send(
                     message,
-                    &shared.source_stream,
+                    &shared.source,
                     ids.dead_letter_id(message.seq),
                     failure,
                 )
@@ -970,7 +972,7 @@ async fn send_output<S: Sink>(
     let headers = output_headers(
         carried,
         ids.id(seq, output.index),
-        &shared.source_stream,
+        &shared.source,
         &output.source.subject,
         seq,
     );

@@ -145,7 +145,7 @@ spec:
     for m in &received {
         let headers = m.headers.as_ref().expect("headers");
         assert!(headers.get("Nats-Msg-Id").is_some());
-        let source = headers.get("Jetflow-Source-Subject").unwrap().as_str();
+        let source = source_of(headers).subject;
         assert_eq!(m.subject.as_str(), format!("out.{source}"));
     }
     let seen = counts(received.iter().map(|m| number(&m.payload)));
@@ -230,12 +230,15 @@ spec:
         "messages published before a worker ran, or while none ran, were stored"
     );
     // A Core source names its subject; it has no stream to name.
-    assert!(
-        records
-            .iter()
-            .all(|r| r.source_subject.starts_with("sensors.")
-                && r.headers.get("Jetflow-Source-Stream").is_none())
-    );
+    assert!(records.iter().all(|r| {
+        r.source_subject.starts_with("sensors.")
+            && r.source_stream.is_none()
+            && r.headers
+                .get("Jetflow-Source")
+                .unwrap()
+                .as_str()
+                .starts_with("/")
+    }));
     // The second run's positions (and so its message ids) continue after the first run's:
     // ids that started again at 1 would have been dropped as duplicates of the first run.
     let first_run_max = records[..3_000].iter().map(|r| r.source_seq).max().unwrap();
@@ -302,9 +305,8 @@ spec:
             let seq = m
                 .headers
                 .as_ref()
-                .and_then(|h| h.get("Jetflow-Source-Sequence"))
-                .map(|v| v.as_str().parse::<u64>().unwrap())
-                .expect("source sequence header");
+                .map(|h| source_of(h).sequence)
+                .expect("a Jetflow-Source header");
             seqs.push(seq);
         }
         seqs

@@ -618,7 +618,7 @@ async fn a_frozen_owners_split_waits_for_its_release_across_two_assignment_chang
         let status = worker.terminate(Duration::from_secs(30));
         assert!(status.success(), "{status}; log:\n{}", worker.log_text());
     }
-    // Every Jetflow-Source-Sequence once: no gap, and no repeat from two workers at once.
+    // Every source sequence (`Jetflow-Source`) once: no gap, and no repeat from two workers at once.
     assert_exactly_once(&read_all(&js, "ledger").await, 1..=total);
     let released = log_time(
         &plain_log(&workers[0].0),

@@ -195,7 +195,7 @@ async fn failed_message_goes_to_the_dead_letter_stream_with_its_error() {
     );
     assert_eq!(header("Jetflow-Error-Kind").as_deref(), Some("template"));
     assert!(header("Jetflow-Error").unwrap().contains("token 3"));
-    assert_eq!(header("Jetflow-Source-Stream").as_deref(), Some("events"));
+    assert_eq!(d.source_stream.as_deref(), Some("events"));
     // The dead letter counts as processed: the position passes it.
     assert_eq!(
         store.load().await.unwrap().checkpoint.splits[">"].position,

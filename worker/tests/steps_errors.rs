@@ -144,12 +144,13 @@ async fn dlq_policy_sends_failed_messages_with_their_error_to_the_dead_letter_st
         "{:?}",
         malformed.headers
     );
-    assert_eq!(header(malformed, "Jetflow-Source-Stream"), "in");
-    assert_eq!(header(malformed, "Jetflow-Source-Subject"), "in.data");
     assert_eq!(
-        header(malformed, "Jetflow-Source-Sequence"),
-        seqs[MALFORMED].to_string()
+        header(malformed, "Jetflow-Source"),
+        format!("in/{}/in.data", seqs[MALFORMED])
     );
+    assert_eq!(malformed.source_stream.as_deref(), Some("in"));
+    assert_eq!(malformed.source_subject, "in.data");
+    assert_eq!(malformed.source_seq, seqs[MALFORMED]);
 
     let failing = &dead[1];
     assert_eq!(failing.payload, MESSAGES[FAILING].as_bytes());
@@ -160,10 +161,7 @@ async fn dlq_policy_sends_failed_messages_with_their_error_to_the_dead_letter_st
         "{:?}",
         failing.headers
     );
-    assert_eq!(
-        header(failing, "Jetflow-Source-Sequence"),
-        seqs[FAILING].to_string()
-    );
+    assert_eq!(failing.source_seq, seqs[FAILING]);
 
     // Restarted, the worker resumes after its checkpoint: no dead letter twice.
     let mut worker = Worker::start(&path, &server.url(), &checkpoints, &[]);
@@ -379,9 +377,9 @@ async fn a_backlog_that_fails_entirely_is_dead_lettered_once_without_a_hang() {
 
     assert_eq!(stream_len(&js, "out").await, 0);
     let dead = read_all(&js, "dlq").await;
-    let seqs: BTreeSet<String> = dead
+    let seqs: BTreeSet<u64> = dead
         .iter()
-        .map(|r| header(r, "Jetflow-Source-Sequence"))
+        .map(|r| source_of(&r.headers).sequence)
         .collect();
     assert_eq!(dead.len(), COUNT, "each failed message once");
     assert_eq!(seqs.len(), COUNT, "every failed message");

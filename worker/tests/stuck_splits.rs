@@ -122,7 +122,7 @@ async fn a_runaway_expression_goes_to_the_dead_letter_stream_and_the_other_split
     };
     assert_eq!(header("Jetflow-Error-Kind"), "timeout");
     assert_eq!(header("Jetflow-Error-Step"), "spin");
-    assert_eq!(header("Jetflow-Source-Sequence"), spin.to_string());
+    assert_eq!(dead[0].source_seq, spin);
     assert_eq!(dead[0].payload, r#"{"spin": true}"#.as_bytes());
     assert_eq!(
         read_all(&js, "out").await.len(),

@@ -571,7 +571,7 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
 
 impl Cluster {
     /// Waits until the JetStream `stream` holds as many messages as `expected` has source
-    /// sequences, then checks that their `Jetflow-Source-Sequence`s are exactly `expected`:
+    /// sequences, then checks that their source sequences (`Jetflow-Source`) are exactly `expected`:
     /// every source message once, none lost, none repeated.
     pub async fn assert_exactly_once(
         &self,

@@ -82,11 +82,7 @@ async fn passthrough_runs_under_the_operator_and_copies_each_message_once() {
         "every filtered message exactly once"
     );
     for m in &copied {
-        let seq: u64 = m
-            .header("Jetflow-Source-Sequence")
-            .unwrap()
-            .parse()
-            .unwrap();
+        let seq: u64 = m.source().sequence;
         assert_eq!(m.subject, format!("copy.{}", expected[&seq]));
     }
     // The status reports each split's committed position and no lag once it caught up.
@@ -208,12 +204,7 @@ async fn parallel_six_splits_spread_over_three_pods_in_order() {
                 m.subject
                     .starts_with(&format!("ledger.transfers.{region}."))
             })
-            .map(|m| {
-                m.header("Jetflow-Source-Sequence")
-                    .unwrap()
-                    .parse()
-                    .unwrap()
-            })
+            .map(|m| m.source().sequence)
             .collect();
         assert_eq!(
             &written, sequences,
@@ -326,21 +317,12 @@ async fn route_by_field_routes_each_event_to_its_tenant() {
         expected.keys().copied().collect::<Vec<_>>()
     );
     for m in &routed {
-        let seq: u64 = m
-            .header("Jetflow-Source-Sequence")
-            .unwrap()
-            .parse()
-            .unwrap();
+        let seq: u64 = m.source().sequence;
         assert_eq!(m.subject, expected[&seq]);
     }
     let dead = nats::messages(&js, "events-dlq").await.unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!(
-        dead[0]
-            .header("Jetflow-Source-Sequence")
-            .map(|s| s.parse::<u64>().unwrap()),
-        Some(bad)
-    );
+    assert_eq!(dead[0].source().sequence, bad);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,12 +367,7 @@ async fn dead_letter_converts_amounts_and_sets_bad_payments_aside() {
         .await
         .unwrap()
         .iter()
-        .map(|m| {
-            m.header("Jetflow-Source-Sequence")
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
+        .map(|m| m.source().sequence)
         .collect();
     assert_eq!(dead, bad, "each bad payment set aside once");
 }

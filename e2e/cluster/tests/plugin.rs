@@ -1,9 +1,10 @@
 //! `kubectl jetflow` on the local control plane: the built `kubectl-jetflow` binary run as
 //! kubectl runs a plugin (`kubectl jetflow …` with its folder on the PATH) and directly, with
 //! the cluster's kubeconfig, against the real operator, worker pods and nats-server. The
-//! dead-letter example: bad payments become dead letters, `dlq list` shows them, the step is
-//! fixed, `dlq replay` sends them back once (a second replay adds nothing), `status` shows the
-//! splits, and `rewind` moves a running pipeline back by time and by sequence.
+//! dead-letter example: bad payments become dead letters, `dlq list` shows them (and not the
+//! dead letters of another source on the same subject), the step is fixed, `dlq replay` sends
+//! them back once (a second replay adds nothing), `status` shows the splits, and `rewind` moves
+//! a running pipeline back by time and by sequence.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
@@ -120,6 +121,16 @@ async fn kubectl_jetflow_lists_and_replays_dead_letters_shows_status_and_rewinds
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.diagnostics()));
     wait_position(&cluster, 10).await;
+    // The dead letter of another pipeline sharing the subject, read from another stream: not
+    // this pipeline's to list or replay.
+    let mut foreign = async_nats::HeaderMap::new();
+    foreign.insert("Jetflow-Source", "refunds/1/refunds.card");
+    foreign.insert("Jetflow-Error-Step", "amount-in-cents");
+    js.publish_with_headers("dlq.payments", foreign, r#"{"id":"r1"}"#.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
 
     // status, through kubectl: the split, its owner, position and lag, and the checkpoint.
     let status = ok(

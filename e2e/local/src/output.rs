@@ -7,6 +7,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream::RawMessageErrorKind};
 use bytes::Bytes;
 use futures::StreamExt;
+use jetflow_nats::source_header::Source;
 
 use crate::{Error, Result};
 
@@ -27,6 +28,12 @@ impl Message {
     /// A header's value, if set.
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers.get(name).map(|v| v.as_str().to_owned())
+    }
+
+    /// The source named by its `Jetflow-Source` header (panics without a valid one: a test
+    /// helper).
+    pub fn source(&self) -> Source<'_> {
+        Source::of(&self.headers).unwrap_or_else(|e| panic!("{}: {e}", self.subject))
     }
 
     /// The payload as JSON, if it is JSON.
@@ -214,18 +221,10 @@ pub async fn publish_js(js: &jetstream::Context, subject: &str, payload: String)
         .sequence
 }
 
-/// The `Jetflow-Source-Sequence` of each output, sorted: equal to the source sequences when
-/// every source message arrived exactly once.
+/// The source sequence (from `Jetflow-Source`) of each output, sorted: equal to the source
+/// sequences when every source message arrived exactly once.
 pub fn source_sequences(messages: &[Message]) -> Vec<u64> {
-    let mut seqs: Vec<u64> = messages
-        .iter()
-        .map(|m| {
-            m.header("Jetflow-Source-Sequence")
-                .unwrap_or_else(|| panic!("{} has no Jetflow-Source-Sequence", m.subject))
-                .parse()
-                .expect("a sequence number")
-        })
-        .collect();
+    let mut seqs: Vec<u64> = messages.iter().map(|m| m.source().sequence).collect();
     seqs.sort_unstable();
     seqs
 }

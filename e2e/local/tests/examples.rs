@@ -76,18 +76,13 @@ async fn passthrough_copies_each_filtered_message_once_with_its_source_headers()
         "orders-copy holds exactly the filtered messages"
     );
     for m in &copied {
-        let seq: u64 = m
-            .header("Jetflow-Source-Sequence")
-            .unwrap()
-            .parse()
-            .unwrap();
+        let seq: u64 = m.source().sequence;
         let subject = &expected[&seq];
         assert_eq!(m.subject, format!("copy.{subject}"));
         assert_eq!(
-            m.header("Jetflow-Source-Subject").as_deref(),
-            Some(subject.as_str())
+            m.header("Jetflow-Source"),
+            Some(format!("orders/{seq}/{subject}"))
         );
-        assert_eq!(m.header("Jetflow-Source-Stream").as_deref(), Some("orders"));
         assert!(
             m.header("Nats-Msg-Id").is_some(),
             "every output carries a message id"
@@ -383,12 +378,7 @@ async fn parallel_six_splits_keeps_source_order_within_each_split() {
                 m.subject
                     .starts_with(&format!("ledger.transfers.{region}."))
             })
-            .map(|m| {
-                m.header("Jetflow-Source-Sequence")
-                    .unwrap()
-                    .parse()
-                    .unwrap()
-            })
+            .map(|m| m.source().sequence)
             .collect();
         assert_eq!(
             &written, sequences,
@@ -608,11 +598,7 @@ async fn enrich_jq_keeps_paid_orders_reshaped_and_tagged() {
         "each paid order once, no pending one"
     );
     for m in &summaries {
-        let seq: u64 = m
-            .header("Jetflow-Source-Sequence")
-            .unwrap()
-            .parse()
-            .unwrap();
+        let seq: u64 = m.source().sequence;
         let (subject, i) = &paid[&seq];
         let region = subject.split('.').nth(1).unwrap();
         let qty = f64::from(i % 5 + 1);
@@ -633,10 +619,7 @@ async fn enrich_jq_keeps_paid_orders_reshaped_and_tagged() {
     }
     assert_eq!(letters.len(), 1, "one dead letter: {letters:?}");
     assert_eq!(letters[0].text(), "not json");
-    assert_eq!(
-        letters[0].header("Jetflow-Source-Sequence"),
-        Some(bad.to_string())
-    );
+    assert_eq!(letters[0].source().sequence, bad);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -671,11 +654,7 @@ async fn route_by_field_routes_by_tenant_and_dead_letters_the_unroutable() {
         routed.keys().copied().collect::<Vec<_>>()
     );
     for m in &out {
-        let seq: u64 = m
-            .header("Jetflow-Source-Sequence")
-            .unwrap()
-            .parse()
-            .unwrap();
+        let seq: u64 = m.source().sequence;
         let (subject, payload) = &routed[&seq];
         assert_eq!(&m.subject, subject);
         assert_eq!(&m.text(), payload, "payload unchanged");
@@ -688,10 +667,7 @@ async fn route_by_field_routes_by_tenant_and_dead_letters_the_unroutable() {
                 m.header("Jetflow-Error").is_some(),
                 "error in headers: {m:?}"
             );
-            m.header("Jetflow-Source-Sequence")
-                .unwrap()
-                .parse()
-                .unwrap()
+            m.source().sequence
         })
         .collect();
     dead.sort_unstable();
@@ -751,11 +727,7 @@ async fn dead_letter_keeps_failed_payments_with_the_error_and_carries_on() {
         good.keys().copied().collect::<Vec<_>>()
     );
     for m in &cents {
-        let seq: u64 = m
-            .header("Jetflow-Source-Sequence")
-            .unwrap()
-            .parse()
-            .unwrap();
+        let seq: u64 = m.source().sequence;
         let (id, cents) = &good[&seq];
         assert_eq!(
             m.json().unwrap(),
@@ -766,18 +738,11 @@ async fn dead_letter_keeps_failed_payments_with_the_error_and_carries_on() {
     let dlq = output::messages(&js, "payments-dlq").await.unwrap();
     assert_eq!(dlq.len(), failed.len(), "each failed payment once");
     for m in &dlq {
-        let seq: u64 = m
-            .header("Jetflow-Source-Sequence")
-            .unwrap()
-            .parse()
-            .unwrap();
+        let seq: u64 = m.source().sequence;
         let (payload, kind) = &failed[&seq];
         assert_eq!(&m.text(), payload, "the original message");
         assert_eq!(m.header("Jetflow-Error-Kind").as_deref(), Some(*kind));
-        assert_eq!(
-            m.header("Jetflow-Source-Stream").as_deref(),
-            Some("payments")
-        );
+        assert_eq!(m.source().stream, Some("payments"));
         if *kind == "eval" {
             assert_eq!(
                 m.header("Jetflow-Error-Step").as_deref(),

@@ -3,7 +3,7 @@
 //!
 //! The original message (subject, headers, payload untouched) goes to the dead-letter subject
 //! with headers that say what failed: `Jetflow-Error-Step`, `Jetflow-Error-Kind`,
-//! `Jetflow-Error`, and its source (`Jetflow-Source-Stream`, `-Subject`, `-Sequence`). The
+//! `Jetflow-Error`, and its source (`Jetflow-Source`: `<stream>/<sequence>/<subject>`). The
 //! publish is always a JetStream publish with a message id, confirmed by its ack like any
 //! output, and the failed message counts as processed only once its dead letter is confirmed.
 //! A dead letter is never a core publish: with no stream capturing the subject nobody would
@@ -17,6 +17,7 @@
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::{HeaderMap, HeaderName, HeaderValue, Subject};
+use jetflow_nats::source_header::Prefix;
 
 use super::headers::output_headers;
 use super::{Confirmation, SinkError};
@@ -72,25 +73,31 @@ impl DeadLetters {
         &self.subject
     }
 
-    /// Sends the dead letter of `message`, read from `stream`.
+    /// Sends the dead letter of `message`, read from the source of `source`.
     pub async fn send(
         &self,
         message: &SourceMessage,
-        stream: &str,
+        source: &Prefix,
         id: String,
         failure: Failure<'_>,
     ) -> Result<Confirmation, SinkError> {
         let mut headers: HeaderMap = output_headers(
             message.headers.as_ref(),
             id,
-            stream,
+            source,
             &message.subject,
             message.seq,
         );
-        headers.insert(HeaderName::from_static("Jetflow-Error-Step"), failure.step);
-        headers.insert(HeaderName::from_static("Jetflow-Error-Kind"), failure.kind);
         headers.insert(
-            HeaderName::from_static("Jetflow-Error"),
+            const { HeaderName::from_static("Jetflow-Error-Step") },
+            failure.step,
+        );
+        headers.insert(
+            const { HeaderName::from_static("Jetflow-Error-Kind") },
+            failure.kind,
+        );
+        headers.insert(
+            const { HeaderName::from_static("Jetflow-Error") },
             single_line(failure.message),
         );
         let publish = PublishMessage::build()

@@ -1,4 +1,6 @@
-//! What every output carries: a deterministic `Nats-Msg-Id` and headers naming its source.
+//! What every output carries: a deterministic `Nats-Msg-Id` and `Jetflow-Source`, the header
+//! naming its source message (`<stream>/<sequence>/<subject>`, see
+//! [`jetflow_nats::source_header`]).
 //!
 //! The message id is `<namespace>/<pipeline>:<split hash>:<source sequence>:<output index>`:
 //! the same source message yields the same ids however often it is replayed, so the sink
@@ -11,22 +13,8 @@
 use std::fmt::Write;
 
 use async_nats::header::NATS_MESSAGE_ID;
-use async_nats::{HeaderMap, HeaderName, HeaderValue};
-
-/// `Jetflow-Source-Stream`: the stream an output was read from.
-pub fn source_stream() -> HeaderName {
-    HeaderName::from_static("Jetflow-Source-Stream")
-}
-
-/// `Jetflow-Source-Subject`: the subject of the source message.
-pub fn source_subject() -> HeaderName {
-    HeaderName::from_static("Jetflow-Source-Subject")
-}
-
-/// `Jetflow-Source-Sequence`: the stream sequence of the source message.
-pub fn source_sequence() -> HeaderName {
-    HeaderName::from_static("Jetflow-Source-Sequence")
-}
+use async_nats::{HeaderMap, HeaderValue};
+use jetflow_nats::source_header::{self, Prefix};
 
 /// Header names a source message may carry that must not reach the sink: they are
 /// instructions to the stream that stored the source message (expectations, its message id),
@@ -40,13 +28,24 @@ const NOT_FORWARDED: [&str; 6] = [
     "Nats-Expected-Last-Subject-Sequence-Subject",
 ];
 
-/// The headers that name an output's source: set here for this pipeline's source, never
-/// carried over from an earlier pipeline's output.
-const SOURCE: [&str; 3] = [
-    "Jetflow-Source-Stream",
-    "Jetflow-Source-Subject",
-    "Jetflow-Source-Sequence",
-];
+/// Headers whose name begins with this name an output's source: set here for this pipeline's
+/// source, never carried over from an earlier pipeline's output (`Jetflow-Source`, and the
+/// `Jetflow-Source-*` headers of earlier jetflow versions).
+const SOURCE: &str = "Jetflow-Source";
+
+/// Whether a carried header reaches the sink. Most names start with neither `Nats-` nor
+/// `Jetflow-Source`, and are let through after comparing a few bytes.
+fn forwarded(name: &str) -> bool {
+    fn starts_with(name: &str, prefix: &str) -> bool {
+        name.len() >= prefix.len()
+            && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    }
+    if starts_with(name, "Nats-") {
+        !NOT_FORWARDED.iter().any(|n| n.eq_ignore_ascii_case(name))
+    } else {
+        !starts_with(name, SOURCE)
+    }
+}
 
 /// Builds the message ids of one split.
 #[derive(Clone, Debug)]
@@ -94,40 +93,39 @@ impl MessageIds {
 }
 
 /// The headers of an output: the headers it already has (from the source or the steps, less
-/// the stream instructions), the message id and the source headers.
+/// the stream instructions and source headers), the message id and `Jetflow-Source`.
+///
+/// The work per output is the least async-nats' `HeaderMap` allows: one map (no second map,
+/// no regrowth for an output without carried headers), the header names constant, and two
+/// strings, the id and the source value, each built in one allocation from the split's prefix.
 pub fn output_headers(
     carried: Option<&HeaderMap>,
     id: String,
-    stream: &str,
+    source: &Prefix,
     subject: &str,
     seq: u64,
 ) -> HeaderMap {
-    let mut headers = match carried {
-        Some(h) if !h.is_empty() => {
-            let mut out = HeaderMap::new();
-            for (name, values) in h.iter() {
-                if NOT_FORWARDED
-                    .iter()
-                    .chain(&SOURCE)
-                    .any(|n| n.eq_ignore_ascii_case(name.as_ref()))
-                {
-                    continue;
-                }
-                for value in values {
-                    out.append(name.clone(), value.clone());
-                }
+    let mut headers = HeaderMap::new();
+    if let Some(carried) = carried {
+        for (name, values) in carried.iter() {
+            if !forwarded(name.as_ref()) {
+                continue;
             }
-            out
+            // Names are unique in the carried map: the first value inserts (one lookup).
+            let mut values = values.iter();
+            if let Some(first) = values.next() {
+                headers.insert(name.clone(), first.clone());
+            }
+            for value in values {
+                headers.append(name.clone(), value.clone());
+            }
         }
-        _ => HeaderMap::new(),
-    };
-    headers.insert(NATS_MESSAGE_ID, id);
-    // A NATS Core source has no stream: the header is left out rather than empty.
-    if !stream.is_empty() {
-        headers.insert(source_stream(), stream);
     }
-    headers.insert(source_subject(), subject);
-    headers.insert(source_sequence(), HeaderValue::from(seq));
+    headers.insert(NATS_MESSAGE_ID, HeaderValue::from(id));
+    headers.insert(
+        source_header::name(),
+        HeaderValue::from(source.value(seq, subject)),
+    );
     headers
 }
 
@@ -160,31 +158,111 @@ mod tests {
         assert_eq!(recreated.on_stream(created).id(7, 0), recreated.id(7, 0));
     }
 
+    fn source(h: &HeaderMap) -> source_header::Source<'_> {
+        source_header::Source::of(h).unwrap()
+    }
+
     #[test]
     fn stream_instructions_are_not_forwarded() {
         let mut carried = HeaderMap::new();
         carried.insert("Nats-Msg-Id", "original");
         carried.insert("Nats-Expected-Last-Sequence", "3");
+        carried.insert("nats-expected-stream", "in");
+        carried.insert("Nats-Trace-Dest", "traces");
         carried.insert("Trace", "abc");
-        let h = output_headers(Some(&carried), "id-1".into(), "orders", "orders.eu", 9);
+        carried.append("Multi", "1");
+        carried.append("Multi", "2");
+        let orders = Prefix::new("orders");
+        let h = output_headers(Some(&carried), "id-1".into(), &orders, "orders.eu", 9);
         assert_eq!(h.get(NATS_MESSAGE_ID).unwrap().as_str(), "id-1");
+        assert_eq!(h.get_all(NATS_MESSAGE_ID).count(), 1);
         assert!(h.get("Nats-Expected-Last-Sequence").is_none());
+        assert!(h.get("nats-expected-stream").is_none());
+        assert_eq!(h.get("Nats-Trace-Dest").unwrap().as_str(), "traces");
         assert_eq!(h.get("Trace").unwrap().as_str(), "abc");
-        assert_eq!(h.get(source_sequence()).unwrap().as_str(), "9");
-        assert_eq!(h.get(source_subject()).unwrap().as_str(), "orders.eu");
+        let multi: Vec<_> = h.get_all("Multi").map(|v| v.as_str()).collect();
+        assert_eq!(multi, ["1", "2"]);
+        assert_eq!(
+            source(&h),
+            source_header::Source {
+                stream: Some("orders"),
+                sequence: 9,
+                subject: "orders.eu"
+            }
+        );
+        assert_eq!(h.len(), 5);
     }
 
     #[test]
     fn source_headers_name_this_pipelines_source_only() {
-        // The output of an earlier pipeline, read from NATS Core (no stream).
+        // The output of an earlier pipeline (and of an earlier jetflow version's), read from
+        // NATS Core (no stream).
         let mut carried = HeaderMap::new();
+        carried.insert("Jetflow-Source", "upstream/77/raw.a");
         carried.insert("Jetflow-Source-Stream", "upstream");
         carried.insert("Jetflow-Source-Sequence", "77");
-        let h = output_headers(Some(&carried), "id-1".into(), "", "sensors.a", 5);
-        assert!(h.get(source_stream()).is_none());
-        assert_eq!(h.get(source_sequence()).unwrap().as_str(), "5");
-        assert_eq!(h.get_all(source_sequence()).count(), 1);
-        let h = output_headers(Some(&carried), "id-1".into(), "orders", "orders.eu", 5);
-        assert_eq!(h.get(source_stream()).unwrap().as_str(), "orders");
+        carried.insert("jetflow-source-subject", "raw.a");
+        let h = output_headers(
+            Some(&carried),
+            "id-1".into(),
+            &Prefix::new(""),
+            "sensors.a",
+            5,
+        );
+        assert_eq!(h.get("Jetflow-Source").unwrap().as_str(), "/5/sensors.a");
+        assert_eq!(h.get_all("Jetflow-Source").count(), 1);
+        assert_eq!(source(&h).stream, None);
+        assert_eq!(source(&h).sequence, 5);
+        assert_eq!(h.len(), 2, "only the id and this pipeline's source: {h:?}");
+        let h = output_headers(
+            Some(&carried),
+            "id-1".into(),
+            &Prefix::new("orders"),
+            "orders.eu",
+            5,
+        );
+        assert_eq!(source(&h).stream, Some("orders"));
+        assert_eq!(source(&h).subject, "orders.eu");
+    }
+
+    /// The serialized size of a header block (`NATS/1.0\r\n`, `name: value\r\n` each, `\r\n`).
+    fn wire_len(h: &HeaderMap) -> usize {
+        h.iter()
+            .map(|(name, values)| {
+                let name: &str = name.as_ref();
+                values
+                    .iter()
+                    .map(|v| name.len() + 2 + v.as_str().len() + 2)
+                    .sum::<usize>()
+            })
+            .sum::<usize>()
+            + "NATS/1.0\r\n\r\n".len()
+    }
+
+    #[test]
+    fn one_source_header_is_58_bytes_shorter_than_three() {
+        let ids = MessageIds::new("default", "copy", "orders.>");
+        let id = ids.id(1_234_567, 0);
+        let h = output_headers(
+            None,
+            id.clone(),
+            &Prefix::new("orders"),
+            "orders.eu",
+            1_234_567,
+        );
+        // The block of the three headers that named the source before, for comparison.
+        let mut three = HeaderMap::new();
+        three.insert(NATS_MESSAGE_ID, id.as_str());
+        three.insert("Jetflow-Source-Stream", "orders");
+        three.insert("Jetflow-Source-Subject", "orders.eu");
+        three.insert("Jetflow-Source-Sequence", "1234567");
+        let (before, after) = (wire_len(&three), wire_len(&h));
+        println!("header bytes per output: {before} with three source headers, {after} with one");
+        assert_eq!(
+            h.get("Jetflow-Source").unwrap().as_str(),
+            "orders/1234567/orders.eu"
+        );
+        // `Jetflow-Source: orders/1234567/orders.eu\r\n` (42 bytes) against 100 bytes.
+        assert_eq!(before - after, 58);
     }
 }

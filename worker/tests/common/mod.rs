@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
 use jetflow_crds::checkpoint::Checkpoint;
+use jetflow_nats::source_header::Source;
 
 /// Creates a stream capturing `subjects`.
 pub async fn create_stream(js: &jetstream::Context, name: &str, subjects: &[&str]) {
@@ -86,11 +87,18 @@ pub async fn wait_for_len(js: &jetstream::Context, name: &str, count: u64, timeo
 #[derive(Clone, Debug)]
 pub struct SinkRecord {
     pub subject: String,
+    /// From the `Jetflow-Source` header (empty, `None` and 0 without one).
+    pub source_stream: Option<String>,
     pub source_subject: String,
     pub source_seq: u64,
     pub msg_id: String,
     pub headers: async_nats::HeaderMap,
     pub payload: bytes::Bytes,
+}
+
+/// The source named by a message's `Jetflow-Source` header (panics without a valid one).
+pub fn source_of(headers: &async_nats::HeaderMap) -> Source<'_> {
+    Source::of(headers).unwrap_or_else(|e| panic!("{e}: {headers:?}"))
 }
 
 /// Reads every message of a stream in stream order.
@@ -118,10 +126,12 @@ pub async fn read_all(js: &jetstream::Context, name: &str) -> Vec<SinkRecord> {
                 .map(|v| v.as_str().to_owned())
                 .unwrap_or_default()
         };
+        let source = Source::of(&headers).ok();
         out.push(SinkRecord {
             subject: m.subject.to_string(),
-            source_subject: get("Jetflow-Source-Subject"),
-            source_seq: get("Jetflow-Source-Sequence").parse().unwrap_or(0),
+            source_stream: source.and_then(|s| s.stream).map(str::to_owned),
+            source_subject: source.map(|s| s.subject.to_owned()).unwrap_or_default(),
+            source_seq: source.map_or(0, |s| s.sequence),
             msg_id: get("Nats-Msg-Id"),
             headers: headers.clone(),
             payload: m.payload.clone(),

@@ -18,6 +18,7 @@ use clap::Parser;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use jetflow_e2e_cluster::Cluster;
+use jetflow_nats::source_header::{ParseError, Source};
 
 const NS: &str = "chaos";
 const PIPELINE: &str = "chaos";
@@ -165,7 +166,8 @@ async fn publish(js: jetstream::Context, total: u64, published: Arc<AtomicU64>) 
     sequences
 }
 
-/// The `Jetflow-Source-Sequence` of every message of `stream`, read with an ordered consumer.
+/// The source sequence (from `Jetflow-Source`) of every message of `stream`, read with an
+/// ordered consumer.
 async fn source_sequences(js: &jetstream::Context, stream: &str) -> anyhow::Result<Vec<u64>> {
     let stream = js.get_stream(stream).await?;
     let total = stream.get_info().await?.state.messages;
@@ -187,10 +189,10 @@ async fn source_sequences(js: &jetstream::Context, stream: &str) -> anyhow::Resu
         let sequence = message
             .headers
             .as_ref()
-            .and_then(|h| h.get("Jetflow-Source-Sequence"))
-            .ok_or_else(|| anyhow::anyhow!("{} has no Jetflow-Source-Sequence", message.subject))?
-            .as_str()
-            .parse()?;
+            .ok_or(ParseError::Missing)
+            .and_then(Source::of)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", message.subject))?
+            .sequence;
         out.push(sequence);
     }
     Ok(out)
