@@ -6,6 +6,7 @@
 //! a payload that a `map` replaced is written back to JSON once; any other payload leaves as the
 //! very bytes that came in.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -22,10 +23,11 @@ use crate::{FailureKind, Input, MAX_ERROR_LEN, Output, StepFailure, Steps, json}
 /// message (kind eval). It bounds the memory an expression such as `range(1e9)` can take.
 pub const MAX_OUTPUTS: usize = 10_000;
 
-/// A message between two steps.
-struct Msg {
-    subject: String,
-    headers: Option<HeaderMap>,
+/// A message between two steps; subject and headers stay borrowed from the input until a step
+/// changes them.
+struct Msg<'a> {
+    subject: Cow<'a, str>,
+    headers: Option<Cow<'a, HeaderMap>>,
     /// The payload as received, while no `map` replaced it.
     raw: Option<Bytes>,
     /// The payload as a JSON value, once parsed or produced by a `map`.
@@ -38,10 +40,11 @@ struct Msg {
     headers_var: Option<Val>,
 }
 
-impl Msg {
+impl<'a> Msg<'a> {
     fn parsed(&mut self, at: (usize, &str)) -> Result<&Val, StepFailure> {
         if self.value.is_none() {
-            let raw = self.raw.as_deref().unwrap_or_default();
+            let empty = Bytes::new();
+            let raw = self.raw.as_ref().unwrap_or(&empty);
             let value = json::parse(raw).map_err(|e| {
                 failure(at, FailureKind::Parse, format!("payload is not JSON: {e}"))
             })?;
@@ -53,14 +56,14 @@ impl Msg {
     fn globals(&mut self, jq: &Jq, seq: u64) -> Globals {
         let subject = if jq.uses_subject {
             self.subject_var
-                .get_or_insert_with(|| Val::from(self.subject.clone()))
+                .get_or_insert_with(|| Val::from(self.subject.to_string()))
                 .clone()
         } else {
             Val::Null
         };
         let headers = if jq.uses_headers {
             self.headers_var
-                .get_or_insert_with(|| headers_value(self.headers.as_ref()))
+                .get_or_insert_with(|| headers_value(self.headers.as_deref()))
                 .clone()
         } else {
             Val::Null
@@ -73,7 +76,7 @@ impl Msg {
     }
 
     /// A copy for one output of a `map`, carrying `value` as its payload.
-    fn with_value(&self, value: Val, step: usize) -> Msg {
+    fn with_value(&self, value: Val, step: usize) -> Msg<'a> {
         Msg {
             subject: self.subject.clone(),
             headers: self.headers.clone(),
@@ -173,21 +176,21 @@ impl Steps {
             }]);
         }
         let mut msgs = vec![Msg {
-            subject: input.subject.to_owned(),
-            headers: input.headers.cloned(),
+            subject: Cow::Borrowed(input.subject),
+            headers: input.headers.map(Cow::Borrowed),
             raw: Some(input.payload.clone()),
             value: None,
             mapped_by: None,
             subject_var: None,
             headers_var: None,
         }];
+        let mut next = Vec::new();
         for (index, step) in self.compiled().iter().enumerate() {
             current.store(index, Ordering::Relaxed);
-            let mut next = Vec::with_capacity(msgs.len());
-            for msg in msgs {
+            for msg in msgs.drain(..) {
                 apply_step(index, step, msg, input.seq, &mut next)?;
             }
-            msgs = next;
+            std::mem::swap(&mut msgs, &mut next);
             if msgs.is_empty() {
                 break;
             }
@@ -199,15 +202,15 @@ impl Steps {
                     (None, Some(value)) => {
                         let step = msg.mapped_by.unwrap_or_default();
                         let at = (step, self.compiled()[step].name.as_str());
-                        Bytes::from(json::to_vec(&value).map_err(|e| {
+                        json::to_bytes(&value).map_err(|e| {
                             failure(at, FailureKind::Eval, format!("output is not JSON: {e}"))
-                        })?)
+                        })?
                     }
                     (None, None) => Bytes::new(),
                 };
                 Ok(Output {
-                    subject: msg.subject,
-                    headers: msg.headers,
+                    subject: msg.subject.into_owned(),
+                    headers: msg.headers.map(Cow::into_owned),
                     payload,
                 })
             })
@@ -215,12 +218,12 @@ impl Steps {
     }
 }
 
-fn apply_step(
+fn apply_step<'a>(
     index: usize,
     step: &Compiled,
-    mut msg: Msg,
+    mut msg: Msg<'a>,
     seq: u64,
-    out: &mut Vec<Msg>,
+    out: &mut Vec<Msg<'a>>,
 ) -> Result<(), StepFailure> {
     let at = (index, step.name.as_str());
     match &step.kind {
@@ -279,7 +282,7 @@ fn apply_step(
                     value.ok_or_else(|| RenderError::PayloadNotJson("not parsed".to_owned()))
                 })
                 .map_err(|e| render_failure(at, e))?;
-            msg.subject = subject;
+            msg.subject = Cow::Owned(subject);
             msg.subject_var = None;
             out.push(msg);
         }
@@ -304,7 +307,10 @@ fn apply_step(
                     rendered.push((name.clone(), text));
                 }
             }
-            let map = msg.headers.get_or_insert_with(HeaderMap::new);
+            let map = msg
+                .headers
+                .get_or_insert_with(|| Cow::Owned(HeaderMap::new()))
+                .to_mut();
             for (name, text) in rendered {
                 map.insert(name, text);
             }
@@ -323,7 +329,7 @@ fn apply_step(
                         kept.append(name.clone(), value.clone());
                     }
                 }
-                msg.headers = (!kept.is_empty()).then_some(kept);
+                msg.headers = (!kept.is_empty()).then_some(Cow::Owned(kept));
             }
             msg.headers_var = None;
             out.push(msg);

@@ -60,7 +60,15 @@ enum Part {
     /// 0-based index of the subject token.
     Token(usize),
     /// Field path, kept whole for error messages, and its segments.
-    Payload(String, Vec<String>),
+    Payload(String, Vec<Segment>),
+}
+
+/// One segment of a payload field path: an object key (made a jq value once, here), or also an
+/// array index when it is a number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Segment {
+    key: Val,
+    index: Option<usize>,
 }
 
 /// A parsed template.
@@ -146,11 +154,16 @@ fn placeholder(text: &str, inner: &str, payload: bool) -> Result<Part, TemplateE
         && let Some(path) = inner.strip_prefix("payload.")
         && !path.is_empty()
         && !path.contains(char::is_whitespace)
+        && path.split('.').all(|s| !s.is_empty())
     {
-        let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
-        if segments.iter().all(|s| !s.is_empty()) {
-            return Ok(Part::Payload(path.to_owned(), segments));
-        }
+        let segments = path
+            .split('.')
+            .map(|s| Segment {
+                key: Val::from(s.to_owned()),
+                index: s.parse().ok(),
+            })
+            .collect();
+        return Ok(Part::Payload(path.to_owned(), segments));
     }
     let allowed = if payload {
         "{{subject}}, {{token(N)}} or {{payload.field}}"
@@ -163,11 +176,11 @@ fn placeholder(text: &str, inner: &str, payload: bool) -> Result<Part, TemplateE
 }
 
 /// Follows a field path: object keys, or array indexes for numeric segments.
-fn field<'v>(mut value: &'v Val, segments: &[String]) -> Option<&'v Val> {
+fn field<'v>(mut value: &'v Val, segments: &[Segment]) -> Option<&'v Val> {
     for segment in segments {
         value = match value {
-            Val::Obj(map) => map.get(&Val::from(segment.clone()))?,
-            Val::Arr(items) => items.get(segment.parse::<usize>().ok()?)?,
+            Val::Obj(map) => map.get(&segment.key)?,
+            Val::Arr(items) => items.get(segment.index?)?,
             _ => return None,
         };
     }
@@ -273,7 +286,7 @@ impl SubjectTemplate {
             return self.render_with(subject, unreachable_payload);
         }
         let parsed =
-            json::parse(payload).map_err(|e| RenderError::PayloadNotJson(e.to_string()))?;
+            json::parse_slice(payload).map_err(|e| RenderError::PayloadNotJson(e.to_string()))?;
         self.render_with(subject, || Ok(&parsed))
     }
 
