@@ -59,7 +59,7 @@ use jetflow_steps::Steps;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::evaluator::{Evaluator, Job};
+use crate::evaluator::Evaluator;
 use crate::metrics::SplitMetrics;
 use crate::sink::dead_letter::{DeadLetters, Failure};
 use crate::sink::headers::{MessageIds, output_headers};
@@ -314,6 +314,8 @@ impl<S: Sink> SplitTask<S> {
         cancel: CancellationToken,
     ) -> Result<SplitSnapshot, SplitError> {
         let mut buf: Vec<SourceMessage> = Vec::with_capacity(RECEIVE_CHUNK);
+        // The received messages, shared with the evaluator thread rather than copied to it.
+        let mut received: Vec<Arc<SourceMessage>> = Vec::with_capacity(RECEIVE_CHUNK);
         let mut draining = false;
         let mut paused = self.shared.paused.clone();
         loop {
@@ -352,23 +354,17 @@ impl<S: Sink> SplitTask<S> {
                     draining = true;
                 }
                 Event::Received(_) => {
+                    received.extend(buf.drain(..).map(Arc::new));
                     if let Some(evaluator) = self.evaluator.as_mut() {
-                        for message in &buf {
-                            evaluator.submit(Job {
-                                subject: message.subject.clone(),
-                                headers: message.headers.clone(),
-                                payload: message.payload.clone(),
-                                seq: message.seq,
-                            });
-                        }
+                        evaluator.submit(&received);
                     }
-                    for message in buf.drain(..) {
+                    for message in received.drain(..) {
                         self.process(message).await?;
                         if self.snapshot.stopped.is_some() {
                             break;
                         }
                     }
-                    buf.clear();
+                    received.clear();
                     if let Some(evaluator) = self.evaluator.as_mut() {
                         evaluator.discard();
                     }
@@ -695,7 +691,7 @@ impl<S: Sink> SplitTask<S> {
         }
     }
 
-    async fn process(&mut self, message: SourceMessage) -> Result<(), SplitError> {
+    async fn process(&mut self, message: Arc<SourceMessage>) -> Result<(), SplitError> {
         if message.stream.created != self.snapshot.stream_created {
             self.switch_stream(message.stream).await?;
         }
@@ -719,7 +715,7 @@ impl<S: Sink> SplitTask<S> {
                     ack,
                     kind: Kind::Output(Output {
                         index: 0,
-                        source: Arc::new(message),
+                        source: message,
                         subject,
                         carried: None,
                         payload,
@@ -773,7 +769,7 @@ impl<S: Sink> SplitTask<S> {
             self.window.push_back(InFlight {
                 seq: message.seq,
                 last: true,
-                ack: message.ack,
+                ack: message.ack.clone(),
                 kind: Kind::Marker,
                 confirm: None,
                 sent: None,
@@ -781,7 +777,6 @@ impl<S: Sink> SplitTask<S> {
             return Ok(());
         }
         let count = outputs.len();
-        let message = Arc::new(message);
         for (index, (output, subject)) in outputs.into_iter().zip(rendered).enumerate() {
             if self.snapshot.stopped.is_some() {
                 // An earlier output was refused under the `Stop` policy.
@@ -814,7 +809,7 @@ impl<S: Sink> SplitTask<S> {
     /// Applies the error policy to a message that failed.
     async fn failed(
         &mut self,
-        message: SourceMessage,
+        message: Arc<SourceMessage>,
         step: &str,
         kind: &'static str,
         error: String,
@@ -836,7 +831,7 @@ impl<S: Sink> SplitTask<S> {
                     last: true,
                     ack,
                     kind: Kind::DeadLetter {
-                        message: Arc::new(message),
+                        message,
                         step: step.to_owned(),
                         kind,
                         error,
@@ -860,7 +855,7 @@ impl<S: Sink> SplitTask<S> {
                 self.window.push_back(InFlight {
                     seq: message.seq,
                     last: true,
-                    ack: message.ack,
+                    ack: message.ack.clone(),
                     kind: Kind::Marker,
                     confirm: None,
                     sent: None,
