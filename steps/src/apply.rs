@@ -10,14 +10,15 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use jaq_json::{Num, Val};
 
 use crate::compile::{Compiled, Kind};
 use crate::jq::{Globals, Jq};
 use crate::template::RenderError;
-use crate::{FailureKind, Input, MAX_ERROR_LEN, Output, StepFailure, Steps, json};
+use crate::{
+    FailureKind, Headers, Input, MAX_ERROR_LEN, Output, OutputHeaders, StepFailure, Steps, json,
+};
 
 /// The most outputs one source message may produce across all `map` steps; more fails the
 /// message (kind eval). It bounds the memory an expression such as `range(1e9)` can take.
@@ -27,7 +28,9 @@ pub const MAX_OUTPUTS: usize = 10_000;
 /// changes them.
 struct Msg<'a> {
     subject: Cow<'a, str>,
-    headers: Option<Cow<'a, HeaderMap>>,
+    headers: Option<Cow<'a, Headers>>,
+    /// Whether a step changed the headers.
+    headers_changed: bool,
     /// The payload as received, while no `map` replaced it.
     raw: Option<Bytes>,
     /// The payload as a JSON value, once parsed or produced by a `map`.
@@ -80,6 +83,7 @@ impl<'a> Msg<'a> {
         Msg {
             subject: self.subject.clone(),
             headers: self.headers.clone(),
+            headers_changed: self.headers_changed,
             raw: None,
             value: Some(value),
             mapped_by: Some(step),
@@ -91,18 +95,15 @@ impl<'a> Msg<'a> {
 
 /// `$headers`: header name to first value, in name order so that expressions iterating over
 /// it (`keys_unsorted`, `to_entries`) see the same order on every replay.
-fn headers_value(headers: Option<&HeaderMap>) -> Val {
+fn headers_value(headers: Option<&Headers>) -> Val {
     let mut sorted = BTreeMap::new();
-    for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
-        if let Some(first) = values.first() {
-            let name: &str = name.as_ref();
-            sorted.insert(name.to_owned(), first.as_str().to_owned());
-        }
+    for (name, value) in headers.into_iter().flat_map(Headers::iter) {
+        sorted.entry(name).or_insert(value);
     }
     Val::obj(
         sorted
             .into_iter()
-            .map(|(k, v)| (Val::from(k), Val::from(v)))
+            .map(|(k, v)| (Val::from(k.to_owned()), Val::from(v.to_owned())))
             .collect(),
     )
 }
@@ -171,13 +172,14 @@ impl Steps {
         if self.is_passthrough() {
             return Ok(vec![Output {
                 subject: input.subject.to_owned(),
-                headers: input.headers.cloned(),
+                headers: OutputHeaders::Unchanged,
                 payload: input.payload.clone(),
             }]);
         }
         let mut msgs = vec![Msg {
             subject: Cow::Borrowed(input.subject),
             headers: input.headers.map(Cow::Borrowed),
+            headers_changed: false,
             raw: Some(input.payload.clone()),
             value: None,
             mapped_by: None,
@@ -210,7 +212,11 @@ impl Steps {
                 };
                 Ok(Output {
                     subject: msg.subject.into_owned(),
-                    headers: msg.headers.map(Cow::into_owned),
+                    headers: if msg.headers_changed {
+                        OutputHeaders::Changed(msg.headers.map(Cow::into_owned))
+                    } else {
+                        OutputHeaders::Unchanged
+                    },
                     payload,
                 })
             })
@@ -278,9 +284,7 @@ fn apply_step<'a>(
             }
             let value = msg.value.as_ref();
             let subject = template
-                .render_with(&msg.subject, || {
-                    value.ok_or_else(|| RenderError::PayloadNotJson("not parsed".to_owned()))
-                })
+                .render_with(&msg.subject, || value.ok_or(RenderError::NeedsPayload))
                 .map_err(|e| render_failure(at, e))?;
             msg.subject = Cow::Owned(subject);
             msg.subject_var = None;
@@ -297,8 +301,7 @@ fn apply_step<'a>(
                     let mut text = String::new();
                     template
                         .render_into(&mut text, &msg.subject, || {
-                            value
-                                .ok_or_else(|| RenderError::PayloadNotJson("not parsed".to_owned()))
+                            value.ok_or(RenderError::NeedsPayload)
                         })
                         .map_err(|e| render_failure(at, e))?;
                     if text.contains(['\r', '\n']) {
@@ -309,28 +312,25 @@ fn apply_step<'a>(
             }
             let map = msg
                 .headers
-                .get_or_insert_with(|| Cow::Owned(HeaderMap::new()))
+                .get_or_insert_with(|| Cow::Owned(Headers::new()))
                 .to_mut();
             for (name, text) in rendered {
                 map.insert(name, text);
             }
+            msg.headers_changed = true;
             msg.headers_var = None;
             out.push(msg);
         }
         Kind::DropHeaders(names) => {
-            if let Some(headers) = msg.headers.take() {
-                let mut kept = HeaderMap::new();
-                for (name, values) in headers.iter() {
-                    let key: &str = name.as_ref();
-                    if names.iter().any(|n| n == key) {
-                        continue;
-                    }
-                    for value in values {
-                        kept.append(name.clone(), value.clone());
+            if let Some(mut headers) = msg.headers.take() {
+                for name in names {
+                    if headers.get(name).is_some() {
+                        headers.to_mut().remove(name);
                     }
                 }
-                msg.headers = (!kept.is_empty()).then_some(Cow::Owned(kept));
+                msg.headers = (!headers.is_empty()).then_some(headers);
             }
+            msg.headers_changed = true;
             msg.headers_var = None;
             out.push(msg);
         }

@@ -2,9 +2,9 @@
 //! [`crate::template`], header names parsed. Runs once, at start (and in the operator's
 //! validation); every error names the step by index.
 
-use async_nats::HeaderName;
 use jetflow_crds::pipeline::Step;
 
+use crate::headers::is_header_name;
 use crate::jq::Jq;
 use crate::template::{SubjectTemplate, Template};
 use crate::{CompileError, Steps};
@@ -22,12 +22,22 @@ pub(crate) enum Kind {
     Filter(Jq),
     Map(Jq),
     SetSubject(SubjectTemplate),
-    SetHeaders(Vec<(HeaderName, Template)>),
+    SetHeaders(Vec<(String, Template)>),
     /// Header names as written; matched exactly (NATS header names are case-sensitive).
     DropHeaders(Vec<String>),
 }
 
 impl Steps {
+    /// Whether a step reads or changes headers (`$headers`, `setHeaders`, `dropHeaders`): only
+    /// then do the steps need the input's headers.
+    pub fn uses_headers(&self) -> bool {
+        self.steps.iter().any(|s| match &s.kind {
+            Kind::Filter(jq) | Kind::Map(jq) => jq.uses_headers,
+            Kind::SetHeaders(_) | Kind::DropHeaders(_) => true,
+            Kind::SetSubject(_) => false,
+        })
+    }
+
     /// Compiles the steps: every jq expression (with `$subject`, `$headers` and `$seq`
     /// declared), every template and header name. The first step that does not compile is
     /// reported, with the jq or template error quoted.
@@ -105,11 +115,9 @@ fn compile_step(index: usize, step: &Step) -> Result<Compiled, CompileError> {
     } else if let Some(headers) = &step.set_headers {
         let mut out = Vec::with_capacity(headers.len());
         for (key, value) in headers {
-            let header: HeaderName = key
-                .parse()
-                .ok()
-                .filter(|_| !key.is_empty())
-                .ok_or_else(|| err(format!("setHeaders: {key:?} is not a header name")))?;
+            if !is_header_name(key) {
+                return Err(err(format!("setHeaders: {key:?} is not a header name")));
+            }
             if value.contains(['\r', '\n']) {
                 return Err(err(format!(
                     "setHeaders.{key}: header values must not contain line breaks"
@@ -117,15 +125,12 @@ fn compile_step(index: usize, step: &Step) -> Result<Compiled, CompileError> {
             }
             let template =
                 Template::parse(value, true).map_err(|e| err(format!("setHeaders.{key}: {e}")))?;
-            out.push((header, template));
+            out.push((key.clone(), template));
         }
         Kind::SetHeaders(out)
     } else {
         let names = step.drop_headers.clone().unwrap_or_default();
-        if let Some(bad) = names
-            .iter()
-            .find(|n| n.is_empty() || n.parse::<HeaderName>().is_err())
-        {
+        if let Some(bad) = names.iter().find(|n| !is_header_name(n)) {
             return Err(err(format!("dropHeaders: {bad:?} is not a header name")));
         }
         Kind::DropHeaders(names)

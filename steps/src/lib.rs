@@ -28,12 +28,12 @@
 //! policy to them. Nothing here blocks, spawns or keeps state between
 //! messages.
 
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use jetflow_crds::pipeline::Step;
 
 mod apply;
 mod compile;
+mod headers;
 mod jq;
 mod json;
 pub mod template;
@@ -41,6 +41,7 @@ pub mod template;
 mod tests;
 
 pub use apply::MAX_OUTPUTS;
+pub use headers::Headers;
 pub use template::{RenderError, SubjectTemplate, TemplateError};
 
 /// One message entering the steps.
@@ -48,8 +49,9 @@ pub use template::{RenderError, SubjectTemplate, TemplateError};
 pub struct Input<'a> {
     /// The subject the message was read from.
     pub subject: &'a str,
-    /// Its headers, if any.
-    pub headers: Option<&'a HeaderMap>,
+    /// Its headers, if any. Needed only when [`Steps::uses_headers`]: otherwise no step looks
+    /// at them and `None` will do.
+    pub headers: Option<&'a Headers>,
     /// Its payload.
     pub payload: &'a Bytes,
     /// Its source stream sequence (0 for a NATS Core source).
@@ -62,9 +64,18 @@ pub struct Output {
     /// The subject for the sink's subject template (`{{subject}}`).
     pub subject: String,
     /// Headers to publish with.
-    pub headers: Option<HeaderMap>,
+    pub headers: OutputHeaders,
     /// The payload.
     pub payload: Bytes,
+}
+
+/// The headers of an [`Output`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputHeaders {
+    /// The input's, as they came: no step changed them.
+    Unchanged,
+    /// As a step left them; `None` when none is left.
+    Changed(Option<Headers>),
 }
 
 /// A step that does not compile.

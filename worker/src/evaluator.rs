@@ -27,7 +27,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use jetflow_steps::{FailureKind, Input, Output, StepFailure, Steps};
+use async_nats::HeaderMap;
+use jetflow_steps::{FailureKind, Headers, Input, Output, StepFailure, Steps};
 use prometheus::IntGauge;
 use tokio::sync::mpsc;
 
@@ -184,6 +185,45 @@ impl Evaluator {
     }
 }
 
+/// Runs the steps over one message, storing in `current` the index of the step that runs. The
+/// message's headers are converted for the steps only when a step uses them.
+pub(crate) fn evaluate(steps: &Steps, message: &SourceMessage, current: &AtomicUsize) -> Outcome {
+    let headers = if steps.uses_headers() {
+        message.headers.as_ref().map(step_headers)
+    } else {
+        None
+    };
+    let input = Input {
+        subject: &message.subject,
+        headers: headers.as_ref(),
+        payload: &message.payload,
+        seq: message.seq,
+    };
+    steps.apply_observed(input, current)
+}
+
+/// NATS headers as the steps see them.
+pub(crate) fn step_headers(headers: &HeaderMap) -> Headers {
+    headers
+        .iter()
+        .flat_map(|(name, values)| {
+            let name: &str = name.as_ref();
+            values.iter().map(move |value| (name, value.as_str()))
+        })
+        .collect()
+}
+
+/// Headers the steps left, as NATS headers. Their names and values are valid NATS ones: names
+/// from NATS headers or checked when the steps compiled, values from NATS headers or checked for
+/// line breaks when rendered.
+pub(crate) fn nats_headers(headers: &Headers) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers.iter() {
+        map.append(name, value);
+    }
+    map
+}
+
 fn spawn(steps: Arc<Steps>, split: &str, runaway: IntGauge) -> Thread {
     let (jobs, jobs_rx) = std::sync::mpsc::channel::<Vec<Job>>();
     let (results_tx, results) = mpsc::unbounded_channel();
@@ -196,13 +236,7 @@ fn spawn(steps: Arc<Steps>, split: &str, runaway: IntGauge) -> Thread {
         .spawn(move || {
             'batches: while let Ok(batch) = jobs_rx.recv() {
                 for (id, message) in batch {
-                    let input = Input {
-                        subject: &message.subject,
-                        headers: message.headers.as_ref(),
-                        payload: &message.payload,
-                        seq: message.seq,
-                    };
-                    let outcome = steps.apply_observed(input, &step);
+                    let outcome = evaluate(&steps, &message, &step);
                     if results_tx.send((id, outcome)).is_err() {
                         break 'batches;
                     }
@@ -268,5 +302,17 @@ mod tests {
         assert_eq!(runaway.get(), 1);
         assert_eq!(e.next().await.unwrap().unwrap()[0].payload, "3");
         assert!(e.next().await.is_none());
+    }
+
+    #[test]
+    fn headers_convert_both_ways_keeping_every_value() {
+        let mut nats = HeaderMap::new();
+        nats.insert("Trace", "t-1");
+        nats.append("Multi", "1");
+        nats.append("Multi", "2");
+        let steps = step_headers(&nats);
+        assert_eq!(steps.len(), 3);
+        assert_eq!(steps.get_all("Multi").collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(nats_headers(&steps), nats);
     }
 }

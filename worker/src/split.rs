@@ -47,6 +47,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -55,11 +56,11 @@ use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use jetflow_crds::checkpoint::StreamRecreated;
 use jetflow_crds::pipeline::ErrorAction;
-use jetflow_steps::Steps;
+use jetflow_steps::{OutputHeaders, Steps};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::evaluator::Evaluator;
+use crate::evaluator::{Evaluator, evaluate, nats_headers};
 use crate::metrics::SplitMetrics;
 use crate::sink::dead_letter::{DeadLetters, Failure};
 use crate::sink::headers::{MessageIds, output_headers};
@@ -700,7 +701,15 @@ impl<S: Sink> SplitTask<S> {
         let shared = Arc::clone(&self.shared);
         if shared.steps.is_passthrough() {
             // Bytes pass through untouched: no parse, no copy.
-            let subject = match shared.template.render_subject(&message.subject) {
+            let rendered = if shared.template.is_identity() {
+                Ok(message.subject.clone())
+            } else {
+                shared
+                    .template
+                    .render_subject(&message.subject)
+                    .map(Subject::from)
+            };
+            let subject = match rendered {
                 Ok(s) => s,
                 Err(e) => {
                     let text = e.to_string();
@@ -728,12 +737,7 @@ impl<S: Sink> SplitTask<S> {
 
         let outputs = match self.evaluator.as_mut() {
             Some(evaluator) => evaluator.next().await.expect("every message was submitted"),
-            None => shared.steps.apply(jetflow_steps::Input {
-                subject: &message.subject,
-                headers: message.headers.as_ref(),
-                payload: &message.payload,
-                seq: message.seq,
-            }),
+            None => evaluate(&shared.steps, &message, &AtomicUsize::new(0)),
         };
         let outputs = match outputs {
             Ok(outputs) => outputs,
@@ -795,7 +799,10 @@ impl<S: Sink> SplitTask<S> {
                     index,
                     source: message.clone(),
                     subject,
-                    carried: Some(output.headers),
+                    carried: match output.headers {
+                        OutputHeaders::Unchanged => None,
+                        OutputHeaders::Changed(headers) => Some(headers.as_ref().map(nats_headers)),
+                    },
                     payload: output.payload,
                 }),
                 confirm: None,
