@@ -42,6 +42,7 @@ mod tests;
 
 pub use apply::MAX_OUTPUTS;
 pub use headers::Headers;
+pub use jq::{JqError, Position, SyntaxProblem, UndefinedName};
 pub use template::{RenderError, SubjectTemplate, TemplateError};
 
 /// One message entering the steps.
@@ -80,16 +81,61 @@ pub enum OutputHeaders {
 
 /// A step that does not compile.
 ///
-/// Displays as `spec.steps[2] (map[2]): jq error: undefined filter foo/0 at column 1`.
+/// Displays as `spec.steps[2] (map[2]): map: jq error: undefined filter foo/0 at column 1`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("spec.steps[{index}] ({name}): {message}")]
+#[error("spec.steps[{index}] ({name}): {reason}")]
 pub struct CompileError {
     /// The step's index in `spec.steps`.
     pub index: usize,
     /// The step's name, or `kind[index]` (such as `map[2]`) when unnamed.
     pub name: String,
-    /// What is wrong, quoting the jq error.
-    pub message: String,
+    /// What is wrong.
+    pub reason: StepError,
+}
+
+/// What is wrong with a step that does not compile.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StepError {
+    /// None, or more than one, of the step kinds is set.
+    #[error("set exactly one of filter, map, setSubject, setHeaders and dropHeaders")]
+    NotOneKind,
+    /// A `filter` or `map` expression does not compile.
+    #[error("{field}: {source}")]
+    Jq {
+        /// `filter` or `map`.
+        field: &'static str,
+        /// The jq error.
+        source: JqError,
+    },
+    /// The `setSubject` template does not parse.
+    #[error("setSubject: {0}")]
+    SetSubject(#[source] TemplateError),
+    /// A `setHeaders` name is not a header name.
+    #[error("setHeaders: {name:?} is not a header name")]
+    SetHeaderName {
+        /// The name.
+        name: String,
+    },
+    /// A `setHeaders` value has a line break.
+    #[error("setHeaders.{name}: header values must not contain line breaks")]
+    SetHeaderLineBreak {
+        /// The header's name.
+        name: String,
+    },
+    /// A `setHeaders` value's template does not parse.
+    #[error("setHeaders.{name}: {source}")]
+    SetHeaderTemplate {
+        /// The header's name.
+        name: String,
+        /// The template error.
+        source: TemplateError,
+    },
+    /// A `dropHeaders` name is not a header name.
+    #[error("dropHeaders: {name:?} is not a header name")]
+    DropHeaderName {
+        /// The name.
+        name: String,
+    },
 }
 
 /// Why a message could not pass the steps.

@@ -8,7 +8,8 @@ use jetflow_crds::pipeline::Step;
 
 use crate::json::PARSES;
 use crate::{
-    FailureKind, Headers, Input, MAX_ERROR_LEN, MAX_OUTPUTS, Output, OutputHeaders, Steps, check,
+    FailureKind, Headers, Input, JqError, MAX_ERROR_LEN, MAX_OUTPUTS, Output, OutputHeaders,
+    Position, StepError, Steps, SyntaxProblem, check,
 };
 
 fn filter(code: &str) -> Step {
@@ -463,23 +464,59 @@ fn compile_errors_name_the_step_and_quote_jq() {
     );
 
     let e = check(&[map("$payload")]).unwrap_err();
-    assert!(e.message.contains("undefined variable $payload"), "{e}");
-    assert!(e.message.contains("$subject, $headers and $seq"), "{e}");
+    assert!(
+        e.reason.to_string().contains("undefined variable $payload"),
+        "{e}"
+    );
+    assert!(
+        e.reason.to_string().contains("$subject, $headers and $seq"),
+        "{e}"
+    );
+
+    let StepError::Jq {
+        field: "map",
+        source: JqError::Undefined { names },
+    } = &e.reason
+    else {
+        panic!("an undefined name: {e:?}");
+    };
+    assert_eq!(names[0].at, Position::Column(1));
+    let e = check(&[filter(".a | {b: }")]).unwrap_err();
+    let StepError::Jq {
+        field: "filter",
+        source: JqError::Syntax { problems },
+    } = &e.reason
+    else {
+        panic!("a syntax error: {e:?}");
+    };
+    assert!(
+        matches!(
+            problems[0],
+            SyntaxProblem::Expected {
+                at: Position::Column(_),
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     let e = check(&[map("now")]).unwrap_err();
-    assert!(e.message.contains("deterministic"), "{e}");
+    assert!(e.reason.to_string().contains("deterministic"), "{e}");
 }
 
 #[test]
 fn compile_checks_templates_and_header_names() {
     let e = check(&[set_subject("x.{{nope}}")]).unwrap_err();
-    assert!(e.message.contains("unknown placeholder"), "{e}");
+    assert!(e.reason.to_string().contains("unknown placeholder"), "{e}");
     let e = check(&[set_headers(&[("A", "{{payload.}}")])]).unwrap_err();
-    assert!(e.message.starts_with("setHeaders.A: "), "{e}");
+    assert!(e.reason.to_string().starts_with("setHeaders.A: "), "{e}");
     let e = check(&[set_headers(&[("Bad Name", "v")])]).unwrap_err();
-    assert!(e.message.contains("not a header name"), "{e}");
+    assert!(e.reason.to_string().contains("not a header name"), "{e}");
+    let e = check(&[set_headers(&[("A", "x\ny")])]).unwrap_err();
+    assert_eq!(e.reason, StepError::SetHeaderLineBreak { name: "A".into() });
     let e = check(&[Step::default()]).unwrap_err();
-    assert!(e.message.contains("exactly one"), "{e}");
+    assert_eq!(e.reason, StepError::NotOneKind);
+    assert!(e.reason.to_string().contains("exactly one"), "{e}");
     assert!(check(&[filter("true"), map("."), drop_headers(&["X"])]).is_ok());
 }
 
