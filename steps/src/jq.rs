@@ -13,6 +13,8 @@ use jaq_core::load::{self, Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars};
 use jaq_json::Val;
 
+use crate::simple::Simple;
+
 type Data = JustLut<Val>;
 
 /// The names of the global variables, in the order [`Globals::into_vars`] supplies them.
@@ -49,6 +51,8 @@ impl Globals {
 /// A compiled jq expression.
 pub(crate) struct Jq {
     filter: jaq_core::Filter<Data>,
+    /// The expression's shortcut, when it is of the simple kind ([`Simple`]).
+    simple: Option<Simple>,
     /// Whether the expression mentions `$subject` or `$headers`: building those values costs
     /// allocations per message, so they are skipped (left `null`) for expressions that never
     /// read them. A mention inside a string literal only costs the allocation.
@@ -84,6 +88,7 @@ impl Jq {
             .map_err(|errs| compile_errors(code, errs))?;
         Ok(Jq {
             filter,
+            simple: Simple::of(code),
             uses_subject: code.contains("$subject"),
             uses_headers: code.contains("$headers"),
         })
@@ -91,6 +96,19 @@ impl Jq {
 
     /// Runs the expression on `input`; outputs come lazily, in jq's order.
     pub fn run(&self, input: Val, globals: Globals) -> impl Iterator<Item = Result<Val, String>> {
+        let (first, rest) = match self.simple.as_ref().and_then(|s| s.eval(&input, &globals)) {
+            Some(value) => (Some(Ok(value)), None),
+            None => (None, Some(self.run_jaq(input, globals))),
+        };
+        first.into_iter().chain(rest.into_iter().flatten())
+    }
+
+    /// Runs the expression in jaq.
+    pub(crate) fn run_jaq(
+        &self,
+        input: Val,
+        globals: Globals,
+    ) -> impl Iterator<Item = Result<Val, String>> {
         let ctx = Ctx::<Data>::new(&self.filter.lut, globals.into_vars());
         self.filter.id.run((ctx, input)).map(|r| {
             r.map_err(|exn| match exn.get_err() {

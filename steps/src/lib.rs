@@ -36,6 +36,7 @@ mod compile;
 mod headers;
 mod jq;
 mod json;
+mod simple;
 pub mod template;
 #[cfg(test)]
 mod tests;
