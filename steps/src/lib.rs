@@ -25,8 +25,8 @@
 //!
 //! Failures are per message ([`StepFailure`], kind parse or eval; the worker adds timeout when
 //! the steps overrun their budget on a message); the worker applies the pipeline's error
-//! policy to them. Nothing here blocks, spawns or keeps state between
-//! messages.
+//! policy to them. Nothing here blocks or spawns; what is kept between messages is buffers per
+//! thread (for reading payloads and writing outputs), never anything of a message.
 
 use bytes::Bytes;
 use jetflow_crds::pipeline::Step;
