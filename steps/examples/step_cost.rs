@@ -10,10 +10,9 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Instant;
 
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use jetflow_crds::pipeline::Step;
-use jetflow_steps::{Input, Steps};
+use jetflow_steps::{Headers, Input, Steps};
 
 /// The allocator `jetflow-worker` runs with, so the figures are the worker's.
 #[global_allocator]
@@ -34,7 +33,7 @@ fn payload(i: usize) -> Bytes {
 
 fn measure(label: &str, steps: &[Step], payloads: &[Bytes], rounds: usize) {
     let steps = Steps::compile(steps).expect("the benchmark's steps compile");
-    let mut headers = HeaderMap::new();
+    let mut headers = Headers::new();
     headers.insert("Nats-Msg-Id", "abc");
     headers.insert("Trace", "t-1");
     let run = |n: usize| {

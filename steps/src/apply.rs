@@ -6,26 +6,31 @@
 //! a payload that a `map` replaced is written back to JSON once; any other payload leaves as the
 //! very bytes that came in.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use jaq_json::{Num, Val};
 
 use crate::compile::{Compiled, Kind};
 use crate::jq::{Globals, Jq};
 use crate::template::RenderError;
-use crate::{FailureKind, Input, MAX_ERROR_LEN, Output, StepFailure, Steps, json};
+use crate::{
+    FailureKind, Headers, Input, MAX_ERROR_LEN, Output, OutputHeaders, StepFailure, Steps, json,
+};
 
 /// The most outputs one source message may produce across all `map` steps; more fails the
 /// message (kind eval). It bounds the memory an expression such as `range(1e9)` can take.
 pub const MAX_OUTPUTS: usize = 10_000;
 
-/// A message between two steps.
-struct Msg {
-    subject: String,
-    headers: Option<HeaderMap>,
+/// A message between two steps; subject and headers stay borrowed from the input until a step
+/// changes them.
+struct Msg<'a> {
+    subject: Cow<'a, str>,
+    headers: Option<Cow<'a, Headers>>,
+    /// Whether a step changed the headers.
+    headers_changed: bool,
     /// The payload as received, while no `map` replaced it.
     raw: Option<Bytes>,
     /// The payload as a JSON value, once parsed or produced by a `map`.
@@ -38,10 +43,11 @@ struct Msg {
     headers_var: Option<Val>,
 }
 
-impl Msg {
+impl<'a> Msg<'a> {
     fn parsed(&mut self, at: (usize, &str)) -> Result<&Val, StepFailure> {
         if self.value.is_none() {
-            let raw = self.raw.as_deref().unwrap_or_default();
+            let empty = Bytes::new();
+            let raw = self.raw.as_ref().unwrap_or(&empty);
             let value = json::parse(raw).map_err(|e| {
                 failure(at, FailureKind::Parse, format!("payload is not JSON: {e}"))
             })?;
@@ -53,14 +59,14 @@ impl Msg {
     fn globals(&mut self, jq: &Jq, seq: u64) -> Globals {
         let subject = if jq.uses_subject {
             self.subject_var
-                .get_or_insert_with(|| Val::from(self.subject.clone()))
+                .get_or_insert_with(|| Val::from(self.subject.to_string()))
                 .clone()
         } else {
             Val::Null
         };
         let headers = if jq.uses_headers {
             self.headers_var
-                .get_or_insert_with(|| headers_value(self.headers.as_ref()))
+                .get_or_insert_with(|| headers_value(self.headers.as_deref()))
                 .clone()
         } else {
             Val::Null
@@ -73,10 +79,11 @@ impl Msg {
     }
 
     /// A copy for one output of a `map`, carrying `value` as its payload.
-    fn with_value(&self, value: Val, step: usize) -> Msg {
+    fn with_value(&self, value: Val, step: usize) -> Msg<'a> {
         Msg {
             subject: self.subject.clone(),
             headers: self.headers.clone(),
+            headers_changed: self.headers_changed,
             raw: None,
             value: Some(value),
             mapped_by: Some(step),
@@ -88,18 +95,15 @@ impl Msg {
 
 /// `$headers`: header name to first value, in name order so that expressions iterating over
 /// it (`keys_unsorted`, `to_entries`) see the same order on every replay.
-fn headers_value(headers: Option<&HeaderMap>) -> Val {
+fn headers_value(headers: Option<&Headers>) -> Val {
     let mut sorted = BTreeMap::new();
-    for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
-        if let Some(first) = values.first() {
-            let name: &str = name.as_ref();
-            sorted.insert(name.to_owned(), first.as_str().to_owned());
-        }
+    for (name, value) in headers.into_iter().flat_map(Headers::iter) {
+        sorted.entry(name).or_insert(value);
     }
     Val::obj(
         sorted
             .into_iter()
-            .map(|(k, v)| (Val::from(k), Val::from(v)))
+            .map(|(k, v)| (Val::from(k.to_owned()), Val::from(v.to_owned())))
             .collect(),
     )
 }
@@ -168,26 +172,27 @@ impl Steps {
         if self.is_passthrough() {
             return Ok(vec![Output {
                 subject: input.subject.to_owned(),
-                headers: input.headers.cloned(),
+                headers: OutputHeaders::Unchanged,
                 payload: input.payload.clone(),
             }]);
         }
         let mut msgs = vec![Msg {
-            subject: input.subject.to_owned(),
-            headers: input.headers.cloned(),
+            subject: Cow::Borrowed(input.subject),
+            headers: input.headers.map(Cow::Borrowed),
+            headers_changed: false,
             raw: Some(input.payload.clone()),
             value: None,
             mapped_by: None,
             subject_var: None,
             headers_var: None,
         }];
+        let mut next = Vec::new();
         for (index, step) in self.compiled().iter().enumerate() {
             current.store(index, Ordering::Relaxed);
-            let mut next = Vec::with_capacity(msgs.len());
-            for msg in msgs {
+            for msg in msgs.drain(..) {
                 apply_step(index, step, msg, input.seq, &mut next)?;
             }
-            msgs = next;
+            std::mem::swap(&mut msgs, &mut next);
             if msgs.is_empty() {
                 break;
             }
@@ -199,15 +204,19 @@ impl Steps {
                     (None, Some(value)) => {
                         let step = msg.mapped_by.unwrap_or_default();
                         let at = (step, self.compiled()[step].name.as_str());
-                        Bytes::from(json::to_vec(&value).map_err(|e| {
+                        json::to_bytes(&value).map_err(|e| {
                             failure(at, FailureKind::Eval, format!("output is not JSON: {e}"))
-                        })?)
+                        })?
                     }
                     (None, None) => Bytes::new(),
                 };
                 Ok(Output {
-                    subject: msg.subject,
-                    headers: msg.headers,
+                    subject: msg.subject.into_owned(),
+                    headers: if msg.headers_changed {
+                        OutputHeaders::Changed(msg.headers.map(Cow::into_owned))
+                    } else {
+                        OutputHeaders::Unchanged
+                    },
                     payload,
                 })
             })
@@ -215,12 +224,12 @@ impl Steps {
     }
 }
 
-fn apply_step(
+fn apply_step<'a>(
     index: usize,
     step: &Compiled,
-    mut msg: Msg,
+    mut msg: Msg<'a>,
     seq: u64,
-    out: &mut Vec<Msg>,
+    out: &mut Vec<Msg<'a>>,
 ) -> Result<(), StepFailure> {
     let at = (index, step.name.as_str());
     match &step.kind {
@@ -275,11 +284,9 @@ fn apply_step(
             }
             let value = msg.value.as_ref();
             let subject = template
-                .render_with(&msg.subject, || {
-                    value.ok_or_else(|| RenderError::PayloadNotJson("not parsed".to_owned()))
-                })
+                .render_with(&msg.subject, || value.ok_or(RenderError::NeedsPayload))
                 .map_err(|e| render_failure(at, e))?;
-            msg.subject = subject;
+            msg.subject = Cow::Owned(subject);
             msg.subject_var = None;
             out.push(msg);
         }
@@ -294,8 +301,7 @@ fn apply_step(
                     let mut text = String::new();
                     template
                         .render_into(&mut text, &msg.subject, || {
-                            value
-                                .ok_or_else(|| RenderError::PayloadNotJson("not parsed".to_owned()))
+                            value.ok_or(RenderError::NeedsPayload)
                         })
                         .map_err(|e| render_failure(at, e))?;
                     if text.contains(['\r', '\n']) {
@@ -304,27 +310,27 @@ fn apply_step(
                     rendered.push((name.clone(), text));
                 }
             }
-            let map = msg.headers.get_or_insert_with(HeaderMap::new);
+            let map = msg
+                .headers
+                .get_or_insert_with(|| Cow::Owned(Headers::new()))
+                .to_mut();
             for (name, text) in rendered {
                 map.insert(name, text);
             }
+            msg.headers_changed = true;
             msg.headers_var = None;
             out.push(msg);
         }
         Kind::DropHeaders(names) => {
-            if let Some(headers) = msg.headers.take() {
-                let mut kept = HeaderMap::new();
-                for (name, values) in headers.iter() {
-                    let key: &str = name.as_ref();
-                    if names.iter().any(|n| n == key) {
-                        continue;
-                    }
-                    for value in values {
-                        kept.append(name.clone(), value.clone());
+            if let Some(mut headers) = msg.headers.take() {
+                for name in names {
+                    if headers.get(name).is_some() {
+                        headers.to_mut().remove(name);
                     }
                 }
-                msg.headers = (!kept.is_empty()).then_some(kept);
+                msg.headers = (!headers.is_empty()).then_some(headers);
             }
+            msg.headers_changed = true;
             msg.headers_var = None;
             out.push(msg);
         }

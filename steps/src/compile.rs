@@ -2,12 +2,12 @@
 //! [`crate::template`], header names parsed. Runs once, at start (and in the operator's
 //! validation); every error names the step by index.
 
-use async_nats::HeaderName;
 use jetflow_crds::pipeline::Step;
 
+use crate::headers::is_header_name;
 use crate::jq::Jq;
 use crate::template::{SubjectTemplate, Template};
-use crate::{CompileError, Steps};
+use crate::{CompileError, StepError, Steps};
 
 /// One compiled step.
 #[derive(Debug)]
@@ -22,12 +22,22 @@ pub(crate) enum Kind {
     Filter(Jq),
     Map(Jq),
     SetSubject(SubjectTemplate),
-    SetHeaders(Vec<(HeaderName, Template)>),
+    SetHeaders(Vec<(String, Template)>),
     /// Header names as written; matched exactly (NATS header names are case-sensitive).
     DropHeaders(Vec<String>),
 }
 
 impl Steps {
+    /// Whether a step reads or changes headers (`$headers`, `setHeaders`, `dropHeaders`): only
+    /// then do the steps need the input's headers.
+    pub fn uses_headers(&self) -> bool {
+        self.steps.iter().any(|s| match &s.kind {
+            Kind::Filter(jq) | Kind::Map(jq) => jq.uses_headers,
+            Kind::SetHeaders(_) | Kind::DropHeaders(_) => true,
+            Kind::SetSubject(_) => false,
+        })
+    }
+
     /// Compiles the steps: every jq expression (with `$subject`, `$headers` and `$seq`
     /// declared), every template and header name. The first step that does not compile is
     /// reported, with the jq or template error quoted.
@@ -79,10 +89,10 @@ fn compile_step(index: usize, step: &Step) -> Result<Compiled, CompileError> {
         .name
         .clone()
         .unwrap_or_else(|| format!("{kind}[{index}]"));
-    let err = |message: String| CompileError {
+    let err = |reason: StepError| CompileError {
         index,
         name: name.clone(),
-        message,
+        reason,
     };
     let set = [
         step.filter.is_some(),
@@ -92,41 +102,46 @@ fn compile_step(index: usize, step: &Step) -> Result<Compiled, CompileError> {
         step.drop_headers.is_some(),
     ];
     if set.iter().filter(|s| **s).count() != 1 {
-        return Err(err(
-            "set exactly one of filter, map, setSubject, setHeaders and dropHeaders".to_owned(),
-        ));
+        return Err(err(StepError::NotOneKind));
     }
     let compiled = if let Some(code) = &step.filter {
-        Kind::Filter(Jq::compile(code).map_err(|e| err(format!("filter: {e}")))?)
+        Kind::Filter(Jq::compile(code).map_err(|source| {
+            err(StepError::Jq {
+                field: "filter",
+                source,
+            })
+        })?)
     } else if let Some(code) = &step.map {
-        Kind::Map(Jq::compile(code).map_err(|e| err(format!("map: {e}")))?)
+        Kind::Map(Jq::compile(code).map_err(|source| {
+            err(StepError::Jq {
+                field: "map",
+                source,
+            })
+        })?)
     } else if let Some(t) = &step.set_subject {
-        Kind::SetSubject(SubjectTemplate::compile(t).map_err(|e| err(format!("setSubject: {e}")))?)
+        Kind::SetSubject(SubjectTemplate::compile(t).map_err(|e| err(StepError::SetSubject(e)))?)
     } else if let Some(headers) = &step.set_headers {
         let mut out = Vec::with_capacity(headers.len());
         for (key, value) in headers {
-            let header: HeaderName = key
-                .parse()
-                .ok()
-                .filter(|_| !key.is_empty())
-                .ok_or_else(|| err(format!("setHeaders: {key:?} is not a header name")))?;
-            if value.contains(['\r', '\n']) {
-                return Err(err(format!(
-                    "setHeaders.{key}: header values must not contain line breaks"
-                )));
+            if !is_header_name(key) {
+                return Err(err(StepError::SetHeaderName { name: key.clone() }));
             }
-            let template =
-                Template::parse(value, true).map_err(|e| err(format!("setHeaders.{key}: {e}")))?;
-            out.push((header, template));
+            if value.contains(['\r', '\n']) {
+                return Err(err(StepError::SetHeaderLineBreak { name: key.clone() }));
+            }
+            let template = Template::parse(value, true).map_err(|source| {
+                err(StepError::SetHeaderTemplate {
+                    name: key.clone(),
+                    source,
+                })
+            })?;
+            out.push((key.clone(), template));
         }
         Kind::SetHeaders(out)
     } else {
         let names = step.drop_headers.clone().unwrap_or_default();
-        if let Some(bad) = names
-            .iter()
-            .find(|n| n.is_empty() || n.parse::<HeaderName>().is_err())
-        {
-            return Err(err(format!("dropHeaders: {bad:?} is not a header name")));
+        if let Some(bad) = names.iter().find(|n| !is_header_name(n)) {
+            return Err(err(StepError::DropHeaderName { name: bad.clone() }));
         }
         Kind::DropHeaders(names)
     };

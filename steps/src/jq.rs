@@ -13,6 +13,8 @@ use jaq_core::load::{self, Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars};
 use jaq_json::Val;
 
+use crate::simple::Simple;
+
 type Data = JustLut<Val>;
 
 /// The names of the global variables, in the order [`Globals::into_vars`] supplies them.
@@ -49,6 +51,8 @@ impl Globals {
 /// A compiled jq expression.
 pub(crate) struct Jq {
     filter: jaq_core::Filter<Data>,
+    /// The expression's shortcut, when it is of the simple kind ([`Simple`]).
+    simple: Option<Simple>,
     /// Whether the expression mentions `$subject` or `$headers`: building those values costs
     /// allocations per message, so they are skipped (left `null`) for expressions that never
     /// read them. A mention inside a string literal only costs the allocation.
@@ -64,7 +68,7 @@ impl std::fmt::Debug for Jq {
 
 impl Jq {
     /// Compiles `code`; the error quotes what jaq reported.
-    pub fn compile(code: &str) -> Result<Jq, String> {
+    pub fn compile(code: &str) -> Result<Jq, JqError> {
         let defs = jaq_core::defs()
             .chain(jaq_std::defs())
             .chain(jaq_json::defs())
@@ -84,6 +88,7 @@ impl Jq {
             .map_err(|errs| compile_errors(code, errs))?;
         Ok(Jq {
             filter,
+            simple: Simple::of(code),
             uses_subject: code.contains("$subject"),
             uses_headers: code.contains("$headers"),
         })
@@ -91,6 +96,19 @@ impl Jq {
 
     /// Runs the expression on `input`; outputs come lazily, in jq's order.
     pub fn run(&self, input: Val, globals: Globals) -> impl Iterator<Item = Result<Val, String>> {
+        let (first, rest) = match self.simple.as_ref().and_then(|s| s.eval(&input, &globals)) {
+            Some(value) => (Some(Ok(value)), None),
+            None => (None, Some(self.run_jaq(input, globals))),
+        };
+        first.into_iter().chain(rest.into_iter().flatten())
+    }
+
+    /// Runs the expression in jaq.
+    pub(crate) fn run_jaq(
+        &self,
+        input: Val,
+        globals: Globals,
+    ) -> impl Iterator<Item = Result<Val, String>> {
         let ctx = Ctx::<Data>::new(&self.filter.lut, globals.into_vars());
         self.filter.id.run((ctx, input)).map(|r| {
             r.map_err(|exn| match exn.get_err() {
@@ -108,63 +126,144 @@ impl Jq {
     }
 }
 
-/// Where `part` (a slice of `code`) starts, as a 1-based column, for error messages.
-fn at(code: &str, part: &str) -> String {
+/// A jq expression that does not compile.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JqError {
+    /// The expression does not parse: what jaq expected where, one entry per problem.
+    #[error("jq syntax error: {}", joined(.problems))]
+    Syntax {
+        /// The problems, in jaq's order.
+        problems: Vec<SyntaxProblem>,
+    },
+    /// The expression names filters or variables that are not defined (or left out).
+    #[error("jq error: {}", joined(.names))]
+    Undefined {
+        /// The names, in jaq's order.
+        names: Vec<UndefinedName>,
+    },
+}
+
+/// One problem jaq found parsing an expression.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SyntaxProblem {
+    /// jaq expected something else at a place.
+    #[error("expected {expected} {at} {}", near_text(.near))]
+    Expected {
+        /// What jaq expected.
+        expected: String,
+        /// Where.
+        at: Position,
+        /// Up to 20 characters of what was found instead; `None` at the end of the expression.
+        near: Option<String>,
+    },
+    /// A module the expression includes could not be loaded.
+    #[error("cannot load module {path:?}: {error}")]
+    Module {
+        /// The module's path.
+        path: String,
+        /// jaq's error.
+        error: String,
+    },
+}
+
+/// A filter or variable that is not defined.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("undefined {what} {at}{hint}")]
+pub struct UndefinedName {
+    /// `filter name/arity`, `variable $name`, and the like.
+    pub what: String,
+    /// Where it is used.
+    pub at: Position,
+    /// Why it may be missing, when jetflow knows (left out, or not one of the variables).
+    pub hint: &'static str,
+}
+
+/// A place in a jq expression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Position {
+    /// The 1-based column (in characters) in the expression.
+    Column(usize),
+    /// Inside a definition of jq's standard library.
+    Library,
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Column(col) => write!(f, "at column {col}"),
+            Self::Library => f.write_str("in a library definition"),
+        }
+    }
+}
+
+fn joined<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn near_text(near: &Option<String>) -> String {
+    match near {
+        Some(snippet) => format!("near {snippet:?}"),
+        None => "at the end".to_owned(),
+    }
+}
+
+/// Where `part` (a slice of `code`) starts.
+fn at(code: &str, part: &str) -> Position {
     let offset = part.as_ptr() as usize;
     let base = code.as_ptr() as usize;
     if offset >= base && offset <= base + code.len() {
-        let col = code[..offset - base].chars().count() + 1;
-        format!("at column {col}")
+        Position::Column(code[..offset - base].chars().count() + 1)
     } else {
-        "in a library definition".to_owned()
+        Position::Library
     }
 }
 
-fn near(part: &str) -> String {
+fn near(part: &str) -> Option<String> {
     let snippet: String = part.chars().take(20).collect();
-    if snippet.is_empty() {
-        "at the end".to_owned()
-    } else {
-        format!("near {snippet:?}")
-    }
+    (!snippet.is_empty()).then_some(snippet)
 }
 
-fn load_errors(code: &str, errs: load::Errors<&str, ()>) -> String {
-    let mut msgs = Vec::new();
+fn load_errors(code: &str, errs: load::Errors<&str, ()>) -> JqError {
+    let mut problems = Vec::new();
     for (_file, err) in errs {
         match err {
             load::Error::Io(items) => {
-                for (path, e) in items {
-                    msgs.push(format!("cannot load module {path:?}: {e}"));
+                for (path, error) in items {
+                    problems.push(SyntaxProblem::Module {
+                        path: path.to_string(),
+                        error: error.to_string(),
+                    });
                 }
             }
             load::Error::Lex(items) => {
                 for (expect, found) in items {
-                    msgs.push(format!(
-                        "expected {} {} {}",
-                        expect.as_str(),
-                        at(code, found),
-                        near(found)
-                    ));
+                    problems.push(SyntaxProblem::Expected {
+                        expected: expect.as_str().to_owned(),
+                        at: at(code, found),
+                        near: near(found),
+                    });
                 }
             }
             load::Error::Parse(items) => {
                 for (expect, found) in items {
-                    msgs.push(format!(
-                        "expected {} {} {}",
-                        expect.as_str(),
-                        at(code, found),
-                        near(found)
-                    ));
+                    problems.push(SyntaxProblem::Expected {
+                        expected: expect.as_str().to_owned(),
+                        at: at(code, found),
+                        near: near(found),
+                    });
                 }
             }
         }
     }
-    format!("jq syntax error: {}", msgs.join("; "))
+    JqError::Syntax { problems }
 }
 
-fn compile_errors(code: &str, errs: jaq_core::compile::Errors<&str, ()>) -> String {
-    let mut msgs = Vec::new();
+fn compile_errors(code: &str, errs: jaq_core::compile::Errors<&str, ()>) -> JqError {
+    let mut names = Vec::new();
     for (_file, items) in errs {
         for (name, undefined) in items {
             let what = match &undefined {
@@ -179,10 +278,14 @@ fn compile_errors(code: &str, errs: jaq_core::compile::Errors<&str, ()>) -> Stri
                 _ if name.starts_with('$') => " (the variables are $subject, $headers and $seq)",
                 _ => "",
             };
-            msgs.push(format!("undefined {what} {}{hint}", at(code, name)));
+            names.push(UndefinedName {
+                what,
+                at: at(code, name),
+                hint,
+            });
         }
     }
-    format!("jq error: {}", msgs.join("; "))
+    JqError::Undefined { names }
 }
 
 #[cfg(test)]
@@ -226,16 +329,16 @@ mod tests {
 
     #[test]
     fn syntax_errors_name_the_column() {
-        let e = Jq::compile(".a | {b: }").unwrap_err();
+        let e = Jq::compile(".a | {b: }").unwrap_err().to_string();
         assert!(e.starts_with("jq syntax error: expected"), "{e}");
         assert!(e.contains("column"), "{e}");
     }
 
     #[test]
     fn undefined_filters_and_variables_are_named() {
-        let e = Jq::compile("nosuchfn(1)").unwrap_err();
+        let e = Jq::compile("nosuchfn(1)").unwrap_err().to_string();
         assert!(e.contains("undefined filter nosuchfn/1"), "{e}");
-        let e = Jq::compile("$nope").unwrap_err();
+        let e = Jq::compile("$nope").unwrap_err().to_string();
         assert!(e.contains("undefined variable $nope"), "{e}");
     }
 
@@ -250,7 +353,7 @@ mod tests {
             "halt",
             "1 | stderr",
         ] {
-            let e = Jq::compile(code).unwrap_err();
+            let e = Jq::compile(code).unwrap_err().to_string();
             assert!(e.contains("undefined"), "{code}: {e}");
         }
         // The deterministic rest of the standard library is there.

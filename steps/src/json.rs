@@ -1,13 +1,21 @@
 //! The payload as a JSON value: parsed once per message, written once when a `map` step
 //! replaced it.
 //!
-//! Parsing uses jaq's own reader, so the parsed value feeds the jq steps without conversion.
+//! Parsing builds jaq's values straight from the payload, so the parsed value feeds the jq steps
+//! without conversion. Strings without escapes are slices of the payload's buffer (no copy); a
+//! payload outside plain JSON (jq's extensions such as `NaN` or comments, or an error) is left
+//! to jaq's reader, so what is accepted and the errors reported are jaq's.
+//!
 //! Writing is jetflow's: it produces compact, valid JSON or fails, where jaq's writer would print
-//! values JSON cannot represent (NaN, byte strings, non-string object keys) as they are.
+//! values JSON cannot represent (NaN, byte strings, non-string object keys) as they are. Outputs
+//! are written into a buffer kept per thread and split off it, so a payload costs no allocation
+//! of its own.
 
+use std::cell::RefCell;
 use std::io::Write as _;
 
-use jaq_json::{Num, Val};
+use bytes::{BufMut, Bytes, BytesMut};
+use jaq_json::{Map, Num, Rc, Val};
 
 /// Why a value could not be written as JSON.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -26,23 +34,320 @@ thread_local! {
     pub(crate) static PARSES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Parses a payload as exactly one JSON value.
-pub(crate) fn parse(payload: &[u8]) -> Result<Val, jaq_json::read::Error> {
+/// Parses a payload as exactly one JSON value; strings are slices of `payload`.
+pub(crate) fn parse(payload: &Bytes) -> Result<Val, jaq_json::read::Error> {
+    parse_in(payload, Some(payload))
+}
+
+/// Parses a payload as exactly one JSON value, copying its strings.
+pub(crate) fn parse_slice(payload: &[u8]) -> Result<Val, jaq_json::read::Error> {
+    parse_in(payload, None)
+}
+
+fn parse_in(payload: &[u8], owner: Option<&Bytes>) -> Result<Val, jaq_json::read::Error> {
     #[cfg(test)]
     PARSES.with(|p| p.set(p.get() + 1));
-    jaq_json::read::parse_single(payload)
+    let read = SCRATCH.with_borrow_mut(|scratch| {
+        let mut reader = Reader {
+            src: payload,
+            owner,
+            pos: 0,
+            scratch,
+        };
+        let value = reader.document();
+        scratch.clear();
+        value
+    });
+    match read {
+        Some(value) => Ok(value),
+        None => jaq_json::read::parse_single(payload),
+    }
 }
+
+thread_local! {
+    /// Array items and object entries while they are read, kept per thread across payloads, so
+    /// that each array and object is allocated once, at its final size.
+    static SCRATCH: RefCell<Vec<(Val, Val)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Nesting deeper than this is left to jaq's reader.
+const MAX_DEPTH: usize = 128;
+
+/// A reader of plain JSON (RFC 8259) into jaq values. It gives up (`None`) on anything else,
+/// and then jaq's reader decides; on plain JSON both produce the same value: integers as
+/// machine or big integers, other numbers as decimals keeping their text, objects in key order
+/// with a repeated key keeping its first place and last value.
+struct Reader<'a> {
+    src: &'a [u8],
+    /// The buffer `src` is, when strings can be slices of it.
+    owner: Option<&'a Bytes>,
+    pos: usize,
+    /// Items (as `(item, null)`) and entries of the arrays and objects being read, innermost
+    /// last.
+    scratch: &'a mut Vec<(Val, Val)>,
+}
+
+impl Reader<'_> {
+    fn document(&mut self) -> Option<Val> {
+        self.ws();
+        let value = self.value(0)?;
+        self.ws();
+        (self.pos == self.src.len()).then_some(value)
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.src.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.src.get(self.pos).copied()
+    }
+
+    fn literal(&mut self, word: &[u8], value: Val) -> Option<Val> {
+        self.src[self.pos..].starts_with(word).then(|| {
+            self.pos += word.len();
+            value
+        })
+    }
+
+    fn value(&mut self, depth: usize) -> Option<Val> {
+        match self.peek()? {
+            b'n' => self.literal(b"null", Val::Null),
+            b't' => self.literal(b"true", Val::Bool(true)),
+            b'f' => self.literal(b"false", Val::Bool(false)),
+            b'"' => self.string().map(|s| Val::TStr(Box::new(s))),
+            b'-' | b'0'..=b'9' => self.number(),
+            b'[' if depth < MAX_DEPTH => self.array(depth + 1),
+            b'{' if depth < MAX_DEPTH => self.object(depth + 1),
+            _ => None,
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Option<Val> {
+        self.pos += 1;
+        let start = self.scratch.len();
+        self.ws();
+        if self.peek()? == b']' {
+            self.pos += 1;
+            return Some(Val::Arr(Rc::new(Vec::new())));
+        }
+        loop {
+            self.ws();
+            let item = self.value(depth)?;
+            self.scratch.push((item, Val::Null));
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b']' => {
+                    self.pos += 1;
+                    let items = self.scratch.drain(start..).map(|(item, _)| item).collect();
+                    return Some(Val::Arr(Rc::new(items)));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Option<Val> {
+        self.pos += 1;
+        let start = self.scratch.len();
+        self.ws();
+        if self.peek()? == b'}' {
+            self.pos += 1;
+            return Some(Val::obj(Map::default()));
+        }
+        loop {
+            self.ws();
+            if self.peek()? != b'"' {
+                return None;
+            }
+            let key = Val::TStr(Box::new(self.string()?));
+            self.ws();
+            if self.peek()? != b':' {
+                return None;
+            }
+            self.pos += 1;
+            self.ws();
+            let value = self.value(depth)?;
+            self.scratch.push((key, value));
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    let entries = self.scratch.drain(start..);
+                    let mut map = Map::with_capacity_and_hasher(entries.len(), Default::default());
+                    map.extend(entries);
+                    return Some(Val::obj(map));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string at `pos` (on its opening quote); raw bytes other than control characters are
+    /// taken as they are, as jaq does.
+    fn string(&mut self) -> Option<Bytes> {
+        self.pos += 1;
+        let start = self.pos;
+        let rest = &self.src[start..];
+        let end = rest
+            .iter()
+            .position(|&c| matches!(c, b'"' | b'\\' | 0..=0x1f))?;
+        if rest[end] == b'"' {
+            self.pos = start + end + 1;
+            return Some(self.bytes(start, start + end));
+        }
+        if rest[end] != b'\\' {
+            return None;
+        }
+        let mut out = Vec::with_capacity(end + 16);
+        out.extend_from_slice(&rest[..end]);
+        self.pos = start + end;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.pos += 1;
+                    return Some(Bytes::from(out));
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    self.escape(&mut out)?;
+                }
+                0..=0x1f => return None,
+                c => {
+                    out.push(c);
+                    self.pos += 1;
+                }
+            }
+        }
+    }
+
+    fn escape(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        let c = self.peek()?;
+        self.pos += 1;
+        let byte = match c {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let code = match self.hex4()? {
+                    high @ 0xd800..=0xdbff => {
+                        if !self.src[self.pos..].starts_with(b"\\u") {
+                            return None;
+                        }
+                        self.pos += 2;
+                        let low = self.hex4()?;
+                        if !(0xdc00..=0xdfff).contains(&low) {
+                            return None;
+                        }
+                        0x10000 + (high - 0xd800) * 0x400 + (low - 0xdc00)
+                    }
+                    code => code,
+                };
+                let c = char::from_u32(code)?;
+                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                return Some(());
+            }
+            _ => return None,
+        };
+        out.push(byte);
+        Some(())
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let digits = self.src.get(self.pos..self.pos + 4)?;
+        self.pos += 4;
+        digits
+            .iter()
+            .try_fold(0, |acc, &d| Some(acc * 16 + (d as char).to_digit(16)?))
+    }
+
+    fn number(&mut self) -> Option<Val> {
+        let start = self.pos;
+        let digits = |r: &mut Self| {
+            let from = r.pos;
+            while let Some(b'0'..=b'9') = r.peek() {
+                r.pos += 1;
+            }
+            r.pos > from
+        };
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek()? {
+            b'0' => {
+                self.pos += 1;
+                if let Some(b'0'..=b'9') = self.peek() {
+                    return None;
+                }
+            }
+            b'1'..=b'9' => {
+                digits(self);
+            }
+            _ => return None,
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            integer = false;
+            if !digits(self) {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            integer = false;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if !digits(self) {
+                return None;
+            }
+        }
+        // Only ASCII digits and signs were read.
+        let text = std::str::from_utf8(&self.src[start..self.pos]).ok()?;
+        Some(Val::Num(if integer {
+            Num::from_str_radix(text, 10)?
+        } else {
+            Num::Dec(Rc::new(text.to_owned()))
+        }))
+    }
+
+    fn bytes(&self, start: usize, end: usize) -> Bytes {
+        match self.owner {
+            Some(owner) => owner.slice(start..end),
+            None => Bytes::copy_from_slice(&self.src[start..end]),
+        }
+    }
+}
+
+thread_local! {
+    /// Where this thread writes outputs; each output is split off it, so the allocation is
+    /// shared by many outputs and freed when the last of them is dropped.
+    static OUT: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// The space reserved at once for outputs written on one thread.
+const OUT_CHUNK: usize = 16 * 1024;
 
 /// Writes `value` as compact JSON, appending to `out`.
 ///
 /// NaN is written `null` and infinities as the largest finite doubles, as jq does, so that every
 /// output is valid JSON.
-pub(crate) fn write(out: &mut Vec<u8>, value: &Val) -> Result<(), WriteError> {
+pub(crate) fn write(out: &mut impl BufMut, value: &Val) -> Result<(), WriteError> {
     match value {
-        Val::Null => out.extend_from_slice(b"null"),
-        Val::Bool(true) => out.extend_from_slice(b"true"),
-        Val::Bool(false) => out.extend_from_slice(b"false"),
-        Val::Num(Num::Float(f)) if f.is_nan() => out.extend_from_slice(b"null"),
+        Val::Null => out.put_slice(b"null"),
+        Val::Bool(true) => out.put_slice(b"true"),
+        Val::Bool(false) => out.put_slice(b"false"),
+        Val::Num(Num::Float(f)) if f.is_nan() => out.put_slice(b"null"),
         Val::Num(Num::Float(f)) if f.is_infinite() => {
             let max = if *f > 0.0 { f64::MAX } else { f64::MIN };
             write_display(out, &Num::Float(max));
@@ -51,49 +356,54 @@ pub(crate) fn write(out: &mut Vec<u8>, value: &Val) -> Result<(), WriteError> {
         Val::TStr(s) => write_str(out, s),
         Val::BStr(_) => return Err(WriteError::ByteString),
         Val::Arr(items) => {
-            out.push(b'[');
+            out.put_u8(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.put_u8(b',');
                 }
                 write(out, item)?;
             }
-            out.push(b']');
+            out.put_u8(b']');
         }
         Val::Obj(map) => {
-            out.push(b'{');
+            out.put_u8(b'{');
             for (i, (k, v)) in map.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.put_u8(b',');
                 }
                 let Val::TStr(key) = k else {
                     return Err(WriteError::NonStringKey(k.to_string()));
                 };
                 write_str(out, key);
-                out.push(b':');
+                out.put_u8(b':');
                 write(out, v)?;
             }
-            out.push(b'}');
+            out.put_u8(b'}');
         }
     }
     Ok(())
 }
 
-/// Serializes `value` into a fresh buffer.
-pub(crate) fn to_vec(value: &Val) -> Result<Vec<u8>, WriteError> {
-    let mut out = Vec::with_capacity(128);
-    write(&mut out, value)?;
-    Ok(out)
+/// Serializes `value` as compact JSON.
+pub(crate) fn to_bytes(value: &Val) -> Result<Bytes, WriteError> {
+    OUT.with_borrow_mut(|out| {
+        if out.capacity() < 256 {
+            out.reserve(OUT_CHUNK);
+        }
+        let written = write(out, value);
+        let bytes = out.split().freeze();
+        written.map(|()| bytes)
+    })
 }
 
-fn write_display(out: &mut Vec<u8>, n: &Num) {
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{n}");
+fn write_display(out: &mut impl BufMut, n: &Num) {
+    // Writing into memory cannot fail.
+    let _ = write!(out.writer(), "{n}");
 }
 
 /// Writes a JSON string with the escapes JSON requires; other bytes are copied as they are.
-fn write_str(out: &mut Vec<u8>, s: &[u8]) {
-    out.push(b'"');
+fn write_str(out: &mut impl BufMut, s: &[u8]) {
+    out.put_u8(b'"');
     let mut start = 0;
     for (i, &c) in s.iter().enumerate() {
         let escape: &[u8] = match c {
@@ -105,16 +415,16 @@ fn write_str(out: &mut Vec<u8>, s: &[u8]) {
             0x00..=0x1f | 0x7f => b"",
             _ => continue,
         };
-        out.extend_from_slice(&s[start..i]);
+        out.put_slice(&s[start..i]);
         if escape.is_empty() {
-            let _ = write!(out, "\\u{c:04x}");
+            let _ = write!(out.writer(), "\\u{c:04x}");
         } else {
-            out.extend_from_slice(escape);
+            out.put_slice(escape);
         }
         start = i + 1;
     }
-    out.extend_from_slice(&s[start..]);
-    out.push(b'"');
+    out.put_slice(&s[start..]);
+    out.put_u8(b'"');
 }
 
 #[cfg(test)]
@@ -122,7 +432,8 @@ mod tests {
     use super::*;
 
     fn roundtrip(text: &str) -> String {
-        String::from_utf8(to_vec(&parse(text.as_bytes()).unwrap()).unwrap()).unwrap()
+        let value = parse(&Bytes::copy_from_slice(text.as_bytes())).unwrap();
+        String::from_utf8(to_bytes(&value).unwrap().to_vec()).unwrap()
     }
 
     #[test]
@@ -153,7 +464,7 @@ mod tests {
     fn non_finite_numbers_become_valid_json() {
         let mut out = Vec::new();
         write(&mut out, &Val::Num(Num::Float(f64::NAN))).unwrap();
-        out.push(b' ');
+        out.put_u8(b' ');
         write(&mut out, &Val::Num(Num::Float(f64::INFINITY))).unwrap();
         let text = String::from_utf8(out).unwrap();
         let mut parts = text.split(' ');
@@ -165,14 +476,124 @@ mod tests {
     #[test]
     fn rejects_byte_strings() {
         let v = Val::byte_str(b"ab".to_vec());
-        assert_eq!(to_vec(&v), Err(WriteError::ByteString));
+        assert_eq!(to_bytes(&v), Err(WriteError::ByteString));
+        // A failed write leaves nothing behind for the next output.
+        assert_eq!(&to_bytes(&Val::Null).unwrap()[..], b"null");
     }
 
     #[test]
     fn rejects_invalid_json() {
-        assert!(parse(b"{\"a\":").is_err());
-        assert!(parse(b"not json").is_err());
-        assert!(parse(b"1 2").is_err());
-        assert!(parse(b"").is_err());
+        assert!(parse_slice(b"{\"a\":").is_err());
+        assert!(parse_slice(b"not json").is_err());
+        assert!(parse_slice(b"1 2").is_err());
+        assert!(parse_slice(b"").is_err());
+    }
+
+    /// The reader yields what jaq's reader yields, value for value (numbers of the same kind,
+    /// strings with the same bytes), and jaq's errors where the input is not JSON.
+    #[test]
+    fn reads_as_jaq_reads() {
+        let inputs: &[&[u8]] = &[
+            b"null",
+            b" true ",
+            b"\tfalse\r\n",
+            b"0",
+            b"-0",
+            b"42",
+            b"-17",
+            b"9223372036854775807",
+            b"9223372036854775808",
+            b"-123456789012345678901234567890",
+            b"1.5",
+            b"-0.25",
+            b"12.50",
+            b"1e5",
+            b"1E+5",
+            b"-2.5e-3",
+            b"0.1",
+            br#""""#,
+            br#""plain""#,
+            br#""a\"b\\c\/d\b\f\n\r\t""#,
+            br#""\u0041\u00e9\u20ac\ud83d\ude00\u0000""#,
+            "\"é ☃ 😀\"".as_bytes(),
+            b"\"\xff\xfe raw\"",
+            b"[]",
+            b"[ ]",
+            b"[1,[2,[3,{}]],\"x\"]",
+            b"{}",
+            br#"{"a":1,"b":{"c":[true,null]},"a":2}"#,
+            br#" { "k" : "v" , "n" : -1.0e10 } "#,
+            // Outside plain JSON: jaq's reader decides.
+            b"NaN",
+            b"[Infinity, -Infinity]",
+            b"# comment\n1",
+            b"{1: 2}",
+            b"01",
+            b"+1",
+            b"[1,]",
+            br#"b"bytes""#,
+            br#""\ud800""#,
+            br#""\udc00""#,
+            br#""\ud800\u0041""#,
+            b"\"tab\tinside\"",
+            b"\"unterminated",
+            b"{\"a\" 1}",
+            b"1.",
+            b".5",
+            b"-",
+            b"1e",
+            b"tru",
+            b"[1 2]",
+            b"",
+            b"   ",
+            b"\"\\x\"",
+        ];
+        for input in inputs {
+            let bytes = Bytes::copy_from_slice(input);
+            let ours = parse(&bytes).map_err(|e| e.to_string());
+            let theirs = jaq_json::read::parse_single(input).map_err(|e| e.to_string());
+            assert_eq!(
+                format!("{ours:?}"),
+                format!("{theirs:?}"),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+            let copied = parse_slice(input).map_err(|e| e.to_string());
+            assert_eq!(format!("{copied:?}"), format!("{theirs:?}"));
+        }
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 5), "]".repeat(MAX_DEPTH + 5));
+        assert_eq!(
+            format!("{:?}", parse_slice(deep.as_bytes()).unwrap()),
+            format!(
+                "{:?}",
+                jaq_json::read::parse_single(deep.as_bytes()).unwrap()
+            )
+        );
+    }
+
+    #[test]
+    fn strings_without_escapes_are_slices_of_the_payload() {
+        let payload = Bytes::from_static(br#"{"name":"Ada"}"#);
+        let Val::Obj(map) = parse(&payload).unwrap() else {
+            panic!("an object");
+        };
+        let (Val::TStr(key), Val::TStr(value)) = map.iter().next().unwrap() else {
+            panic!("strings");
+        };
+        assert_eq!(key.as_ptr(), payload[2..].as_ptr());
+        assert_eq!(value.as_ptr(), payload[9..].as_ptr());
+    }
+
+    #[test]
+    fn outputs_written_one_after_another_stay_apart() {
+        let values: Vec<Val> = (0..2000)
+            .map(|i| parse_slice(format!(r#"{{"i":{i},"s":"{}"}}"#, "x".repeat(i % 50)).as_bytes()))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let written: Vec<Bytes> = values.iter().map(|v| to_bytes(v).unwrap()).collect();
+        for (i, bytes) in written.iter().enumerate() {
+            let expected = format!(r#"{{"i":{i},"s":"{}"}}"#, "x".repeat(i % 50));
+            assert_eq!(&bytes[..], expected.as_bytes());
+        }
     }
 }

@@ -25,22 +25,25 @@
 //!
 //! Failures are per message ([`StepFailure`], kind parse or eval; the worker adds timeout when
 //! the steps overrun their budget on a message); the worker applies the pipeline's error
-//! policy to them. Nothing here blocks, spawns or keeps state between
-//! messages.
+//! policy to them. Nothing here blocks or spawns; what is kept between messages is buffers per
+//! thread (for reading payloads and writing outputs), never anything of a message.
 
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use jetflow_crds::pipeline::Step;
 
 mod apply;
 mod compile;
+mod headers;
 mod jq;
 mod json;
+mod simple;
 pub mod template;
 #[cfg(test)]
 mod tests;
 
 pub use apply::MAX_OUTPUTS;
+pub use headers::Headers;
+pub use jq::{JqError, Position, SyntaxProblem, UndefinedName};
 pub use template::{RenderError, SubjectTemplate, TemplateError};
 
 /// One message entering the steps.
@@ -48,8 +51,9 @@ pub use template::{RenderError, SubjectTemplate, TemplateError};
 pub struct Input<'a> {
     /// The subject the message was read from.
     pub subject: &'a str,
-    /// Its headers, if any.
-    pub headers: Option<&'a HeaderMap>,
+    /// Its headers, if any. Needed only when [`Steps::uses_headers`]: otherwise no step looks
+    /// at them and `None` will do.
+    pub headers: Option<&'a Headers>,
     /// Its payload.
     pub payload: &'a Bytes,
     /// Its source stream sequence (0 for a NATS Core source).
@@ -62,23 +66,77 @@ pub struct Output {
     /// The subject for the sink's subject template (`{{subject}}`).
     pub subject: String,
     /// Headers to publish with.
-    pub headers: Option<HeaderMap>,
+    pub headers: OutputHeaders,
     /// The payload.
     pub payload: Bytes,
 }
 
+/// The headers of an [`Output`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputHeaders {
+    /// The input's, as they came: no step changed them.
+    Unchanged,
+    /// As a step left them; `None` when none is left.
+    Changed(Option<Headers>),
+}
+
 /// A step that does not compile.
 ///
-/// Displays as `spec.steps[2] (map[2]): jq error: undefined filter foo/0 at column 1`.
+/// Displays as `spec.steps[2] (map[2]): map: jq error: undefined filter foo/0 at column 1`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("spec.steps[{index}] ({name}): {message}")]
+#[error("spec.steps[{index}] ({name}): {reason}")]
 pub struct CompileError {
     /// The step's index in `spec.steps`.
     pub index: usize,
     /// The step's name, or `kind[index]` (such as `map[2]`) when unnamed.
     pub name: String,
-    /// What is wrong, quoting the jq error.
-    pub message: String,
+    /// What is wrong.
+    pub reason: StepError,
+}
+
+/// What is wrong with a step that does not compile.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StepError {
+    /// None, or more than one, of the step kinds is set.
+    #[error("set exactly one of filter, map, setSubject, setHeaders and dropHeaders")]
+    NotOneKind,
+    /// A `filter` or `map` expression does not compile.
+    #[error("{field}: {source}")]
+    Jq {
+        /// `filter` or `map`.
+        field: &'static str,
+        /// The jq error.
+        source: JqError,
+    },
+    /// The `setSubject` template does not parse.
+    #[error("setSubject: {0}")]
+    SetSubject(#[source] TemplateError),
+    /// A `setHeaders` name is not a header name.
+    #[error("setHeaders: {name:?} is not a header name")]
+    SetHeaderName {
+        /// The name.
+        name: String,
+    },
+    /// A `setHeaders` value has a line break.
+    #[error("setHeaders.{name}: header values must not contain line breaks")]
+    SetHeaderLineBreak {
+        /// The header's name.
+        name: String,
+    },
+    /// A `setHeaders` value's template does not parse.
+    #[error("setHeaders.{name}: {source}")]
+    SetHeaderTemplate {
+        /// The header's name.
+        name: String,
+        /// The template error.
+        source: TemplateError,
+    },
+    /// A `dropHeaders` name is not a header name.
+    #[error("dropHeaders: {name:?} is not a header name")]
+    DropHeaderName {
+        /// The name.
+        name: String,
+    },
 }
 
 /// Why a message could not pass the steps.

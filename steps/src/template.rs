@@ -14,11 +14,36 @@ use crate::json;
 
 /// A template that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct TemplateError(pub String);
+pub enum TemplateError {
+    /// `{{` without `}}` after it.
+    #[error("template {template:?}: '{{{{' without a closing '}}}}'")]
+    Unclosed {
+        /// The template.
+        template: String,
+    },
+    /// A placeholder other than the ones allowed.
+    #[error("template {template:?}: unknown placeholder {{{{{placeholder}}}}}; use {allowed}")]
+    UnknownPlaceholder {
+        /// The template.
+        template: String,
+        /// The text between the braces, trimmed.
+        placeholder: String,
+        /// The placeholders allowed where the template is used.
+        allowed: &'static str,
+    },
+    /// The template cannot render a valid subject (its literal text or its form), as the
+    /// Pipeline validation reports it.
+    #[error("{reason}")]
+    InvalidSubject {
+        /// The template.
+        template: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
 
 /// Why a template could not be rendered for one message.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     /// `{{token(N)}}` with fewer than N tokens in the subject.
     #[error("subject {subject:?} has no token {n}")]
@@ -30,7 +55,7 @@ pub enum RenderError {
     },
     /// The payload is not JSON (only for templates that read it).
     #[error("payload is not JSON: {0}")]
-    PayloadNotJson(String),
+    PayloadNotJson(#[source] jaq_json::read::Error),
     /// `{{payload.a.b}}` where the payload has no such field, or it is null.
     #[error("payload field {0} is missing or null")]
     MissingField(String),
@@ -43,9 +68,15 @@ pub enum RenderError {
         kind: &'static str,
     },
     /// The rendered text is not a valid subject.
-    #[error("rendered subject is invalid: {0}")]
-    InvalidSubject(String),
-    /// [`SubjectTemplate::render_subject`] on a template that reads the payload.
+    #[error("rendered subject is invalid: {reason}")]
+    InvalidSubject {
+        /// The rendered text.
+        subject: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A template that reads the payload, rendered without one
+    /// ([`SubjectTemplate::render_subject`]).
     #[error("the template reads the payload, which is not available here")]
     NeedsPayload,
     /// The rendered text cannot be a header value.
@@ -60,7 +91,15 @@ enum Part {
     /// 0-based index of the subject token.
     Token(usize),
     /// Field path, kept whole for error messages, and its segments.
-    Payload(String, Vec<String>),
+    Payload(String, Vec<Segment>),
+}
+
+/// One segment of a payload field path: an object key (made a jq value once, here), or also an
+/// array index when it is a number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Segment {
+    key: Val,
+    index: Option<usize>,
 }
 
 /// A parsed template.
@@ -78,11 +117,11 @@ impl Template {
             if start > 0 {
                 parts.push(Part::Literal(rest[..start].to_owned()));
             }
-            let end = rest[start..].find("}}").ok_or_else(|| {
-                TemplateError(format!(
-                    "template {text:?}: '{{{{' without a closing '}}}}'"
-                ))
-            })?;
+            let end = rest[start..]
+                .find("}}")
+                .ok_or_else(|| TemplateError::Unclosed {
+                    template: text.to_owned(),
+                })?;
             let inner = rest[start + 2..start + end].trim();
             parts.push(placeholder(text, inner, payload)?);
             rest = &rest[start + end + 2..];
@@ -146,28 +185,35 @@ fn placeholder(text: &str, inner: &str, payload: bool) -> Result<Part, TemplateE
         && let Some(path) = inner.strip_prefix("payload.")
         && !path.is_empty()
         && !path.contains(char::is_whitespace)
+        && path.split('.').all(|s| !s.is_empty())
     {
-        let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
-        if segments.iter().all(|s| !s.is_empty()) {
-            return Ok(Part::Payload(path.to_owned(), segments));
-        }
+        let segments = path
+            .split('.')
+            .map(|s| Segment {
+                key: Val::from(s.to_owned()),
+                index: s.parse().ok(),
+            })
+            .collect();
+        return Ok(Part::Payload(path.to_owned(), segments));
     }
     let allowed = if payload {
         "{{subject}}, {{token(N)}} or {{payload.field}}"
     } else {
         "{{subject}} or {{token(N)}}"
     };
-    Err(TemplateError(format!(
-        "template {text:?}: unknown placeholder {{{{{inner}}}}}; use {allowed}"
-    )))
+    Err(TemplateError::UnknownPlaceholder {
+        template: text.to_owned(),
+        placeholder: inner.to_owned(),
+        allowed,
+    })
 }
 
 /// Follows a field path: object keys, or array indexes for numeric segments.
-fn field<'v>(mut value: &'v Val, segments: &[String]) -> Option<&'v Val> {
+fn field<'v>(mut value: &'v Val, segments: &[Segment]) -> Option<&'v Val> {
     for segment in segments {
         value = match value {
-            Val::Obj(map) => map.get(&Val::from(segment.clone()))?,
-            Val::Arr(items) => items.get(segment.parse::<usize>().ok()?)?,
+            Val::Obj(map) => map.get(&segment.key)?,
+            Val::Arr(items) => items.get(segment.index?)?,
             _ => return None,
         };
     }
@@ -232,7 +278,10 @@ impl SubjectTemplate {
     }
 
     fn parse(text: &str, payload: bool) -> Result<SubjectTemplate, TemplateError> {
-        check_subject_template(text, payload).map_err(TemplateError)?;
+        check_subject_template(text, payload).map_err(|reason| TemplateError::InvalidSubject {
+            template: text.to_owned(),
+            reason,
+        })?;
         let template = Template::parse(text, payload)?;
         let identity = template.parts == [Part::Subject];
         Ok(SubjectTemplate { template, identity })
@@ -249,21 +298,14 @@ impl SubjectTemplate {
         self.identity
     }
 
-    /// Renders a subject-only template (as a sink's is) without copying the subject when the
-    /// template is `{{subject}}`. A template that reads the payload fails with
-    /// [`RenderError::NeedsPayload`].
-    pub fn render_subject(
-        &self,
-        subject: &async_nats::Subject,
-    ) -> Result<async_nats::Subject, RenderError> {
-        if self.identity {
-            return Ok(subject.clone());
-        }
+    /// Renders a subject-only template (as a sink's is). A template that reads the payload
+    /// fails with [`RenderError::NeedsPayload`]. (Where the template
+    /// [is the identity](Self::is_identity), the caller can keep its subject instead.)
+    pub fn render_subject(&self, subject: &str) -> Result<String, RenderError> {
         if self.uses_payload() {
             return Err(RenderError::NeedsPayload);
         }
         self.render_with(subject, unreachable_payload)
-            .map(async_nats::Subject::from)
     }
 
     /// Renders the subject for a message read from `subject` with `payload`. The payload is
@@ -272,8 +314,7 @@ impl SubjectTemplate {
         if !self.uses_payload() {
             return self.render_with(subject, unreachable_payload);
         }
-        let parsed =
-            json::parse(payload).map_err(|e| RenderError::PayloadNotJson(e.to_string()))?;
+        let parsed = json::parse_slice(payload).map_err(RenderError::PayloadNotJson)?;
         self.render_with(subject, || Ok(&parsed))
     }
 
@@ -290,8 +331,13 @@ impl SubjectTemplate {
         self.template.render_into(&mut out, subject, payload)?;
         // Literal parts were checked at compile time and tokens come from a valid subject;
         // only payload values can make the result invalid, so only then is it checked.
-        if self.uses_payload() {
-            check_subject(&out, false).map_err(RenderError::InvalidSubject)?;
+        if self.uses_payload()
+            && let Err(reason) = check_subject(&out, false)
+        {
+            return Err(RenderError::InvalidSubject {
+                subject: out,
+                reason,
+            });
         }
         Ok(out)
     }
@@ -299,7 +345,7 @@ impl SubjectTemplate {
 
 fn unreachable_payload<'p>() -> Result<&'p Val, RenderError> {
     // Templates that do not use the payload never call this.
-    Err(RenderError::PayloadNotJson("not read".to_owned()))
+    Err(RenderError::NeedsPayload)
 }
 
 #[cfg(test)]
@@ -315,28 +361,28 @@ mod tests {
     }
 
     #[test]
-    fn render_subject_keeps_the_subject_for_identity() {
-        let subject = async_nats::Subject::from("orders.eu.1");
+    fn render_subject_renders_subject_only_templates() {
+        let subject = "orders.eu.1";
         let t = SubjectTemplate::compile_subject_only("{{subject}}").unwrap();
         assert!(t.is_identity());
-        assert_eq!(t.render_subject(&subject).unwrap(), subject);
+        assert_eq!(t.render_subject(subject).unwrap(), subject);
         let t = SubjectTemplate::compile_subject_only("copy.{{token(2)}}").unwrap();
         assert!(!t.is_identity());
-        assert_eq!(t.render_subject(&subject).unwrap().as_str(), "copy.eu");
+        assert_eq!(t.render_subject(subject).unwrap(), "copy.eu");
         let t = SubjectTemplate::compile("x.{{payload.a}}").unwrap();
-        assert_eq!(t.render_subject(&subject), Err(RenderError::NeedsPayload));
+        assert!(matches!(
+            t.render_subject(subject),
+            Err(RenderError::NeedsPayload)
+        ));
     }
 
     #[test]
     fn missing_token_is_an_error() {
         let t = SubjectTemplate::compile("x.{{token(4)}}").unwrap();
-        assert_eq!(
+        assert!(matches!(
             t.render("a.b", b""),
-            Err(RenderError::MissingToken {
-                subject: "a.b".into(),
-                n: 4
-            })
-        );
+            Err(RenderError::MissingToken { subject, n: 4 }) if subject == "a.b"
+        ));
     }
 
     #[test]
@@ -350,25 +396,25 @@ mod tests {
     #[test]
     fn payload_problems_are_errors() {
         let t = SubjectTemplate::compile("r.{{payload.a}}").unwrap();
-        assert_eq!(
+        assert!(matches!(
             t.render("s", br#"{"b":1}"#),
-            Err(RenderError::MissingField("a".into()))
-        );
-        assert_eq!(
+            Err(RenderError::MissingField(f)) if f == "a"
+        ));
+        assert!(matches!(
             t.render("s", br#"{"a":null}"#),
-            Err(RenderError::MissingField("a".into()))
-        );
+            Err(RenderError::MissingField(f)) if f == "a"
+        ));
         assert!(matches!(
             t.render("s", br#"{"a":{"x":1}}"#),
             Err(RenderError::NotScalar { .. })
         ));
         assert!(matches!(
             t.render("s", br#"{"a":"has space"}"#),
-            Err(RenderError::InvalidSubject(_))
+            Err(RenderError::InvalidSubject { .. })
         ));
         assert!(matches!(
             t.render("s", br#"{"a":"*"}"#),
-            Err(RenderError::InvalidSubject(_))
+            Err(RenderError::InvalidSubject { .. })
         ));
         assert!(matches!(
             t.render("s", b"{oops"),
@@ -383,6 +429,40 @@ mod tests {
         assert!(SubjectTemplate::compile("x.{{nope}}").is_err());
         assert!(SubjectTemplate::compile("x.{{subject").is_err());
         assert!(SubjectTemplate::compile("x..y").is_err());
+    }
+
+    #[test]
+    fn template_errors_name_what_is_wrong() {
+        let e = Template::parse("a.{{subject", true).unwrap_err();
+        assert_eq!(
+            e,
+            TemplateError::Unclosed {
+                template: "a.{{subject".into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            r#"template "a.{{subject": '{{' without a closing '}}'"#
+        );
+        let e = Template::parse("a.{{ nope }}", false).unwrap_err();
+        assert!(
+            matches!(&e, TemplateError::UnknownPlaceholder { placeholder, .. } if placeholder == "nope"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            r#"template "a.{{ nope }}": unknown placeholder {{nope}}; use {{subject}} or {{token(N)}}"#
+        );
+        let e = SubjectTemplate::compile("x..y").unwrap_err();
+        assert!(
+            matches!(&e, TemplateError::InvalidSubject { template, .. } if template == "x..y"),
+            "{e:?}"
+        );
+        let e = SubjectTemplate::compile("r.{{payload.a}}")
+            .unwrap()
+            .render("s", b"{oops")
+            .unwrap_err();
+        assert!(std::error::Error::source(&e).is_some(), "{e:?}");
     }
 
     #[test]

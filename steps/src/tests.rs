@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use jetflow_crds::pipeline::Step;
 
 use crate::json::PARSES;
-use crate::{FailureKind, Input, MAX_ERROR_LEN, MAX_OUTPUTS, Output, Steps, check};
+use crate::{
+    FailureKind, Headers, Input, JqError, MAX_ERROR_LEN, MAX_OUTPUTS, Output, OutputHeaders,
+    Position, StepError, Steps, SyntaxProblem, check,
+};
 
 fn filter(code: &str) -> Step {
     Step {
@@ -53,7 +55,7 @@ fn drop_headers(names: &[&str]) -> Step {
 fn run_with(
     steps: &[Step],
     subject: &str,
-    headers: Option<&HeaderMap>,
+    headers: Option<&Headers>,
     payload: &str,
     seq: u64,
 ) -> Result<Vec<Output>, crate::StepFailure> {
@@ -71,6 +73,14 @@ fn run(steps: &[Step], payload: &str) -> Result<Vec<Output>, crate::StepFailure>
     run_with(steps, "orders.eu.42", None, payload, 7)
 }
 
+/// The headers of an output whose headers a step changed.
+fn changed(output: &Output) -> Option<&Headers> {
+    match &output.headers {
+        OutputHeaders::Changed(headers) => headers.as_ref(),
+        OutputHeaders::Unchanged => panic!("the headers are unchanged: {output:?}"),
+    }
+}
+
 fn payloads(outputs: &[Output]) -> Vec<String> {
     outputs
         .iter()
@@ -86,7 +96,7 @@ fn parses() -> usize {
 fn no_steps_pass_the_message_untouched() {
     let steps = Steps::compile(&[]).unwrap();
     assert!(steps.is_passthrough());
-    let mut headers = HeaderMap::new();
+    let mut headers = Headers::new();
     headers.insert("A", "1");
     let payload = Bytes::from_static(b"\xff not json");
     let out = steps
@@ -99,7 +109,7 @@ fn no_steps_pass_the_message_untouched() {
         .unwrap();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].subject, "a.b");
-    assert_eq!(out[0].headers.as_ref(), Some(&headers));
+    assert_eq!(out[0].headers, OutputHeaders::Unchanged);
     // The same buffer, not a copy.
     assert_eq!(out[0].payload.as_ptr(), payload.as_ptr());
 }
@@ -113,7 +123,7 @@ fn header_and_subject_steps_never_parse_the_payload() {
     ];
     let compiled = Steps::compile(&steps).unwrap();
     assert!(!compiled.is_passthrough());
-    let mut headers = HeaderMap::new();
+    let mut headers = Headers::new();
     headers.insert("Trace", "t1");
     let payload = Bytes::from_static(b"{ this is not JSON \xff");
     let before = parses();
@@ -130,9 +140,9 @@ fn header_and_subject_steps_never_parse_the_payload() {
     assert_eq!(out[0].payload.as_ptr(), payload.as_ptr());
     assert_eq!(out[0].payload, payload);
     assert_eq!(out[0].subject, "routed.eu.42");
-    let h = out[0].headers.as_ref().unwrap();
-    assert_eq!(h.get("X-Region").unwrap().as_str(), "eu");
-    assert_eq!(h.get("X-From").unwrap().as_str(), "orders.eu.42");
+    let h = changed(&out[0]).unwrap();
+    assert_eq!(h.get("X-Region").unwrap(), "eu");
+    assert_eq!(h.get("X-From").unwrap(), "orders.eu.42");
     assert!(h.get("Trace").is_none());
 }
 
@@ -255,7 +265,7 @@ fn map_output_that_is_not_json_fails() {
 
 #[test]
 fn variables_are_subject_headers_and_seq() {
-    let mut headers = HeaderMap::new();
+    let mut headers = Headers::new();
     headers.insert("Z-Last", "z");
     headers.insert("A-First", "a");
     headers.append("A-First", "second value");
@@ -293,9 +303,9 @@ fn same_input_gives_same_outputs() {
         set_headers(&[("Sku", "{{payload.sku}}")]),
     ];
     let payload = r#"{"items": [{"sku": "a"}, {"sku": "b"}]}"#;
-    // Headers built in two different insertion orders.
-    let mut h1 = HeaderMap::new();
-    let mut h2 = HeaderMap::new();
+    // The same headers in two different orders.
+    let mut h1 = Headers::new();
+    let mut h2 = Headers::new();
     for i in 0..20 {
         h1.insert(format!("H{i}").as_str(), "v");
         h2.insert(format!("H{}", 19 - i).as_str(), "v");
@@ -303,8 +313,14 @@ fn same_input_gives_same_outputs() {
     let first = run_with(&steps, "s.1", Some(&h1), payload, 5).unwrap();
     for _ in 0..10 {
         assert_eq!(
-            run_with(&steps, "s.1", Some(&h2), payload, 5).unwrap(),
+            run_with(&steps, "s.1", Some(&h1), payload, 5).unwrap(),
             first
+        );
+        let other = run_with(&steps, "s.1", Some(&h2), payload, 5).unwrap();
+        assert_eq!(
+            payloads(&other),
+            payloads(&first),
+            "$headers is in name order"
         );
     }
     assert_eq!(first.len(), 2);
@@ -346,7 +362,7 @@ fn set_subject_failures_are_eval_or_parse() {
 
 #[test]
 fn set_headers_replaces_values_and_drop_headers_removes_exact_names() {
-    let mut headers = HeaderMap::new();
+    let mut headers = Headers::new();
     headers.insert("Keep", "k");
     headers.append("Multi", "1");
     headers.append("Multi", "2");
@@ -357,18 +373,18 @@ fn set_headers_replaces_values_and_drop_headers_removes_exact_names() {
         drop_headers(&["drop-me", "Absent", "keep"]),
     ];
     let out = run_with(&steps, "s", Some(&headers), r#"{"v": 1.5}"#, 1).unwrap();
-    let h = out[0].headers.as_ref().unwrap();
-    assert_eq!(h.get("Replace").unwrap().as_str(), "new 1.5");
-    assert_eq!(h.get("Added").unwrap().as_str(), "a");
-    assert_eq!(h.get("Keep").unwrap().as_str(), "k", "names match exactly");
-    let multi: Vec<&str> = h.get_all("Multi").map(|v| v.as_str()).collect();
+    let h = changed(&out[0]).unwrap();
+    assert_eq!(h.get("Replace").unwrap(), "new 1.5");
+    assert_eq!(h.get("Added").unwrap(), "a");
+    assert_eq!(h.get("Keep").unwrap(), "k", "names match exactly");
+    let multi: Vec<&str> = h.get_all("Multi").collect();
     assert_eq!(multi, ["1", "2"]);
     assert!(h.get("drop-me").is_none());
     // Dropping the last header leaves no header map.
-    let mut one = HeaderMap::new();
+    let mut one = Headers::new();
     one.insert("Only", "1");
     let out = run_with(&[drop_headers(&["Only"])], "s", Some(&one), "x", 1).unwrap();
-    assert_eq!(out[0].headers, None);
+    assert_eq!(out[0].headers, OutputHeaders::Changed(None));
 }
 
 #[test]
@@ -448,23 +464,59 @@ fn compile_errors_name_the_step_and_quote_jq() {
     );
 
     let e = check(&[map("$payload")]).unwrap_err();
-    assert!(e.message.contains("undefined variable $payload"), "{e}");
-    assert!(e.message.contains("$subject, $headers and $seq"), "{e}");
+    assert!(
+        e.reason.to_string().contains("undefined variable $payload"),
+        "{e}"
+    );
+    assert!(
+        e.reason.to_string().contains("$subject, $headers and $seq"),
+        "{e}"
+    );
+
+    let StepError::Jq {
+        field: "map",
+        source: JqError::Undefined { names },
+    } = &e.reason
+    else {
+        panic!("an undefined name: {e:?}");
+    };
+    assert_eq!(names[0].at, Position::Column(1));
+    let e = check(&[filter(".a | {b: }")]).unwrap_err();
+    let StepError::Jq {
+        field: "filter",
+        source: JqError::Syntax { problems },
+    } = &e.reason
+    else {
+        panic!("a syntax error: {e:?}");
+    };
+    assert!(
+        matches!(
+            problems[0],
+            SyntaxProblem::Expected {
+                at: Position::Column(_),
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     let e = check(&[map("now")]).unwrap_err();
-    assert!(e.message.contains("deterministic"), "{e}");
+    assert!(e.reason.to_string().contains("deterministic"), "{e}");
 }
 
 #[test]
 fn compile_checks_templates_and_header_names() {
     let e = check(&[set_subject("x.{{nope}}")]).unwrap_err();
-    assert!(e.message.contains("unknown placeholder"), "{e}");
+    assert!(e.reason.to_string().contains("unknown placeholder"), "{e}");
     let e = check(&[set_headers(&[("A", "{{payload.}}")])]).unwrap_err();
-    assert!(e.message.starts_with("setHeaders.A: "), "{e}");
+    assert!(e.reason.to_string().starts_with("setHeaders.A: "), "{e}");
     let e = check(&[set_headers(&[("Bad Name", "v")])]).unwrap_err();
-    assert!(e.message.contains("not a header name"), "{e}");
+    assert!(e.reason.to_string().contains("not a header name"), "{e}");
+    let e = check(&[set_headers(&[("A", "x\ny")])]).unwrap_err();
+    assert_eq!(e.reason, StepError::SetHeaderLineBreak { name: "A".into() });
     let e = check(&[Step::default()]).unwrap_err();
-    assert!(e.message.contains("exactly one"), "{e}");
+    assert_eq!(e.reason, StepError::NotOneKind);
+    assert!(e.reason.to_string().contains("exactly one"), "{e}");
     assert!(check(&[filter("true"), map("."), drop_headers(&["X"])]).is_ok());
 }
 

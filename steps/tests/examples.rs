@@ -2,10 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use async_nats::HeaderMap;
 use bytes::Bytes;
 use jetflow_crds::manifest::{self, Resource};
-use jetflow_steps::{FailureKind, Input, Steps, check};
+use jetflow_steps::{FailureKind, Headers, Input, OutputHeaders, Steps, check};
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
@@ -19,7 +18,7 @@ fn steps_of(file: &str) -> Steps {
 fn apply(
     steps: &Steps,
     subject: &str,
-    headers: Option<&HeaderMap>,
+    headers: Option<&Headers>,
     payload: &str,
     seq: u64,
 ) -> Result<Vec<jetflow_steps::Output>, jetflow_steps::StepFailure> {
@@ -52,7 +51,7 @@ fn every_example_pipeline_compiles() {
 #[test]
 fn enrich_example_gives_the_documented_output() {
     let steps = steps_of("enrich-jq.yaml");
-    let mut headers = HeaderMap::new();
+    let mut headers = Headers::new();
     headers.insert("Trace-Id", "t-9");
     let paid =
         r#"{"order_id":"o-1","qty":3,"price":2.5,"status":"paid","customer":{"name":"Ada"}}"#;
@@ -62,9 +61,11 @@ fn enrich_example_gives_the_documented_output() {
         out[0].payload,
         r#"{"id":"o-1","total":7.5,"customer":"Ada","region":"eu","seq":42}"#
     );
-    let h = out[0].headers.as_ref().unwrap();
-    assert_eq!(h.get("Jetflow-Region").unwrap().as_str(), "eu");
-    assert_eq!(h.get("Order-Source").unwrap().as_str(), "orders.eu.created");
+    let OutputHeaders::Changed(Some(h)) = &out[0].headers else {
+        panic!("the steps set headers: {:?}", out[0].headers);
+    };
+    assert_eq!(h.get("Jetflow-Region").unwrap(), "eu");
+    assert_eq!(h.get("Order-Source").unwrap(), "orders.eu.created");
     assert!(h.get("Trace-Id").is_none());
 
     let unpaid = paid.replace("paid", "pending");

@@ -1,10 +1,13 @@
 //! Step evaluation for one split, on a thread of its own, with a time budget per message.
 //!
 //! ```text
-//!  split task ──messages of a batch──▶ evaluator thread: Steps::apply, one after another
-//!      ▲                                        │
-//!      └──────── one outcome per message ───────┘   each awaited at most `budget`
+//!  split task ──a batch of messages──▶ evaluator thread: Steps::apply, one after another
+//!      ▲          (shared, not copied)           │
+//!      └──────── one outcome per message ────────┘   each awaited at most `budget`
 //! ```
+//!
+//! The thread gets the split task's messages themselves (`Arc<SourceMessage>`): nothing of a
+//! message is copied to evaluate it, and a batch the split received is handed over at once.
 //!
 //! A jq evaluation cannot be interrupted from outside: an expression that never ends
 //! (`def f: f; f`) or builds a huge value (`[range(1e12)]`) keeps its thread busy. So the split
@@ -24,34 +27,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_nats::{HeaderMap, Subject};
-use bytes::Bytes;
-use jetflow_steps::{FailureKind, Input, Output, StepFailure, Steps};
+use async_nats::HeaderMap;
+use jetflow_steps::{FailureKind, Headers, Input, Output, StepFailure, Steps};
 use prometheus::IntGauge;
 use tokio::sync::mpsc;
+
+use crate::source::SourceMessage;
 
 /// The stack of an evaluator thread: jq recursion is deep before it is endless.
 const STACK_SIZE: usize = 8 * 1024 * 1024;
 
-/// What the steps see of one source message.
-#[derive(Debug)]
-pub struct Job {
-    /// The source subject.
-    pub subject: Subject,
-    /// The source headers.
-    pub headers: Option<HeaderMap>,
-    /// The payload.
-    pub payload: Bytes,
-    /// The source sequence.
-    pub seq: u64,
-}
+/// A message to evaluate, with its id in the evaluator's order.
+type Job = (u64, Arc<SourceMessage>);
 
 /// One message's outcome: its outputs, or why it failed.
 pub type Outcome = Result<Vec<Output>, StepFailure>;
 
 /// A running evaluator thread, seen from the split task.
 struct Thread {
-    jobs: std::sync::mpsc::Sender<(u64, Arc<Job>)>,
+    jobs: std::sync::mpsc::Sender<Vec<Job>>,
     results: mpsc::UnboundedReceiver<(u64, Outcome)>,
     /// The index of the step the thread runs now.
     current: Arc<AtomicUsize>,
@@ -66,7 +60,7 @@ pub struct Evaluator {
     runaway: IntGauge,
     thread: Option<Thread>,
     /// Submitted messages whose outcome was not taken yet, oldest first, with their ids.
-    pending: VecDeque<(u64, Arc<Job>)>,
+    pending: VecDeque<Job>,
     next_id: u64,
 }
 
@@ -85,13 +79,19 @@ impl Evaluator {
         }
     }
 
-    /// Queues a message for evaluation; outcomes come from [`Evaluator::next`] in order.
-    pub fn submit(&mut self, job: Job) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let job = Arc::new(job);
-        self.pending.push_back((id, job.clone()));
-        let sent = self.thread().jobs.send((id, job)).is_ok();
+    /// Queues messages for evaluation, handed to the thread at once; outcomes come from
+    /// [`Evaluator::next`] in order.
+    pub fn submit<'m>(&mut self, messages: impl IntoIterator<Item = &'m Arc<SourceMessage>>) {
+        let first = self.pending.len();
+        for message in messages {
+            self.pending.push_back((self.next_id, Arc::clone(message)));
+            self.next_id += 1;
+        }
+        if self.pending.len() == first {
+            return;
+        }
+        let batch = self.pending.range(first..).cloned().collect();
+        let sent = self.thread().jobs.send(batch).is_ok();
         if !sent {
             self.restart();
         }
@@ -178,15 +178,54 @@ impl Evaluator {
         self.thread = None;
         let pending: Vec<_> = self.pending.iter().cloned().collect();
         let thread = self.thread();
-        for job in pending {
+        if !pending.is_empty() {
             // A thread that ends at once is noticed by `next`.
-            let _ = thread.jobs.send(job);
+            let _ = thread.jobs.send(pending);
         }
     }
 }
 
+/// Runs the steps over one message, storing in `current` the index of the step that runs. The
+/// message's headers are converted for the steps only when a step uses them.
+pub(crate) fn evaluate(steps: &Steps, message: &SourceMessage, current: &AtomicUsize) -> Outcome {
+    let headers = if steps.uses_headers() {
+        message.headers.as_ref().map(step_headers)
+    } else {
+        None
+    };
+    let input = Input {
+        subject: &message.subject,
+        headers: headers.as_ref(),
+        payload: &message.payload,
+        seq: message.seq,
+    };
+    steps.apply_observed(input, current)
+}
+
+/// NATS headers as the steps see them.
+pub(crate) fn step_headers(headers: &HeaderMap) -> Headers {
+    headers
+        .iter()
+        .flat_map(|(name, values)| {
+            let name: &str = name.as_ref();
+            values.iter().map(move |value| (name, value.as_str()))
+        })
+        .collect()
+}
+
+/// Headers the steps left, as NATS headers. Their names and values are valid NATS ones: names
+/// from NATS headers or checked when the steps compiled, values from NATS headers or checked for
+/// line breaks when rendered.
+pub(crate) fn nats_headers(headers: &Headers) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers.iter() {
+        map.append(name, value);
+    }
+    map
+}
+
 fn spawn(steps: Arc<Steps>, split: &str, runaway: IntGauge) -> Thread {
-    let (jobs, jobs_rx) = std::sync::mpsc::channel::<(u64, Arc<Job>)>();
+    let (jobs, jobs_rx) = std::sync::mpsc::channel::<Vec<Job>>();
     let (results_tx, results) = mpsc::unbounded_channel();
     let current = Arc::new(AtomicUsize::new(0));
     let abandoned = Arc::new(AtomicBool::new(false));
@@ -195,16 +234,12 @@ fn spawn(steps: Arc<Steps>, split: &str, runaway: IntGauge) -> Thread {
         .name(format!("steps-{split}"))
         .stack_size(STACK_SIZE)
         .spawn(move || {
-            while let Ok((id, job)) = jobs_rx.recv() {
-                let input = Input {
-                    subject: &job.subject,
-                    headers: job.headers.as_ref(),
-                    payload: &job.payload,
-                    seq: job.seq,
-                };
-                let outcome = steps.apply_observed(input, &step);
-                if results_tx.send((id, outcome)).is_err() {
-                    break;
+            'batches: while let Ok(batch) = jobs_rx.recv() {
+                for (id, message) in batch {
+                    let outcome = evaluate(&steps, &message, &step);
+                    if results_tx.send((id, outcome)).is_err() {
+                        break 'batches;
+                    }
                 }
             }
             if gone.load(Ordering::Acquire) {
@@ -234,13 +269,15 @@ mod tests {
         Arc::new(Steps::compile(&[step]).expect("compiles"))
     }
 
-    fn job(payload: &str, seq: u64) -> Job {
-        Job {
-            subject: Subject::from("in.x"),
+    fn message(payload: &str, seq: u64) -> Arc<SourceMessage> {
+        Arc::new(SourceMessage {
+            subject: async_nats::Subject::from("in.x"),
             headers: None,
-            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
             seq,
-        }
+            ack: Default::default(),
+            stream: Default::default(),
+        })
     }
 
     #[tokio::test]
@@ -252,9 +289,10 @@ mod tests {
             "s",
             runaway.clone(),
         );
-        for n in 1..=3 {
-            e.submit(job(&format!(r#"{{"n": {n}}}"#), n));
-        }
+        let messages: Vec<_> = (1..=3)
+            .map(|n| message(&format!(r#"{{"n": {n}}}"#), n))
+            .collect();
+        e.submit(&messages);
         assert_eq!(e.next().await.unwrap().unwrap()[0].payload, "1");
         let failed = e.next().await.unwrap().unwrap_err();
         assert_eq!(
@@ -264,5 +302,17 @@ mod tests {
         assert_eq!(runaway.get(), 1);
         assert_eq!(e.next().await.unwrap().unwrap()[0].payload, "3");
         assert!(e.next().await.is_none());
+    }
+
+    #[test]
+    fn headers_convert_both_ways_keeping_every_value() {
+        let mut nats = HeaderMap::new();
+        nats.insert("Trace", "t-1");
+        nats.append("Multi", "1");
+        nats.append("Multi", "2");
+        let steps = step_headers(&nats);
+        assert_eq!(steps.len(), 3);
+        assert_eq!(steps.get_all("Multi").collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(nats_headers(&steps), nats);
     }
 }

@@ -47,6 +47,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -56,11 +57,11 @@ use bytes::Bytes;
 use jetflow_crds::checkpoint::StreamRecreated;
 use jetflow_crds::pipeline::ErrorAction;
 use jetflow_nats::source_header::Prefix;
-use jetflow_steps::Steps;
+use jetflow_steps::{OutputHeaders, Steps};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::evaluator::{Evaluator, Job};
+use crate::evaluator::{Evaluator, evaluate, nats_headers};
 use crate::metrics::SplitMetrics;
 use crate::sink::dead_letter::{DeadLetters, Failure};
 use crate::sink::headers::{MessageIds, output_headers};
@@ -320,6 +321,8 @@ impl<S: Sink> SplitTask<S> {
         cancel: CancellationToken,
     ) -> Result<SplitSnapshot, SplitError> {
         let mut buf: Vec<SourceMessage> = Vec::with_capacity(RECEIVE_CHUNK);
+        // The received messages, shared with the evaluator thread rather than copied to it.
+        let mut received: Vec<Arc<SourceMessage>> = Vec::with_capacity(RECEIVE_CHUNK);
         let mut draining = false;
         let mut paused = self.shared.paused.clone();
         loop {
@@ -358,23 +361,17 @@ impl<S: Sink> SplitTask<S> {
                     draining = true;
                 }
                 Event::Received(_) => {
+                    received.extend(buf.drain(..).map(Arc::new));
                     if let Some(evaluator) = self.evaluator.as_mut() {
-                        for message in &buf {
-                            evaluator.submit(Job {
-                                subject: message.subject.clone(),
-                                headers: message.headers.clone(),
-                                payload: message.payload.clone(),
-                                seq: message.seq,
-                            });
-                        }
+                        evaluator.submit(&received);
                     }
-                    for message in buf.drain(..) {
+                    for message in received.drain(..) {
                         self.process(message).await?;
                         if self.snapshot.stopped.is_some() {
                             break;
                         }
                     }
-                    buf.clear();
+                    received.clear();
                     if let Some(evaluator) = self.evaluator.as_mut() {
                         evaluator.discard();
                     }
@@ -733,7 +730,7 @@ impl<S: Sink> SplitTask<S> {
         }
     }
 
-    async fn process(&mut self, message: SourceMessage) -> Result<(), SplitError> {
+    async fn process(&mut self, message: Arc<SourceMessage>) -> Result<(), SplitError> {
         if message.stream.created != self.snapshot.stream_created {
             self.switch_stream(message.stream).await?;
         }
@@ -742,7 +739,15 @@ impl<S: Sink> SplitTask<S> {
         let shared = Arc::clone(&self.shared);
         if shared.steps.is_passthrough() {
             // Bytes pass through untouched: no parse, no copy.
-            let subject = match shared.template.render_subject(&message.subject) {
+            let rendered = if shared.template.is_identity() {
+                Ok(message.subject.clone())
+            } else {
+                shared
+                    .template
+                    .render_subject(&message.subject)
+                    .map(Subject::from)
+            };
+            let subject = match rendered {
                 Ok(s) => s,
                 Err(e) => {
                     let text = e.to_string();
@@ -757,7 +762,7 @@ impl<S: Sink> SplitTask<S> {
                     ack,
                     kind: Kind::Output(Output {
                         index: 0,
-                        source: Arc::new(message),
+                        source: message,
                         subject,
                         carried: None,
                         payload,
@@ -771,12 +776,7 @@ impl<S: Sink> SplitTask<S> {
 
         let outputs = match self.evaluator.as_mut() {
             Some(evaluator) => evaluator.next().await.expect("every message was submitted"),
-            None => shared.steps.apply(jetflow_steps::Input {
-                subject: &message.subject,
-                headers: message.headers.as_ref(),
-                payload: &message.payload,
-                seq: message.seq,
-            }),
+            None => evaluate(&shared.steps, &message, &AtomicUsize::new(0)),
         };
         let outputs = match outputs {
             Ok(outputs) => outputs,
@@ -812,7 +812,7 @@ impl<S: Sink> SplitTask<S> {
             self.window.push_back(InFlight {
                 seq: message.seq,
                 last: true,
-                ack: message.ack,
+                ack: message.ack.clone(),
                 kind: Kind::Marker,
                 confirm: None,
                 deadline: None,
@@ -821,7 +821,6 @@ impl<S: Sink> SplitTask<S> {
             return Ok(());
         }
         let count = outputs.len();
-        let message = Arc::new(message);
         for (index, (output, subject)) in outputs.into_iter().zip(rendered).enumerate() {
             if self.snapshot.stopped.is_some() {
                 // An earlier output was refused under the `Stop` policy.
@@ -840,7 +839,10 @@ impl<S: Sink> SplitTask<S> {
                     index,
                     source: message.clone(),
                     subject,
-                    carried: Some(output.headers),
+                    carried: match output.headers {
+                        OutputHeaders::Unchanged => None,
+                        OutputHeaders::Changed(headers) => Some(headers.as_ref().map(nats_headers)),
+                    },
                     payload: output.payload,
                 }),
                 confirm: None,
@@ -855,7 +857,7 @@ impl<S: Sink> SplitTask<S> {
     /// Applies the error policy to a message that failed.
     async fn failed(
         &mut self,
-        message: SourceMessage,
+        message: Arc<SourceMessage>,
         step: &str,
         kind: &'static str,
         error: String,
@@ -877,7 +879,7 @@ impl<S: Sink> SplitTask<S> {
                     last: true,
                     ack,
                     kind: Kind::DeadLetter {
-                        message: Arc::new(message),
+                        message,
                         step: step.to_owned(),
                         kind,
                         error,
@@ -902,7 +904,7 @@ impl<S: Sink> SplitTask<S> {
                 self.window.push_back(InFlight {
                     seq: message.seq,
                     last: true,
-                    ack: message.ack,
+                    ack: message.ack.clone(),
                     kind: Kind::Marker,
                     confirm: None,
                     deadline: None,

@@ -174,9 +174,12 @@ async fn multi_output_map_emits_every_output_once_in_order() {
         let items: Vec<String> = (0..i % 4).map(|k| format!("sku-{i}-{k}")).collect();
         expected += items.len();
         let payload = serde_json::json!({"id": i, "items": items});
+        // A step that never reads headers leaves every output the source's headers.
+        let mut headers = HeaderMap::new();
+        headers.insert("Order", format!("o-{i}").as_str());
         messages.push((
             "orders.all".to_owned(),
-            HeaderMap::new(),
+            headers,
             Bytes::from(payload.to_string()),
         ));
     }
@@ -220,6 +223,7 @@ spec:
         let index = v["index"].as_u64().unwrap();
         assert_eq!(r.source_seq, seqs[order]);
         assert_eq!(v["sku"], format!("sku-{order}-{index}"));
+        assert_eq!(header(&r.headers, "Order"), Some(format!("o-{order}")));
         // In source order, and within a message in output order.
         assert!(r.source_seq >= last_seq, "outputs in source order");
         last_seq = r.source_seq;
