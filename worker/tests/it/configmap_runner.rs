@@ -3,20 +3,17 @@
 //! from it without duplicates, and a worker that owns no split yet is ready (the operator
 //! assigns splits only to ready pods) and writes nothing.
 
-mod common;
-mod kube_support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
+use crate::kube_support::{FakeApi, NS};
 use jetflow_crds::Pipeline;
 use jetflow_crds::split::static_splits;
 use jetflow_testsupport::NatsServer;
 use jetflow_worker::checkpoint::{CheckpointStore, ConfigMapStore};
 use jetflow_worker::http::Health;
 use jetflow_worker::{Metrics, RunError, RunOutcome, Runner, RunnerConfig};
-use kube_support::{FakeApi, NS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 

@@ -1,6 +1,5 @@
 //! Helpers for the steps tests: the worker's HTTP endpoints (found through its log) and
 //! waiting for committed positions.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -6,17 +6,15 @@
 //! The tests run on a single-threaded runtime: the writers still interleave at every request,
 //! which is where conflicts come from, while each request is handled whole by the fake API.
 
-mod kube_support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::kube_support::{FakeApi, NS};
 use jetflow_crds::checkpoint::{MergeError, SplitPosition};
 use jetflow_crds::names;
 use jetflow_worker::checkpoint::{
     CheckpointStore, Committer, ConfigMapStore, StoreError, Stored, Version,
 };
-use kube_support::{FakeApi, NS};
 
 fn pos(position: u64, owner: &str, generation: u64) -> SplitPosition {
     SplitPosition {

@@ -2,18 +2,15 @@
 //! payload that is not JSON and with an expression that fails at run time, under `Dlq`, `Skip`
 //! and `Stop`.
 
-mod common;
-mod steps_support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::common::*;
+use crate::steps_support::{metric, metrics, wait_for_positions, wait_ready};
 use async_nats::jetstream;
 use bytes::Bytes;
-use common::*;
 use jetflow_testsupport::NatsServer;
-use steps_support::{metric, metrics, wait_for_positions, wait_ready};
 
 /// The source messages: good ones around one that is not JSON (index 2) and one whose `.a.b`
 /// fails because `.a` is a string (index 4).

@@ -7,17 +7,14 @@
 //! (SIGSTOP) keeps its split from its new owner across two assignment changes until it wakes up
 //! and releases it.
 
-mod common;
-mod support;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
+use crate::support::*;
 use jetflow_testsupport::NatsServer;
-use support::*;
 
 const SUBJECTS: [&str; 6] = [
     "transfers.eu",
@@ -480,7 +477,7 @@ async fn a_stopping_worker_releases_its_splits_even_when_one_was_taken_on_by_a_n
 }
 
 /// Sends `signal` (`STOP`, `CONT`) to a worker process.
-fn signal(worker: &common::Worker, signal: &str) {
+fn signal(worker: &crate::common::Worker, signal: &str) {
     let status = std::process::Command::new("kill")
         .arg(format!("-{signal}"))
         .arg(worker.child.id().to_string())

@@ -5,13 +5,11 @@
 //! log), every message moves once. Also after a checkpoint, when the operator creates a
 //! consumer after the committed position.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use jetflow_crds::checkpoint::Checkpoint;
 use jetflow_crds::split::consumer_name;
 use jetflow_crds::{Pipeline, PipelineStatus, Stream, names};

@@ -4,14 +4,12 @@
 //! nothing (and is ready) runs the splits the ConfigMap gives it, checkpointing into the
 //! checkpoint ConfigMap.
 
-mod common;
-mod kube_support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
+use crate::kube_support::{FakeApi, NS};
 use jetflow_crds::assignment::Assignment;
 use jetflow_crds::split::static_splits;
 use jetflow_testsupport::NatsServer;
@@ -21,7 +19,6 @@ use jetflow_worker::cluster::{StoreKind, Stores};
 use jetflow_worker::http::Health;
 use jetflow_worker::pipeline::{Change, Membership};
 use jetflow_worker::{Metrics, RunOutcome, Runner, RunnerConfig};
-use kube_support::{FakeApi, NS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

@@ -2,12 +2,10 @@
 //! colour codes; `--log-format json` writes one flat JSON object per line carrying the
 //! pipeline, the worker and, for what a split's tasks log, the split.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use jetflow_testsupport::NatsServer;
 use serde_json::Value;
 

@@ -4,16 +4,13 @@
 //! stream reaches the sink, none is dropped as a "redelivery" or deduplicated against the old
 //! stream's outputs.
 
-mod common;
-mod steps_support;
-
 use std::time::Duration;
 
+use crate::common::*;
+use crate::steps_support::{metric, metrics, wait_for_positions};
 use async_nats::jetstream;
 use bytes::Bytes;
-use common::*;
 use jetflow_testsupport::NatsServer;
-use steps_support::{metric, metrics, wait_for_positions};
 
 const MANIFEST: &str = r#"
 apiVersion: jetflow.io/v1alpha1

@@ -4,17 +4,14 @@
 //! arrives twice, even across a restart), JetStream to Core is at least once (a worker killed
 //! mid-run and restarted leaves no source message missing).
 
-mod common;
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
+use crate::support::*;
 use jetflow_testsupport::NatsServer;
-use support::*;
 
 /// Publishes numbered messages on `subjects` (round-robin) until stopped; `last` holds the
 /// number of the last message handed to the connection.

@@ -1,6 +1,5 @@
 //! Helpers for the Core, bounded, dynamic-split, ownership and authentication tests: worker
 //! processes with their own id and metrics address, readiness, Core subscribers.
-#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -92,27 +91,6 @@ pub async fn wait_ready(worker: &mut Worker, addr: &str, timeout: Duration) {
 pub fn stdout_of(worker: &Worker) -> String {
     let out = worker.log.with_extension("out");
     std::fs::read_to_string(out).unwrap_or_default()
-}
-
-/// Publishes `count` Core messages `"<i>"` (i from `first`) on `subject`, pacing them so the
-/// run lasts a while, and flushes.
-pub async fn publish_core(
-    client: &async_nats::Client,
-    subject: &str,
-    first: u64,
-    count: u64,
-    pause_every: u64,
-) {
-    for i in first..first + count {
-        client
-            .publish(subject.to_owned(), i.to_string().into())
-            .await
-            .expect("publish");
-        if pause_every > 0 && i.is_multiple_of(pause_every) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    client.flush().await.expect("flush");
 }
 
 /// Collects Core messages from a subscription until none arrived for `quiet`.

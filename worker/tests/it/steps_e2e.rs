@@ -1,19 +1,16 @@
 //! Steps end to end: the jetflow-worker binary against a real nats-server, running each step
 //! kind, a multi-output map, and a header-only pipeline over payloads that are not JSON.
 
-mod common;
-mod steps_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::common::*;
+use crate::steps_support::wait_for_positions;
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use bytes::Bytes;
-use common::*;
 use jetflow_testsupport::NatsServer;
 use serde_json::Value;
-use steps_support::wait_for_positions;
 
 /// Publishes each `(subject, headers, payload)` and returns the stream sequences in order.
 async fn publish_each(

@@ -1,12 +1,10 @@
 //! The worker as a process against a real nats-server: crashes, SIGTERM, a consumer deleted
 //! behind its back, an invalid manifest, the HTTP endpoints.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use async_nats::jetstream::consumer::DeliverPolicy;
-use common::*;
 use jetflow_testsupport::NatsServer;
 
 const SUBJECTS: [&str; 3] = ["orders.eu", "orders.us", "orders.asia"];

@@ -2,8 +2,6 @@
 //! operator's golden Deployment, so the two cannot drift apart) and, asked for ConfigMap
 //! stores where there is no Kubernetes API, fails with a message that says so.
 
-mod common;
-
 use std::process::{Command, Stdio};
 
 use jetflow_testsupport::NatsServer;
@@ -40,7 +38,7 @@ fn the_operators_worker_arguments_select_the_config_map_stores() {
 
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let manifest = common::write_manifest(
+    let manifest = crate::common::write_manifest(
         dir.path(),
         &format!(
             r#"

@@ -3,16 +3,13 @@
 //! without a restart; a subject whose messages are purged has its split retired (committed,
 //! then stopped) while the others go on.
 
-mod common;
-mod support;
-
 use std::time::Duration;
 
+use crate::common::*;
+use crate::support::*;
 use async_nats::jetstream::stream::Stream;
-use common::*;
 use futures::TryStreamExt;
 use jetflow_testsupport::NatsServer;
-use support::*;
 
 const MANIFEST: &str = r#"
 apiVersion: jetflow.io/v1alpha1
@@ -34,7 +31,7 @@ spec:
     interval: 300ms
 "#;
 
-async fn wait_for_log(worker: &common::Worker, text: &str) {
+async fn wait_for_log(worker: &crate::common::Worker, text: &str) {
     for _ in 0..300 {
         if plain_log(worker).contains(text) {
             return;

@@ -8,16 +8,13 @@
 //! store kept across the restarts and written through to disk), so that what the server
 //! received is recorded even while no subscriber could be connected.
 
-mod common;
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
+use crate::support::{free_addr, http_get, spawn};
 use async_nats::jetstream;
-use common::*;
 use jetflow_testsupport::NatsServer;
-use support::{free_addr, http_get, spawn};
 
 const SUBJECTS: [&str; 2] = ["alerts.a", "alerts.b"];
 

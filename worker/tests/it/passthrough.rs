@@ -2,12 +2,10 @@
 //! splits, and the error policy plumbing (dead letters, skip, stop) driven by messages whose
 //! output subject cannot be rendered.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use jetflow_crds::Pipeline;
 use jetflow_crds::split::static_splits;
 use jetflow_testsupport::NatsServer;

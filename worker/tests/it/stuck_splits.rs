@@ -5,17 +5,14 @@
 //! split is left out of the checkpoints and the other split is still committed; a checkpoint
 //! store that refuses writes pauses reading until it takes them again.
 
-mod common;
-mod steps_support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
+use crate::steps_support::{metric, metrics, wait_for_positions, wait_ready};
 use async_nats::jetstream;
 use bytes::Bytes;
-use common::*;
 use jetflow_testsupport::NatsServer;
-use steps_support::{metric, metrics, wait_for_positions, wait_ready};
 
 /// A pipeline over `in.a` and `in.b` (two splits) whose map never ends on `{"spin": true}`.
 fn spinning(name: &str) -> String {
@@ -173,7 +170,7 @@ async fn a_split_stuck_in_a_step_is_left_out_of_checkpoints_and_the_others_commi
 }
 
 fn strip(worker: &Worker) -> String {
-    steps_support::strip_ansi(&worker.log_text())
+    crate::steps_support::strip_ansi(&worker.log_text())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,16 +2,13 @@
 //! random moments and restarted; every output still reaches the sink exactly once, because a
 //! replayed message yields the same outputs with the same message ids.
 
-mod common;
-mod steps_support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::common::*;
+use crate::steps_support::{wait_for_positions, wait_ready};
 use bytes::Bytes;
-use common::*;
 use jetflow_testsupport::NatsServer;
-use steps_support::{wait_for_positions, wait_ready};
 
 const SOURCE_MESSAGES: usize = 30_000;
 

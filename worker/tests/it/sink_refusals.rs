@@ -5,17 +5,14 @@
 //! with the refusal in its headers and the rest flows; under `Skip` it is counted; under `Stop`
 //! the split stops before it with the reason recorded. The worker never crash-loops on it.
 
-mod common;
-mod steps_support;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::common::*;
+use crate::steps_support::{metric, metrics, wait_for_positions, wait_ready};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
-use common::*;
 use jetflow_testsupport::NatsServer;
-use steps_support::{metric, metrics, wait_for_positions, wait_ready};
 
 fn manifest(name: &str, policy: &str) -> String {
     format!(

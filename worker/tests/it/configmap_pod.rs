@@ -8,24 +8,20 @@
 //! fallback, polling. A worker that started before a reset of the checkpoint never writes into
 //! the fresh one, even when it follows the new assignment.
 
-mod common;
-mod kube_support;
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
+use crate::kube_support::{FakeApi, NS};
+use crate::support::{free_addr, http_get, wait_ready};
 use jetflow_crds::assignment::Assignment;
 use jetflow_crds::checkpoint::{Checkpoint, SplitPosition};
 use jetflow_testsupport::NatsServer;
 use jetflow_worker::assignment::configmap::ConfigMapAssignment;
 use jetflow_worker::pipeline::Change;
-use kube_support::{FakeApi, NS};
-use support::{free_addr, http_get, wait_ready};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

@@ -3,14 +3,11 @@
 //! and the worker exits 0 with a summary; a split whose filter holds nothing up to the bound
 //! finishes at once; a rerun of a finished pipeline does nothing.
 
-mod common;
-mod support;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
+use crate::support::*;
 use jetflow_testsupport::NatsServer;
-use support::*;
 
 const SUBJECTS: [&str; 2] = ["orders.a", "orders.b"];
 

@@ -5,7 +5,6 @@
 //! HTTP with a kubeconfig, for worker processes. The fake has no watch: a watch request is
 //! answered like a list, which a client's watch cannot decode, so workers on it run on their
 //! fallback of polling (the local control plane serves real watches).
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -2,15 +2,12 @@
 //! `--secrets-dir`: the right password runs the pipeline, a wrong one ends the process at once
 //! with exit code 4 and a one-line error naming the connection field to check.
 
-mod common;
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
+use crate::support::*;
 use jetflow_testsupport::NatsServer;
-use support::*;
 
 const AUTH: &str = "authorization { users = [ { user: app, password: s3cret } ] }";
 

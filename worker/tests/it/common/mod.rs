@@ -1,5 +1,4 @@
 //! Shared test helpers: streams, bulk publishing, reading a sink back, worker processes.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
