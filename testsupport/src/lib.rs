@@ -5,6 +5,7 @@
 //! The binary is `$JETFLOW_NATS_SERVER`, else `.tools/bin/nats-server` in the workspace
 //! (installed by `scripts/install-nats.sh`), else `nats-server` on `PATH`.
 
+pub mod chart;
 pub mod pod_security;
 
 use std::io::{Read, Write};

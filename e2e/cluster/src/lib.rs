@@ -77,34 +77,8 @@ pub fn root() -> PathBuf {
     jetflow_testsupport::workspace_root()
 }
 
-/// Renders the chart with the real Helm SDK (`scripts/render-chart.py`, Python from
-/// `.tools/venv`, installed by `scripts/install-chart-tools.sh`).
-pub fn render_chart(namespace: &str, values: &[String]) -> String {
-    let root = root();
-    let python = root.join(".tools/venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash scripts/install-chart-tools.sh` (scripts/test.sh does)",
-        python.display()
-    );
-    let mut command = Command::new(python);
-    command.arg(root.join("scripts/render-chart.py")).args([
-        "--namespace",
-        namespace,
-        "--release",
-        "jetflow",
-    ]);
-    for value in values {
-        command.args(["--set", value]);
-    }
-    let output = command.output().expect("running scripts/render-chart.py");
-    assert!(
-        output.status.success(),
-        "render-chart.py failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8 manifests")
-}
+/// Renders the chart with the real Helm SDK (see [`jetflow_testsupport::chart::render`]).
+pub use jetflow_testsupport::chart::render as render_chart;
 
 /// A local control plane with the operator installed, and a nats-server.
 pub struct Cluster {
