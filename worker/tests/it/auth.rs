@@ -81,7 +81,7 @@ async fn right_password_from_the_secrets_dir_runs_the_pipeline() {
         &addr,
         &["--secrets-dir", &secrets_dir],
     );
-    wait_ready(&mut worker, &addr, Duration::from_secs(30)).await;
+    worker.wait_ready(Duration::from_secs(30)).await;
 
     let client = async_nats::ConnectOptions::with_user_and_password("app".into(), "s3cret".into())
         .connect(server.url())

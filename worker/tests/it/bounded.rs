@@ -56,7 +56,7 @@ async fn run_to_end(server: &NatsServer, dir: &std::path::Path, manifest: &str) 
     );
     let status = worker.wait(Duration::from_secs(60));
     assert!(status.success(), "{status}; log:\n{}", worker.log_text());
-    stdout_of(&worker)
+    worker.stdout()
 }
 
 /// Asserts the checkpoint holds every split finished at the last sequence of its subject up
@@ -122,7 +122,7 @@ async fn stream_end_bound_reads_what_the_stream_held_at_start_and_a_rerun_does_n
     let checkpoints = dir.path().join("checkpoints");
     let addr = free_addr();
     let mut worker = spawn(&path, &server.url(), &checkpoints, "w1", &addr, &[]);
-    wait_ready(&mut worker, &addr, Duration::from_secs(30)).await;
+    worker.wait_ready(Duration::from_secs(30)).await;
     // Stored after the splits started: beyond their end.
     publish(&js, &SUBJECTS, 2_000, 64).await;
     let status = worker.wait(Duration::from_secs(60));
@@ -139,7 +139,7 @@ async fn stream_end_bound_reads_what_the_stream_held_at_start_and_a_rerun_does_n
             ("orders.b", &published["orders.b"]),
         ],
     );
-    let out = stdout_of(&worker);
+    let out = worker.stdout();
     assert!(
         out.contains("bounded run finished: 3 splits, 20000 messages"),
         "{out}"
@@ -209,7 +209,7 @@ async fn a_time_bound_in_the_future_reads_live_messages_until_it_passes() {
         &addr,
         &[],
     );
-    wait_ready(&mut worker, &addr, Duration::from_secs(30)).await;
+    worker.wait_ready(Duration::from_secs(30)).await;
     publish(&js, &SUBJECTS, 200, 64).await;
     while jiff::Timestamp::now() < bound + jiff::SignedDuration::from_millis(200) {
         tokio::time::sleep(Duration::from_millis(50)).await;

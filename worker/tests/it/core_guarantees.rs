@@ -130,7 +130,7 @@ spec:
     let before_start = publisher.last();
     let addr = free_addr();
     let mut worker = spawn(&manifest, &server.url(), &checkpoints, "w1", &addr, &[]);
-    wait_ready(&mut worker, &addr, Duration::from_secs(30)).await;
+    worker.wait_ready(Duration::from_secs(30)).await;
     let at_ready = publisher.last();
     publisher.publish_more(5_000).await;
     let last = publisher.stop().await;
@@ -199,7 +199,7 @@ spec:
     // First run: everything published while it is ready is stored once; then it is killed.
     let addr = free_addr();
     let mut first = spawn(&manifest, &server.url(), &checkpoints, "w1", &addr, &[]);
-    wait_ready(&mut first, &addr, Duration::from_secs(30)).await;
+    first.wait_ready(Duration::from_secs(30)).await;
     publish_numbers(&client, &subjects, 501, 3_000).await;
     wait_for_len(&js, "capture", 3_000, Duration::from_secs(30)).await;
     first.kill();
@@ -209,7 +209,7 @@ spec:
 
     let addr = free_addr();
     let mut second = spawn(&manifest, &server.url(), &checkpoints, "w1", &addr, &[]);
-    wait_ready(&mut second, &addr, Duration::from_secs(30)).await;
+    second.wait_ready(Duration::from_secs(30)).await;
     publish_numbers(&client, &subjects, 4_501, 3_000).await;
     wait_for_len(&js, "capture", 6_000, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -309,14 +309,14 @@ spec:
 
     let addr = free_addr();
     let mut first = spawn(&manifest, &server.url(), &checkpoints, "w1", &addr, &[]);
-    wait_ready(&mut first, &addr, Duration::from_secs(30)).await;
+    first.wait_ready(Duration::from_secs(30)).await;
     // Messages keep arriving in the stream while the worker runs.
     publish(&js, &subjects, 10_000, 64).await;
     wait_for_checkpoint(&checkpoints, "js-core", 3_000).await;
     first.kill();
     let addr = free_addr();
     let mut second = spawn(&manifest, &server.url(), &checkpoints, "w1", &addr, &[]);
-    wait_ready(&mut second, &addr, Duration::from_secs(30)).await;
+    second.wait_ready(Duration::from_secs(30)).await;
     publish(&js, &subjects, 5_000, 64).await;
     let total = stream_len(&js, "alerts").await;
     let seqs = collector.await.unwrap();
@@ -350,18 +350,6 @@ async fn wait_for_checkpoint(dir: &std::path::Path, name: &str, at_least: u64) {
     panic!("no checkpoint reached position {at_least}");
 }
 
-/// Messages a worker took in, summed over its splits, from its `/metrics`.
-fn messages_in(addr: &str) -> u64 {
-    let metrics = http_get(addr, "/metrics").expect("metrics");
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("jetflow_worker_messages_total") && l.contains("direction=\"in\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_group_shares_core_subjects_between_two_workers() {
     let server = NatsServer::start();
@@ -393,7 +381,7 @@ spec:
     for id in ["w1", "w2"] {
         let addr = free_addr();
         let mut worker = spawn(&manifest, &server.url(), &checkpoints, id, &addr, &[]);
-        wait_ready(&mut worker, &addr, Duration::from_secs(30)).await;
+        worker.wait_ready(Duration::from_secs(30)).await;
         workers.push((worker, addr));
     }
     let client = server.client().await;
@@ -401,14 +389,17 @@ spec:
     wait_for_len(&js, "done", 4_000, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let shares: Vec<u64> = workers.iter().map(|(_, addr)| messages_in(addr)).collect();
+    let shares: Vec<u64> = workers
+        .iter()
+        .map(|(w, _)| w.metric("jetflow_worker_messages_total", &["direction=\"in\""]) as u64)
+        .collect();
     for (worker, _) in &mut workers {
         let status = worker.terminate(Duration::from_secs(30));
         assert!(status.success(), "{status}; log:\n{}", worker.log_text());
         // Each worker counts its own messages; one whose count is behind another's leaves the
         // position alone. Only a commit racing another worker's write can still be refused
         // (harmless: nothing is acknowledged to a Core source), and then its next one skips.
-        let log = plain_log(worker);
+        let log = worker.plain_log();
         let failed: Vec<&str> = log
             .lines()
             .filter(|l| l.contains("checkpoint failed"))

@@ -6,7 +6,6 @@
 // Shared helpers.
 mod common;
 mod kube_support;
-mod steps_support;
 mod support;
 
 mod auth;

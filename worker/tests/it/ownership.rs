@@ -120,8 +120,8 @@ async fn splits_moved_between_three_workers_arrive_exactly_once() {
         );
         workers.push((worker, addr));
     }
-    for (worker, addr) in &mut workers {
-        wait_ready(worker, addr, Duration::from_secs(30)).await;
+    for (worker, _) in &mut workers {
+        worker.wait_ready(Duration::from_secs(30)).await;
     }
 
     // Messages keep coming for the whole test.
@@ -183,7 +183,7 @@ async fn splits_moved_between_three_workers_arrive_exactly_once() {
     workers[2].0.kill();
     // Each moved split started at its new owner only after w3 had drained, committed and
     // acknowledged it.
-    let w3_log = plain_log(&workers[2].0);
+    let w3_log = workers[2].0.plain_log();
     for (split, owner) in [("transfers.mea", 0), ("transfers.anz", 1)] {
         let released = log_time(
             &w3_log,
@@ -191,7 +191,7 @@ async fn splits_moved_between_three_workers_arrive_exactly_once() {
                 "split stopped, committed and acknowledged; writing its release record split={split} "
             ),
         );
-        let gainer_log = plain_log(&workers[owner].0);
+        let gainer_log = workers[owner].0.plain_log();
         let started = log_time(&gainer_log, &format!("starting split split={split} "));
         assert!(
             released < started,
@@ -263,8 +263,8 @@ async fn a_killed_owners_split_is_taken_over_after_the_handover_timeout() {
         );
         workers.push((worker, addr));
     }
-    for (worker, addr) in &mut workers {
-        wait_ready(worker, addr, Duration::from_secs(30)).await;
+    for (worker, _) in &mut workers {
+        worker.wait_ready(Duration::from_secs(30)).await;
     }
     publish(&js, &SUBJECTS, 6_000, 128).await;
     let checkpoint = || read_checkpoint(&checkpoints, "ledger");
@@ -291,7 +291,7 @@ async fn a_killed_owners_split_is_taken_over_after_the_handover_timeout() {
         "{status}; log:\n{}",
         workers[0].0.log_text()
     );
-    let log = plain_log(&workers[0].0);
+    let log = workers[0].0.plain_log();
     assert!(
         log.contains("waiting for the previous owner to release the split split=transfers.mea"),
         "{log}"
@@ -347,8 +347,8 @@ async fn a_worker_stopped_with_sigterm_releases_its_splits_to_the_next_owner_at_
         );
         workers.push((worker, addr));
     }
-    for (worker, addr) in &mut workers {
-        wait_ready(worker, addr, Duration::from_secs(30)).await;
+    for (worker, _) in &mut workers {
+        worker.wait_ready(Duration::from_secs(30)).await;
     }
     publish(&js, &SUBJECTS, 6_000, 128).await;
     let checkpoint = || read_checkpoint(&checkpoints, "ledger");
@@ -392,7 +392,7 @@ async fn a_worker_stopped_with_sigterm_releases_its_splits_to_the_next_owner_at_
         workers[0].0.log_text()
     );
     assert_exactly_once(&read_all(&js, "ledger").await, 1..=9_000);
-    let log = plain_log(&workers[0].0);
+    let log = workers[0].0.plain_log();
     assert!(
         !log.contains("waiting for the previous owner to release the split"),
         "{log}"
@@ -428,7 +428,7 @@ async fn a_stopping_worker_releases_its_splits_even_when_one_was_taken_on_by_a_n
         &addr,
         &["--assignment-file", &assignment_arg],
     );
-    wait_ready(&mut worker, &addr, Duration::from_secs(30)).await;
+    worker.wait_ready(Duration::from_secs(30)).await;
     publish(&js, &SUBJECTS, 1_200, 128).await;
     let checkpoint = || read_checkpoint(&checkpoints, "ledger");
     wait_until("every split committed", Duration::from_secs(30), || {
@@ -474,16 +474,6 @@ async fn a_stopping_worker_releases_its_splits_even_when_one_was_taken_on_by_a_n
             "{split}: {p:?}"
         );
     }
-}
-
-/// Sends `signal` (`STOP`, `CONT`) to a worker process.
-fn signal(worker: &crate::common::Worker, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(worker.child.id().to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -541,8 +531,8 @@ async fn a_frozen_owners_split_waits_for_its_release_across_two_assignment_chang
         );
         workers.push((worker, addr));
     }
-    for (worker, addr) in &mut workers {
-        wait_ready(worker, addr, Duration::from_secs(30)).await;
+    for (worker, _) in &mut workers {
+        worker.wait_ready(Duration::from_secs(30)).await;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = {
@@ -567,7 +557,7 @@ async fn a_frozen_owners_split_waits_for_its_release_across_two_assignment_chang
     // w1 freezes while it runs transfers.eu, with outputs published past its last checkpoint.
     // It stays frozen for less than the sink's publish timeout (5 s), so that its own publishes
     // are not sent again when it wakes up.
-    signal(&workers[0].0, "STOP");
+    workers[0].0.signal("STOP");
     // Generation 2 gives transfers.eu to w2, which waits for w1's release.
     write_assignment(
         &assignment,
@@ -579,7 +569,9 @@ async fn a_frozen_owners_split_waits_for_its_release_across_two_assignment_chang
         ],
     );
     wait_until("w2 waiting for w1", Duration::from_secs(10), || {
-        plain_log(&workers[1].0)
+        workers[1]
+            .0
+            .plain_log()
             .contains("waiting for the previous owner to release the split split=transfers.eu")
     })
     .await;
@@ -594,14 +586,20 @@ async fn a_frozen_owners_split_waits_for_its_release_across_two_assignment_chang
         ],
     );
     wait_until("w3 taking transfers.us", Duration::from_secs(30), || {
-        plain_log(&workers[2].0).contains("starting split split=transfers.us ")
+        workers[2]
+            .0
+            .plain_log()
+            .contains("starting split split=transfers.us ")
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // w1 wakes up, still running transfers.eu until it reads the new assignment.
-    signal(&workers[0].0, "CONT");
+    workers[0].0.signal("CONT");
     wait_until("w2 running transfers.eu", Duration::from_secs(30), || {
-        plain_log(&workers[1].0).contains("starting split split=transfers.eu ")
+        workers[1]
+            .0
+            .plain_log()
+            .contains("starting split split=transfers.eu ")
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -618,11 +616,11 @@ async fn a_frozen_owners_split_waits_for_its_release_across_two_assignment_chang
     // Every Jetflow-Source-Sequence once: no gap, and no repeat from two workers at once.
     assert_exactly_once(&read_all(&js, "ledger").await, 1..=total);
     let released = log_time(
-        &plain_log(&workers[0].0),
+        &workers[0].0.plain_log(),
         "split stopped, committed and acknowledged; writing its release record split=transfers.eu ",
     );
     let started = log_time(
-        &plain_log(&workers[1].0),
+        &workers[1].0.plain_log(),
         "starting split split=transfers.eu ",
     );
     assert!(

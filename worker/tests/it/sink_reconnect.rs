@@ -12,9 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::support::{free_addr, http_get, spawn};
+use crate::support::{free_addr, spawn};
 use async_nats::jetstream;
 use jetflow_testsupport::NatsServer;
+use jetflow_testsupport::http::metric_sum;
 
 const SUBJECTS: [&str; 2] = ["alerts.a", "alerts.b"];
 
@@ -78,15 +79,14 @@ async fn captured_sequences(js: &jetstream::Context) -> BTreeSet<u64> {
 }
 
 /// Messages the worker took in from the source, over its splits (from its `/metrics`).
-fn taken_in(addr: &str) -> u64 {
-    http_get(addr, "/metrics")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            l.starts_with("jetflow_worker_messages_total") && l.contains("direction=\"in\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+fn taken_in(addr: &str) -> f64 {
+    jetflow_testsupport::http::get_ok(addr, "/metrics").map_or(0.0, |text| {
+        metric_sum(
+            &text,
+            "jetflow_worker_messages_total",
+            &["direction=\"in\""],
+        )
+    })
 }
 
 /// Sends `signal` (`STOP`, `CONT`) to process `pid`.
@@ -179,7 +179,7 @@ spec:
         signal(worker_pid, "CONT");
         // Paused again as soon as it has taken in part of the batch.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while taken_in(&addr) < taken + 200 {
+        while taken_in(&addr) < taken + 200.0 {
             assert!(
                 Instant::now() < deadline,
                 "no progress; log:\n{}",

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::common::*;
-use crate::steps_support::wait_for_positions;
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use bytes::Bytes;

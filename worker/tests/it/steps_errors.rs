@@ -7,10 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common::*;
-use crate::steps_support::{metric, metrics, wait_for_positions, wait_ready};
 use async_nats::jetstream;
 use bytes::Bytes;
 use jetflow_testsupport::NatsServer;
+use jetflow_testsupport::http::metric_sum;
 
 /// The source messages: good ones around one that is not JSON (index 2) and one whose `.a.b`
 /// fails because `.a` is a string (index 4).
@@ -164,7 +164,7 @@ async fn dlq_policy_sends_failed_messages_with_their_error_to_the_dead_letter_st
 
     // Restarted, the worker resumes after its checkpoint: no dead letter twice.
     let mut worker = Worker::start(&path, &server.url(), &checkpoints, &[]);
-    wait_ready(&mut worker).await;
+    worker.wait_ready(Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let status = worker.terminate(Duration::from_secs(30));
     assert!(
@@ -187,20 +187,20 @@ async fn skip_policy_drops_failed_messages_and_counts_them() {
     wait_for_len(&js, "out", 4, Duration::from_secs(60)).await;
     wait_for_positions(&checkpoints, "errs-skip", &[seqs[5]]).await;
 
-    let text = metrics(&worker);
+    let text = worker.metrics();
     assert_eq!(
-        metric(&text, &["jetflow_worker_errors_total", "step_parse"]),
-        1,
+        metric_sum(&text, "jetflow_worker_errors_total", &["step_parse"]),
+        1.0,
         "{text}"
     );
     assert_eq!(
-        metric(&text, &["jetflow_worker_errors_total", "step_eval"]),
-        1,
+        metric_sum(&text, "jetflow_worker_errors_total", &["step_eval"]),
+        1.0,
         "{text}"
     );
     assert_eq!(
-        metric(&text, &["jetflow_worker_errors_total", "skipped"]),
-        2,
+        metric_sum(&text, "jetflow_worker_errors_total", &["skipped"]),
+        2.0,
         "{text}"
     );
 
@@ -212,8 +212,6 @@ async fn skip_policy_drops_failed_messages_and_counts_them() {
     );
     assert_eq!(values_b(&read_all(&js, "out").await), [1, 2, 3, 4]);
     assert_eq!(stream_len(&js, "dlq").await, 0, "nothing dead-lettered");
-    let log = worker.log_text();
-    assert!(log.contains("skipping messages that fail"), "{log}");
 }
 
 /// Under `Stop`, the worker stops at the failing message (exit code 3) with its position just
@@ -253,7 +251,6 @@ async fn stop_policy_keeps_the_failing_message(
             Some(3),
             "run {run}: exit {status}; log:\n{log}"
         );
-        assert!(log.contains("split stopped"), "run {run}: {log}");
         assert_eq!(
             position(&checkpoints, name),
             seqs[bad - 1],

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::common::*;
-use crate::steps_support::{wait_for_positions, wait_ready};
 use bytes::Bytes;
 use jetflow_testsupport::NatsServer;
 
@@ -130,7 +129,7 @@ async fn killed_worker_with_a_multi_output_map_yields_each_output_exactly_once()
         })
         .collect();
     wait_for_positions(&checkpoints, "steps-replay", &last).await;
-    wait_ready(&mut worker).await;
+    worker.wait_ready(Duration::from_secs(60)).await;
     let status = worker.terminate(Duration::from_secs(30));
     assert!(
         status.success(),

@@ -9,10 +9,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::steps_support::{metric, metrics, wait_for_positions, wait_ready};
 use async_nats::jetstream;
 use bytes::Bytes;
 use jetflow_testsupport::NatsServer;
+use jetflow_testsupport::http::metric_sum;
 
 /// A pipeline over `in.a` and `in.b` (two splits) whose map never ends on `{"spin": true}`.
 fn spinning(name: &str) -> String {
@@ -89,7 +89,7 @@ async fn a_runaway_expression_goes_to_the_dead_letter_stream_and_the_other_split
     let after_spin = publish_to(&js, "in.a", r#"{"spin": false}"#, 5).await;
     let last_b = publish_to(&js, "in.b", r#"{"n": 1}"#, 20).await;
     let mut worker = Worker::start(&path, &server.url(), &checkpoints, &[]);
-    wait_ready(&mut worker).await;
+    worker.wait_ready(Duration::from_secs(60)).await;
 
     // The other split is committed, again and again, while the first meets its runaway message.
     wait_for_positions(&checkpoints, "runaway", &[last_b]).await;
@@ -100,7 +100,7 @@ async fn a_runaway_expression_goes_to_the_dead_letter_stream_and_the_other_split
     wait_for_len(&js, "dlq", 1, Duration::from_secs(30)).await;
     wait_for_positions(&checkpoints, "runaway", &[after_spin, more_b]).await;
     wait_for_len(&js, "out", 45, Duration::from_secs(30)).await;
-    let text = metrics(&worker);
+    let text = worker.metrics();
     let status = worker.terminate(Duration::from_secs(30));
     assert!(
         status.success(),
@@ -127,11 +127,12 @@ async fn a_runaway_expression_goes_to_the_dead_letter_stream_and_the_other_split
         "every other message once"
     );
     assert_eq!(
-        metric(
+        metric_sum(
             &text,
-            &["jetflow_worker_errors_total", "kind=\"step_timeout\""]
+            "jetflow_worker_errors_total",
+            &["kind=\"step_timeout\""]
         ),
-        1,
+        1.0,
         "{text}"
     );
 }
@@ -150,7 +151,7 @@ async fn a_split_stuck_in_a_step_is_left_out_of_checkpoints_and_the_others_commi
         &checkpoints,
         &["--step-timeout", "1h"],
     );
-    wait_ready(&mut worker).await;
+    worker.wait_ready(Duration::from_secs(60)).await;
     wait_for_positions(&checkpoints, "stuck", &[first_a]).await;
 
     // in.a gets stuck for the budget (an hour); in.b goes on and is committed, more than once.
@@ -170,7 +171,7 @@ async fn a_split_stuck_in_a_step_is_left_out_of_checkpoints_and_the_others_commi
 }
 
 fn strip(worker: &Worker) -> String {
-    crate::steps_support::strip_ansi(&worker.log_text())
+    worker.plain_log()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,7 +203,7 @@ spec:
     );
     let first = publish(&js, &["in.a"], 500, 64).await;
     let mut worker = Worker::start(&path, &server.url(), &checkpoints, &[]);
-    wait_ready(&mut worker).await;
+    worker.wait_ready(Duration::from_secs(60)).await;
     wait_for_positions(&checkpoints, "paused", &[*first["in.a"].last().unwrap()]).await;
 
     // The store refuses every write: its lock file's path is taken by a directory.
@@ -213,10 +214,11 @@ spec:
     wait_for_len(&js, "out", 600, Duration::from_secs(30)).await;
     // Several checkpoint intervals fail.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(
-        &metrics(&worker),
-        &["jetflow_worker_checkpoint_failures_total"],
-    ) < 5
+    while metric_sum(
+        &worker.metrics(),
+        "jetflow_worker_checkpoint_failures_total",
+        &[],
+    ) < 5.0
     {
         assert!(Instant::now() < deadline, "{}", worker.log_text());
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -226,10 +228,10 @@ spec:
     tokio::time::sleep(Duration::from_secs(2)).await;
     let held = stream_len(&js, "out").await;
     assert_eq!(held, 600, "read while checkpoints failed");
-    let text = metrics(&worker);
+    let text = worker.metrics();
     assert_eq!(
-        metric(&text, &["jetflow_worker_reading_paused"]),
-        1,
+        metric_sum(&text, "jetflow_worker_reading_paused", &[]),
+        1.0,
         "{text}"
     );
 
@@ -237,10 +239,10 @@ spec:
     std::fs::remove_dir(&lock).unwrap();
     wait_for_len(&js, "out", 3_600, Duration::from_secs(60)).await;
     wait_for_positions(&checkpoints, "paused", &[3_600]).await;
-    let text = metrics(&worker);
+    let text = worker.metrics();
     assert_eq!(
-        metric(&text, &["jetflow_worker_reading_paused"]),
-        0,
+        metric_sum(&text, "jetflow_worker_reading_paused", &[]),
+        0.0,
         "{text}"
     );
     let status = worker.terminate(Duration::from_secs(30));
@@ -264,7 +266,7 @@ async fn stop_policy_records_a_runaway_message_in_the_checkpoint() {
     publish_to(&js, "in.a", r#"{"spin": false}"#, 2).await;
     let last_b = publish_to(&js, "in.b", r#"{"n": 1}"#, 5).await;
     let mut worker = Worker::start(&path, &server.url(), &checkpoints, &[]);
-    wait_ready(&mut worker).await;
+    worker.wait_ready(Duration::from_secs(60)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let stopped = loop {
         let checkpoint = read_checkpoint(&checkpoints, "halt");

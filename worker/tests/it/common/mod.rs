@@ -1,13 +1,14 @@
-//! Shared test helpers: streams, bulk publishing, reading a sink back, worker processes.
+//! Shared test helpers: streams, bulk publishing, reading a sink back, checkpoints; worker
+//! processes and metrics come from `jetflow_testsupport`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
 use jetflow_crds::checkpoint::Checkpoint;
+pub use jetflow_testsupport::worker::{Worker, worker_bin};
 
 /// Creates a stream capturing `subjects`.
 pub async fn create_stream(js: &jetstream::Context, name: &str, subjects: &[&str]) {
@@ -166,119 +167,6 @@ pub fn write_manifest(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("pipeline.yaml");
     std::fs::write(&path, text).expect("write manifest");
     path
-}
-
-/// The jetflow-worker binary: `JETFLOW_WORKER_BIN` when set (a copy taken right after the
-/// build, safe from a build directory shared with other checkouts), else the one cargo built.
-pub fn worker_bin() -> PathBuf {
-    std::env::var_os("JETFLOW_WORKER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_jetflow-worker")))
-}
-
-/// A worker process.
-pub struct Worker {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Worker {
-    /// Starts `jetflow-worker run` with `extra` flags; its log goes to `<dir>/worker-<n>.log`.
-    pub fn start(manifest: &Path, nats: &str, checkpoints: &Path, extra: &[&str]) -> Self {
-        let dir = checkpoints.parent().unwrap_or(checkpoints);
-        let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-        let log = dir.join(format!("worker-{n}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let mut command = Command::new(worker_bin());
-        command.arg("run");
-        if !extra.contains(&"--metrics-addr") {
-            command.args(["--metrics-addr", "0"]);
-        }
-        let child = command
-            .arg("-f")
-            .arg(manifest)
-            .arg("--nats")
-            .arg(nats)
-            .arg("--checkpoint-dir")
-            .arg(checkpoints)
-            .arg("--worker-id")
-            .arg("test-worker")
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("start jetflow-worker");
-        Self { child, log }
-    }
-
-    /// The process's log so far.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Waits (at most `timeout`) until the worker has logged its start line: from then on its
-    /// signal handlers are installed, so a SIGTERM is a clean shutdown rather than the
-    /// signal's default action. Returns early when the process has exited.
-    pub fn wait_started(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.log_text().contains("jetflow-worker starting") {
-            if self.child.try_wait().expect("try_wait").is_some() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "worker did not start within {timeout:?}; log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// SIGTERM once the worker has started, then waits for the exit (at most `timeout`).
-    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
-        self.wait_started(timeout);
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        self.wait(timeout)
-    }
-
-    /// Waits for the process to exit.
-    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                self.kill();
-                panic!(
-                    "worker did not exit within {timeout:?}; log:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.kill();
-        }
-    }
 }
 
 /// Reads the file checkpoint of `default/<name>`.
