@@ -4,17 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jetflow_operator::metrics::Metrics;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use jetflow_testsupport::http::{self, Response};
 
-async fn get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+/// GET `path` off the runtime's threads (the server runs on them).
+async fn get(addr: std::net::SocketAddr, path: &'static str) -> Option<Response> {
+    tokio::task::spawn_blocking(move || http::get(&addr.to_string(), path))
         .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
+        .unwrap()
 }
 
 #[tokio::test]
@@ -34,19 +30,19 @@ async fn metrics_and_health_are_served() {
             let _ = stopped.await;
         },
     ));
-    let mut health = String::new();
+    let mut health = None;
     for _ in 0..50 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            health = get(addr, "/healthz").await;
+        health = get(addr, "/healthz").await;
+        if health.is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        health.starts_with("HTTP/1.0 200") || health.starts_with("HTTP/1.1 200"),
-        "{health}"
+        health.is_some_and(|r| r.is_ok()),
+        "/healthz did not answer 200"
     );
-    let body = get(addr, "/metrics").await;
+    let body = get(addr, "/metrics").await.expect("/metrics").body;
     assert!(
         body.contains(r#"jetflow_operator_reconciles_total{controller="pipeline"} 1"#),
         "{body}"

@@ -1305,18 +1305,9 @@ async fn credentials_are_read_from_the_secret_the_connection_names() {
 
 /// The connections nats-server has open under `name` (its monitoring endpoint).
 fn connections_named(nats: &jetflow_testsupport::NatsServer, name: &str) -> usize {
-    let url = format!("127.0.0.1:{}", nats.http_port());
-    let mut stream = std::net::TcpStream::connect(&url).unwrap();
-    use std::io::{Read, Write};
-    write!(
-        stream,
-        "GET /connz?limit=1000 HTTP/1.0\r\nHost: {url}\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
-    let connz: serde_json::Value = serde_json::from_str(body).unwrap();
+    let addr = format!("127.0.0.1:{}", nats.http_port());
+    let body = jetflow_testsupport::http::get_ok(&addr, "/connz?limit=1000").expect("/connz");
+    let connz: serde_json::Value = serde_json::from_str(&body).unwrap();
     connz["connections"]
         .as_array()
         .into_iter()

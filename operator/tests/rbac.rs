@@ -1,20 +1,37 @@
 //! The chart's RBAC grants exactly what the operator uses: every entry of the operator's
-//! permission table (`jetflow_operator::permissions`) is in `clusterrole.yaml` (cluster-wide)
-//! or `leader-election-rbac.yaml` (the Lease), and the chart grants nothing the table lacks.
-//! The reconciler tests check the other link: every request they see the operator send is in
-//! the table.
+//! permission table (`jetflow_operator::permissions`) is in the chart's ClusterRole
+//! (cluster-wide) or its leader-election Role (the Lease), and the chart grants nothing the
+//! table lacks. The chart is read as Helm renders it (`jetflow_testsupport::chart`, the real
+//! Helm SDK). The reconciler tests check the other link: every request they see the operator
+//! send is in the table.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use jetflow_operator::permissions::{Scope, grants};
 use serde::Deserialize;
 
+const NAMESPACE: &str = "jetflow-system";
+
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Doc {
     kind: String,
+    metadata: Metadata,
     #[serde(default)]
     rules: Vec<Rule>,
+    #[serde(default)]
+    role_ref: Option<RoleRef>,
+    #[serde(default)]
+    subjects: Vec<Subject>,
+    #[serde(default)]
+    spec: serde_yaml_ng::Value,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -30,43 +47,39 @@ struct Rule {
     resource_names: Vec<String>,
 }
 
-fn template(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../charts/jetflow/templates")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+#[derive(Deserialize)]
+struct RoleRef {
+    kind: String,
+    name: String,
 }
 
-/// The manifests of a template with Helm's actions taken out: lines that are only an action
-/// (`{{- if … }}`, `{{- include … | nindent 4 }}`) are dropped, and inline actions become a
-/// placeholder. Rules are literal YAML in both templates, so they survive intact.
-fn docs(text: &str) -> Vec<Doc> {
-    let mut out = String::new();
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with("{{") && trimmed.ends_with("}}") {
-            continue;
-        }
-        let mut line = line.to_owned();
-        while let (Some(start), Some(end)) = (line.find("{{"), line.find("}}")) {
-            if end < start {
-                break;
-            }
-            line.replace_range(start..end + 2, "helm-value");
-        }
-        out.push_str(&line);
-        out.push('\n');
+#[derive(Deserialize)]
+struct Subject {
+    kind: String,
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// The chart's manifests with default values, as Helm renders them; `None` (after saying why)
+/// when the chart tools are not installed.
+fn rendered() -> Option<Vec<Doc>> {
+    if jetflow_testsupport::chart::python().is_none() {
+        eprintln!("skipped: {}", jetflow_testsupport::chart::MISSING);
+        return None;
     }
-    out.split("\n---")
-        .filter(|d| d.lines().any(|l| l.starts_with("kind:")))
-        .map(|d| serde_yaml_ng::from_str(d).unwrap_or_else(|e| panic!("{e}\n{d}")))
-        .collect()
+    let text = jetflow_testsupport::chart::render(NAMESPACE, &[]);
+    Some(
+        serde_yaml_ng::Deserializer::from_str(&text)
+            .map(|d| Doc::deserialize(d).unwrap_or_else(|e| panic!("rendered manifest: {e}")))
+            .collect(),
+    )
 }
 
-fn rules_of(text: &str, kind: &str, scope: Scope) -> BTreeSet<(Scope, String, String, String)> {
+fn rules_of(docs: &[Doc], kind: &str, scope: Scope) -> BTreeSet<(Scope, String, String, String)> {
     let mut set = BTreeSet::new();
-    for doc in docs(text).into_iter().filter(|d| d.kind == kind) {
-        for rule in doc.rules {
+    for doc in docs.iter().filter(|d| d.kind == kind) {
+        for rule in &doc.rules {
             assert!(
                 rule.resource_names.is_empty(),
                 "the table has no resourceNames rules"
@@ -87,12 +100,9 @@ fn rules_of(text: &str, kind: &str, scope: Scope) -> BTreeSet<(Scope, String, St
 
 #[test]
 fn chart_rbac_grants_exactly_the_operators_permission_table() {
-    let mut chart = rules_of(&template("clusterrole.yaml"), "ClusterRole", Scope::Cluster);
-    chart.extend(rules_of(
-        &template("leader-election-rbac.yaml"),
-        "Role",
-        Scope::OperatorNamespace,
-    ));
+    let Some(docs) = rendered() else { return };
+    let mut chart = rules_of(&docs, "ClusterRole", Scope::Cluster);
+    chart.extend(rules_of(&docs, "Role", Scope::OperatorNamespace));
     let table: BTreeSet<(Scope, String, String, String)> = grants()
         .into_iter()
         .map(|(s, g, r, v)| (s, g.to_owned(), r.to_owned(), v.to_owned()))
@@ -110,10 +120,62 @@ fn chart_rbac_grants_exactly_the_operators_permission_table() {
 }
 
 #[test]
-fn cluster_role_is_bound_to_the_operator_service_account() {
-    let text = template("clusterrole.yaml");
-    assert!(text.contains("kind: ClusterRoleBinding"));
-    assert!(text.contains(r#"name: {{ include "jetflow.serviceAccountName" . }}"#));
-    assert!(text.contains(r#"name: {{ include "jetflow.fullname" . }}"#));
-    assert!(text.contains("namespace: {{ .Release.Namespace }}"));
+fn each_role_is_bound_to_the_operators_service_account() {
+    let Some(docs) = rendered() else { return };
+    let account = docs
+        .iter()
+        .find(|d| d.kind == "ServiceAccount")
+        .expect("the chart renders a ServiceAccount");
+    assert_eq!(account.metadata.namespace.as_deref(), Some(NAMESPACE));
+    let deployment = docs
+        .iter()
+        .find(|d| d.kind == "Deployment")
+        .expect("the chart renders the operator's Deployment");
+    assert_eq!(deployment.metadata.namespace.as_deref(), Some(NAMESPACE));
+    assert_eq!(
+        deployment.spec["template"]["spec"]["serviceAccountName"].as_str(),
+        Some(account.metadata.name.as_str()),
+        "the operator's pods run as the ServiceAccount the roles are bound to"
+    );
+    for (role_kind, binding_kind) in [
+        ("ClusterRole", "ClusterRoleBinding"),
+        ("Role", "RoleBinding"),
+    ] {
+        let role = docs
+            .iter()
+            .find(|d| d.kind == role_kind)
+            .unwrap_or_else(|| panic!("the chart renders a {role_kind}"));
+        let binding = docs
+            .iter()
+            .find(|d| d.kind == binding_kind)
+            .unwrap_or_else(|| panic!("the chart renders a {binding_kind}"));
+        let role_ref = binding.role_ref.as_ref().expect("roleRef");
+        assert_eq!(
+            (role_ref.kind.as_str(), role_ref.name.as_str()),
+            (role_kind, role.metadata.name.as_str())
+        );
+        if role_kind == "Role" {
+            assert_eq!(
+                role.metadata.namespace.as_deref(),
+                Some(NAMESPACE),
+                "the Lease's Role"
+            );
+            assert_eq!(binding.metadata.namespace.as_deref(), Some(NAMESPACE));
+        }
+        let subjects: Vec<_> = binding
+            .subjects
+            .iter()
+            .map(|s| (s.kind.as_str(), s.name.as_str(), s.namespace.as_deref()))
+            .collect();
+        assert_eq!(
+            subjects,
+            [(
+                "ServiceAccount",
+                account.metadata.name.as_str(),
+                Some(NAMESPACE)
+            )],
+            "{binding_kind} {}",
+            binding.metadata.name
+        );
+    }
 }

@@ -5,11 +5,13 @@
 //! The binary is `$JETFLOW_NATS_SERVER`, else `.tools/bin/nats-server` in the workspace
 //! (installed by `scripts/install-nats.sh`), else `nats-server` on `PATH`.
 
+pub mod chart;
+pub mod http;
 pub mod pod_security;
 pub mod proxy;
+pub mod worker;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,6 +46,21 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .expect("testsupport lives in the workspace")
         .to_owned()
+}
+
+/// The folder holding the binaries cargo built beside the running test or tool
+/// (`<target>/<profile>/`), or `$JETFLOW_BIN_DIR`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("JETFLOW_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // A test runs from <target>/<profile>/deps/, a binary from <target>/<profile>/.
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -175,22 +192,12 @@ impl NatsServer {
     }
 
     fn healthy(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.http_port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
         let path = if self.jetstream {
             "/healthz?js-enabled-only=true"
         } else {
             "/healthz"
         };
-        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-        if stream.write_all(request.as_bytes()).is_err() {
-            return false;
-        }
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200")
+        http::get(&format!("127.0.0.1:{}", self.http_port), path).is_some_and(|r| r.is_ok())
     }
 
     /// The client URL, `nats://127.0.0.1:<port>`.

@@ -135,17 +135,39 @@ struct RunArgs {
 
 /// A pipeline that cannot run: exit code 2.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Invalid(String);
+enum Invalid {
+    /// The manifest could not be read or holds no such pipeline.
+    #[error(transparent)]
+    Manifest(#[from] jetflow_crds::manifest::ManifestError),
+    /// A field of the spec is wrong.
+    #[error("pipeline {name} is invalid: {source}")]
+    Spec {
+        /// The pipeline.
+        name: String,
+        /// What is wrong.
+        source: jetflow_crds::validate::Invalid,
+    },
+    /// A step does not compile.
+    #[error("pipeline {name} is invalid: {source}")]
+    Steps {
+        /// The pipeline.
+        name: String,
+        /// The first step that does not compile.
+        source: Box<jetflow_steps::CompileError>,
+    },
+}
 
 fn load(args: &ManifestArgs) -> Result<Pipeline, Invalid> {
-    let pipeline = jetflow_crds::manifest::load_pipeline(&args.file, args.pipeline.as_deref())
-        .map_err(|e| Invalid(e.to_string()))?;
+    let pipeline = jetflow_crds::manifest::load_pipeline(&args.file, args.pipeline.as_deref())?;
     let name = pipeline.metadata.name.clone().unwrap_or_default();
-    jetflow_crds::validate::pipeline(&pipeline)
-        .map_err(|e| Invalid(format!("pipeline {name} is invalid: {e}")))?;
-    jetflow_steps::check(&pipeline.spec.steps)
-        .map_err(|e| Invalid(format!("pipeline {name} is invalid: {e}")))?;
+    jetflow_crds::validate::pipeline(&pipeline).map_err(|source| Invalid::Spec {
+        name: name.clone(),
+        source,
+    })?;
+    jetflow_steps::check(&pipeline.spec.steps).map_err(|source| Invalid::Steps {
+        name,
+        source: Box::new(source),
+    })?;
     Ok(pipeline)
 }
 

@@ -66,14 +66,15 @@ use crate::sink::dead_letter::DeadLetters;
 use crate::sink::headers::MessageIds;
 use crate::sink::jetstream::JetStreamSink;
 use crate::sink::{Sink, SubjectTemplate, TemplateError};
+use crate::source::SourceAcker;
 use crate::source::bounded::{BoundError, BoundSpec};
 use crate::source::core::CoreSource;
 use crate::source::jetstream::ConsumerSettings;
 use crate::source::readers::Readers;
-use crate::source::{SourceAcker, SplitReader};
 use crate::split::{Control, Shared, SplitError, SplitSnapshot, SplitTask};
 
 mod control;
+mod read;
 
 /// How long the steps may run on one message by default (`--step-timeout`).
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -421,7 +422,7 @@ impl<S: Sink> Runner<S> {
         // Every line the split's tasks log carries the split's name.
         let span = tracing::info_span!("split", split = %split.name);
 
-        let mut reader = self.readers.open(
+        let reader = self.readers.open(
             &split,
             consumer,
             committed.clone(),
@@ -429,34 +430,13 @@ impl<S: Sink> Runner<S> {
             metrics.clone(),
         );
         let (tx, rx) = mpsc::channel(self.settings.batch.max(64));
-        let reader_cancel = cancel.clone();
-        let split_name = split.name.clone();
-        let reader_metrics = metrics.clone();
-        let read = async move {
-            loop {
-                let next = tokio::select! {
-                    _ = reader_cancel.cancelled() => break,
-                    next = reader.next() => next,
-                };
-                match next {
-                    Ok(Some(message)) => {
-                        let sent = tokio::select! {
-                            _ = reader_cancel.cancelled() => break,
-                            sent = tx.send(message) => sent,
-                        };
-                        if sent.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        reader_metrics.error(e.category());
-                        tracing::error!(split = %split_name, error = %e, "split reader failed");
-                        break;
-                    }
-                }
-            }
-        };
+        let read = read::read_split(
+            reader,
+            tx,
+            cancel.clone(),
+            split.name.clone(),
+            metrics.clone(),
+        );
         let reader_task = tokio::spawn(read.instrument(span.clone()));
 
         let (control_tx, control_rx) = mpsc::channel(4);

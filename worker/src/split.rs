@@ -66,7 +66,7 @@ use crate::metrics::SplitMetrics;
 use crate::sink::dead_letter::{DeadLetters, Failure};
 use crate::sink::headers::{MessageIds, output_headers};
 use crate::sink::{Confirmation, OutputMessage, Refusal, Sink, SinkError, SubjectTemplate};
-use crate::source::{AckToken, Incarnation, SourceMessage};
+use crate::source::{AckToken, Incarnation, Read, SourceError, SourceMessage};
 
 /// How often a failed publish is tried again before the split gives up.
 const PUBLISH_ATTEMPTS: u32 = 4;
@@ -126,6 +126,20 @@ pub enum Control {
 /// Why a split task failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SplitError {
+    /// The split's reader failed for good.
+    #[error("split {split}: the reader failed: {source}")]
+    Read {
+        /// The split.
+        split: String,
+        /// The reader's error.
+        source: SourceError,
+    },
+    /// The split's reader task ended without saying whether the split ended or failed.
+    #[error("split {split}: the reader ended without an end of split")]
+    ReaderLost {
+        /// The split.
+        split: String,
+    },
     /// An output could not be delivered after retries.
     #[error("split {split}: message {seq} could not be delivered: {source}")]
     Deliver {
@@ -312,15 +326,16 @@ impl<S: Sink> SplitTask<S> {
         }
     }
 
-    /// Runs until `cancel` fires (or the reader ends), then drains the window and returns the
-    /// final snapshot.
+    /// Runs until `cancel` fires (or the reader ends the split), then drains the window and
+    /// returns the final snapshot. A reader that fails fails the split at once
+    /// ([`SplitError::Read`]): what it read is not committed, and the split is not finished.
     pub async fn run(
         mut self,
-        mut messages: mpsc::Receiver<SourceMessage>,
+        mut messages: mpsc::Receiver<Read>,
         mut control: mpsc::Receiver<Control>,
         cancel: CancellationToken,
     ) -> Result<SplitSnapshot, SplitError> {
-        let mut buf: Vec<SourceMessage> = Vec::with_capacity(RECEIVE_CHUNK);
+        let mut buf: Vec<Read> = Vec::with_capacity(RECEIVE_CHUNK);
         // The received messages, shared with the evaluator thread rather than copied to it.
         let mut received: Vec<Arc<SourceMessage>> = Vec::with_capacity(RECEIVE_CHUNK);
         let mut draining = false;
@@ -356,12 +371,27 @@ impl<S: Sink> SplitTask<S> {
                 }
                 Event::Cancel => draining = true,
                 Event::Received(0) => {
-                    // The reader ended: the split is finished once its window drains.
-                    self.snapshot.finished = true;
-                    draining = true;
+                    // The channel closed without an end of split or a failure (the reader
+                    // task panicked): nothing says the split is finished.
+                    return Err(SplitError::ReaderLost {
+                        split: self.name.clone(),
+                    });
                 }
                 Event::Received(_) => {
-                    received.extend(buf.drain(..).map(Arc::new));
+                    let mut end = false;
+                    for read in buf.drain(..) {
+                        match read {
+                            Read::Message(message) => received.push(Arc::new(message)),
+                            // The split is finished once its window drains.
+                            Read::End => end = true,
+                            Read::Failed(source) => {
+                                return Err(SplitError::Read {
+                                    split: self.name.clone(),
+                                    source,
+                                });
+                            }
+                        }
+                    }
                     if let Some(evaluator) = self.evaluator.as_mut() {
                         evaluator.submit(&received);
                     }
@@ -370,6 +400,10 @@ impl<S: Sink> SplitTask<S> {
                         if self.snapshot.stopped.is_some() {
                             break;
                         }
+                    }
+                    if end && self.snapshot.stopped.is_none() {
+                        self.snapshot.finished = true;
+                        draining = true;
                     }
                     received.clear();
                     if let Some(evaluator) = self.evaluator.as_mut() {

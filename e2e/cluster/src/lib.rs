@@ -58,53 +58,15 @@ impl Default for Options {
     }
 }
 
-/// The folder holding the binaries cargo built beside the running test
-/// (`<target>/<profile>/`), or `$JETFLOW_BIN_DIR`.
-pub fn bin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("JETFLOW_BIN_DIR") {
-        return PathBuf::from(dir);
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir
-}
+pub use jetflow_testsupport::bin_dir;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
     jetflow_testsupport::workspace_root()
 }
 
-/// Renders the chart with the real Helm SDK (`scripts/render-chart.py`, Python from
-/// `.tools/venv`, installed by `scripts/install-chart-tools.sh`).
-pub fn render_chart(namespace: &str, values: &[String]) -> String {
-    let root = root();
-    let python = root.join(".tools/venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash scripts/install-chart-tools.sh` (scripts/test.sh does)",
-        python.display()
-    );
-    let mut command = Command::new(python);
-    command.arg(root.join("scripts/render-chart.py")).args([
-        "--namespace",
-        namespace,
-        "--release",
-        "jetflow",
-    ]);
-    for value in values {
-        command.args(["--set", value]);
-    }
-    let output = command.output().expect("running scripts/render-chart.py");
-    assert!(
-        output.status.success(),
-        "render-chart.py failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8 manifests")
-}
+/// Renders the chart with the real Helm SDK (see [`jetflow_testsupport::chart::render`]).
+pub use jetflow_testsupport::chart::render as render_chart;
 
 /// A local control plane with the operator installed, and a nats-server.
 pub struct Cluster {
@@ -534,40 +496,14 @@ impl Cluster {
     /// The pod's `/metrics` text, if it answers.
     pub async fn pod_metrics(&self, namespace: &str, pod: &str) -> Option<String> {
         let address = self.metrics_address(namespace, pod).await?;
-        tokio::task::spawn_blocking(move || http_get(&address, "/metrics"))
+        tokio::task::spawn_blocking(move || jetflow_testsupport::http::get_ok(&address, "/metrics"))
             .await
             .ok()
             .flatten()
     }
 }
 
-/// A plain HTTP/1.0 GET; the body when the answer is 200.
-pub fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::Read as _;
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200")
-        .then(|| body.to_owned())
-        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
-}
-
-/// The sum of a metric's samples whose labels contain every `labels` pair (`direction="in"`).
-pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let metric = series.split('{').next()?;
-            (metric == name && labels.iter().all(|want| series.contains(want)))
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
-        })
-        .sum()
-}
+pub use jetflow_testsupport::http::metric_sum;
 
 impl Cluster {
     /// Waits until the JetStream `stream` holds as many messages as `expected` has source

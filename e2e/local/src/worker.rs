@@ -9,20 +9,9 @@ use std::time::{Duration, Instant};
 use crate::{Error, Result};
 
 /// The `jetflow-worker` binary: `$JETFLOW_WORKER_BIN`, else the one cargo built beside the
-/// running test or tool (`<target>/<profile>/jetflow-worker`; `cargo build -p jetflow-worker`,
-/// which `scripts/test.sh` and `scripts/demo.sh` run first).
-pub fn worker_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("JETFLOW_WORKER_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    // A test runs from <target>/<profile>/deps/, a binary from <target>/<profile>/.
-    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir.join(format!("jetflow-worker{}", std::env::consts::EXE_SUFFIX))
-}
+/// running test or tool (`cargo build -p jetflow-worker`, which `scripts/test.sh` and
+/// `scripts/demo.sh` run first).
+pub use jetflow_testsupport::worker::worker_bin as worker_binary;
 
 /// How to start a worker.
 #[derive(Clone, Debug)]

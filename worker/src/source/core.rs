@@ -75,6 +75,25 @@ pub fn first_position(committed: u64) -> u64 {
     committed.max(clock)
 }
 
+/// Why a Core split could not subscribe (retried with back-off).
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// The subscription was refused by the client (the connection is closed).
+    #[error("cannot subscribe to {subject}: {source}")]
+    Subscribe {
+        /// The split's subject.
+        subject: String,
+        /// The client's error.
+        source: async_nats::SubscribeError,
+    },
+    /// The server did not confirm the subscription.
+    #[error("subscription not confirmed by the server: {source}")]
+    Flush {
+        /// The client's error.
+        source: async_nats::client::FlushError,
+    },
+}
+
 /// Reads one split of a Core source.
 pub struct CoreReader {
     source: CoreSource,
@@ -98,17 +117,23 @@ impl CoreReader {
         }
     }
 
-    async fn subscribe(&mut self) -> Result<async_nats::Subscriber, String> {
+    async fn subscribe(&mut self) -> Result<async_nats::Subscriber, SubscribeError> {
         let client = &self.source.client;
         let subject = self.split.subject.clone();
         let subscriber = match &self.source.queue_group {
             Some(group) => client.queue_subscribe(subject, group.clone()).await,
             None => client.subscribe(subject).await,
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| SubscribeError::Subscribe {
+            subject: self.split.subject.clone(),
+            source,
+        })?;
         // The flush returns once the server processed the SUB: from here on nothing published
         // on the subject passes this split by.
-        client.flush().await.map_err(|e| e.to_string())?;
+        client
+            .flush()
+            .await
+            .map_err(|source| SubscribeError::Flush { source })?;
         Ok(subscriber)
     }
 
@@ -126,7 +151,7 @@ impl CoreReader {
                     self.metrics.error("subscribe");
                     self.failures = self.failures.saturating_add(1);
                     let delay = jetflow_nats::backoff(self.failures);
-                    tracing::warn!(split = %self.split.name, error, retry_in = ?delay, "cannot subscribe");
+                    tracing::warn!(split = %self.split.name, error = %error, retry_in = ?delay, "cannot subscribe");
                     tokio::time::sleep(delay).await;
                 }
             }

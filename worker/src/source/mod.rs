@@ -45,6 +45,19 @@ pub struct Incarnation {
     pub recreated: bool,
 }
 
+/// What a split's reader task hands its split task, in order.
+#[derive(Debug)]
+pub enum Read {
+    /// The next message.
+    Message(SourceMessage),
+    /// The split ended (a bounded split reached its bound): it is finished once what came
+    /// before is processed and confirmed.
+    End,
+    /// The reader failed for good: the split fails and its committed position stays; it is
+    /// never committed as finished.
+    Failed(SourceError),
+}
+
 /// What a source needs to acknowledge a message: for JetStream its reply subject.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AckToken(pub Option<Subject>);

@@ -352,9 +352,21 @@ mod tests {
 
     #[test]
     fn suspended_means_zero_replicas() {
-        let p = fixtures::pipeline();
+        // The replicas the reconcile builds the Deployment with (`status::replicas`), for a
+        // suspended pipeline with parallelism 3, with and without an autoscaler's decision.
+        let mut p = fixtures::pipeline();
+        p.spec.parallelism = 3;
+        p.spec.suspend = true;
+        for autoscaled in [None, Some(2)] {
+            let mut inputs = fixtures::inputs(&p);
+            inputs.replicas = crate::pipeline::status::replicas(&p, false, autoscaled);
+            let replicas = deployment(&inputs, "h").spec.unwrap().replicas;
+            assert_eq!(replicas, Some(0), "suspended, autoscaled {autoscaled:?}");
+        }
+        // Resumed, the same pipeline runs its parallelism again.
+        p.spec.suspend = false;
         let mut inputs = fixtures::inputs(&p);
-        inputs.replicas = 0;
-        assert_eq!(deployment(&inputs, "h").spec.unwrap().replicas, Some(0));
+        inputs.replicas = crate::pipeline::status::replicas(&p, false, None);
+        assert_eq!(deployment(&inputs, "h").spec.unwrap().replicas, Some(3));
     }
 }
