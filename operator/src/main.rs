@@ -1,7 +1,6 @@
 //! `jetflow-operator`: wires the HTTP endpoints, leader election and the controllers together.
 //! Everything else lives in the library.
 
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,18 +70,14 @@ struct Args {
     stream_resync_seconds: u64,
 }
 
+/// The log setup shared with the worker: text (coloured only on a terminal) or, with
+/// `JETFLOW_LOG_FORMAT=json`, one flat JSON object per line, on standard output.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour codes only on a terminal: a pod's log or a redirected file stays plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal());
-    if std::env::var("JETFLOW_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    let format = match std::env::var("JETFLOW_LOG_FORMAT").as_deref() {
+        Ok("json") => jetflow_logs::LogFormat::Json,
+        _ => jetflow_logs::LogFormat::Text,
+    };
+    jetflow_logs::init(format, jetflow_logs::Output::Stdout);
 }
 
 async fn shutdown_signal() {

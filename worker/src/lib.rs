@@ -18,7 +18,8 @@ pub mod cluster;
 pub mod discovery;
 pub mod evaluator;
 pub mod http;
-pub mod logs;
+/// The log setup (shared with the operator).
+pub use jetflow_logs as logs;
 pub mod metrics;
 pub mod pipeline;
 pub mod sink;

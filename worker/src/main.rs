@@ -174,7 +174,7 @@ fn load(args: &ManifestArgs) -> Result<Pipeline, Invalid> {
 fn main() -> ExitCode {
     jetflow_nats::install_crypto_provider();
     let args = Args::parse();
-    jetflow_worker::logs::init(args.log_format);
+    jetflow_worker::logs::init(args.log_format, jetflow_worker::logs::Output::Stderr);
     match args.command {
         Command::Check(manifest) => match load(&manifest) {
             Ok(p) => {

@@ -1,12 +1,14 @@
-//! The worker's logs: human text on a terminal, one JSON object per line in a pod.
+//! jetflow's logs, the one setup of the operator and the worker: human text on a terminal, one
+//! JSON object per line in a pod.
 //!
-//! Colour codes are written only when standard error is a terminal, so a log file or a pod's
-//! log never holds escape sequences. A JSON line is flat: the process's fields (`namespace`,
-//! `pipeline` and `worker`, set once the manifest is loaded, [`set_process_fields`]), the
-//! fields of every span the event happened in (`split` in a split's tasks) and the event's own
-//! fields sit at the top level beside `timestamp`, `level`, `target` and `message`, so that a
-//! log query selects on them without knowing the span structure. An inner span's field wins
-//! over an outer one's, and the event's own fields win over both.
+//! Colour codes are written only when the log's stream is a terminal, so a log file or a pod's
+//! log never holds escape sequences. A JSON line is flat: the process's fields (the worker's
+//! `namespace`, `pipeline` and `worker`, set once the manifest is loaded,
+//! [`set_process_fields`]), the fields of every span the event happened in (`split` in a
+//! worker's split tasks, the object in an operator's reconcile) and the event's own fields sit
+//! at the top level beside `timestamp`, `level`, `target` and `message`, so that a log query
+//! selects on them without knowing the span structure. An inner span's field wins over an
+//! outer one's, and the event's own fields win over both.
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -28,15 +30,49 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber writing to standard error; the filter comes from `RUST_LOG`
+/// Where log lines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Standard output (the operator).
+    Stdout,
+    /// Standard error (the worker, whose standard output a command may use).
+    Stderr,
+}
+
+/// Installs the global subscriber writing to `output`; the filter comes from `RUST_LOG`
 /// (default `info`).
-pub fn init(format: LogFormat) {
+pub fn init(format: LogFormat, output: Output) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    match output {
+        Output::Stdout => install(
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stdout)
+                .with_ansi(std::io::stdout().is_terminal()),
+            format,
+        ),
+        Output::Stderr => install(
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+            format,
+        ),
+    }
+}
+
+fn install<W>(
+    builder: tracing_subscriber::fmt::SubscriberBuilder<
+        tracing_subscriber::fmt::format::DefaultFields,
+        tracing_subscriber::fmt::format::Format,
+        tracing_subscriber::EnvFilter,
+        W,
+    >,
+    format: LogFormat,
+) where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     match format {
         LogFormat::Json => builder
             .fmt_fields(JsonFields::new())
