@@ -1,11 +1,13 @@
 //! NATS plumbing that the operator and the worker share: opening a connection from a
 //! [`Connection`](jetflow_crds::Connection) spec, the one definition of how a split is read (its
-//! consumer, [`consumer`]), and turning a [`StreamSpec`] into a JetStream
+//! consumer, [`consumer`]), the subjects that make a `splitBy: Subject` source's splits
+//! ([`discovery`]), and turning a [`StreamSpec`] into a JetStream
 //! stream configuration and back, and the `Jetflow-Source` header every output carries
 //! ([`source_header`]: written by the worker, read by `kubectl jetflow` and the tests).
 
 pub mod connect;
 pub mod consumer;
+pub mod discovery;
 pub mod source_header;
 pub mod stream;
 

@@ -1,19 +1,17 @@
 //! Dynamic splits (`splitBy: Subject`): the splits are the distinct subjects a stream holds under
 //! the source's filters, looked up again every `discoveryInterval`.
 //!
-//! The subjects come from the stream info with a subjects filter (one request per filter, paged
-//! by the client). A subject that appears becomes a split the runner starts without a restart;
+//! The subjects are listed by the rule the operator uses too
+//! ([`jetflow_nats::discovery::subjects`]). A subject that appears becomes a split the runner starts without a restart;
 //! one that no longer holds messages (removed, purged, aged out) drops out of the list, and the
 //! runner retires its split: drained, checkpointed, stopped, and its consumer deleted.
 //!
 //! Errors: a lookup that fails is logged and the split set stays as it was until the next
 //! interval. The watch ends when its token is cancelled or the runner is gone.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use futures::TryStreamExt;
 use jetflow_crds::split::Split;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -33,57 +31,26 @@ pub enum DiscoveryError {
         source: jetstream::context::GetStreamError,
     },
     /// The stream's subjects could not be listed.
-    #[error("cannot list the subjects of stream {stream} under {filter}: {source}")]
-    ListSubjects {
-        /// The stream.
-        stream: String,
-        /// The subject filter.
-        filter: String,
-        /// The client's error.
-        source: jetstream::stream::InfoError,
-    },
+    #[error(transparent)]
+    ListSubjects(#[from] jetflow_nats::discovery::ListSubjectsError),
 }
 
 /// The splits of a `splitBy: Subject` source: one per subject holding messages in `stream`
-/// under `filters` (the whole stream when there are none), in name order.
+/// under `filters` (the whole stream when there are none), in name order; the shared rule,
+/// [`jetflow_nats::discovery::subjects`].
 pub async fn subjects(
     js: &jetstream::Context,
     stream: &str,
     filters: &[String],
 ) -> Result<Vec<Split>, DiscoveryError> {
-    let handle =
-        js.get_stream_no_info(stream)
-            .await
-            .map_err(|source| DiscoveryError::GetStream {
-                stream: stream.to_owned(),
-                source,
-            })?;
-    let whole = [">".to_owned()];
-    let filters = if filters.is_empty() { &whole } else { filters };
-    let mut found = BTreeSet::new();
-    for filter in filters {
-        let list_error = |source| DiscoveryError::ListSubjects {
+    let handle = js
+        .get_stream(stream)
+        .await
+        .map_err(|source| DiscoveryError::GetStream {
             stream: stream.to_owned(),
-            filter: filter.clone(),
             source,
-        };
-        let mut listing = handle
-            .info_with_subjects(filter)
-            .await
-            .map_err(list_error)?;
-        while let Some((subject, count)) = listing.try_next().await.map_err(list_error)? {
-            if count > 0 {
-                found.insert(subject);
-            }
-        }
-    }
-    Ok(found
-        .into_iter()
-        .map(|subject| Split {
-            name: subject.clone(),
-            subject,
-        })
-        .collect())
+        })?;
+    Ok(jetflow_nats::discovery::subjects(&handle, filters).await?)
 }
 
 /// Lists the subjects every `interval` and sends the list when it changed (starting from

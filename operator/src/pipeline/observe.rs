@@ -6,11 +6,9 @@
 //! exist, so that it outlives the Pipeline (no owner) and a reset can replace it conditionally
 //! on the version read. Errors are returned as they are and retried with backoff.
 
-use std::collections::BTreeSet;
 
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::stream::Stream;
-use futures::TryStreamExt;
 use jetflow_crds::assignment::Assignment;
 use jetflow_crds::checkpoint::Checkpoint;
 use jetflow_crds::split::{self, Split};
@@ -160,30 +158,16 @@ async fn splits(p: &Pipeline, source: Option<&Stream>) -> Result<Vec<Split>> {
     let (Some(stream), true) = (source, split::is_dynamic(&p.spec)) else {
         return Ok(split::static_splits(&p.spec));
     };
-    let mut found = BTreeSet::new();
-    for filter in split::static_splits(&p.spec) {
-        let subjects: Vec<(String, usize)> = stream
-            .info_with_subjects(&filter.subject)
-            .await
-            .map_err(|e| Error::StreamInfo {
-                stream: stream.cached_info().config.name.clone(),
-                source: Box::new(e),
-            })?
-            .try_collect()
-            .await
-            .map_err(|e| Error::StreamInfo {
-                stream: stream.cached_info().config.name.clone(),
-                source: Box::new(e),
-            })?;
-        found.extend(subjects.into_iter().map(|(s, _)| s));
-    }
-    Ok(found
+    let filters: Vec<String> = split::static_splits(&p.spec)
         .into_iter()
-        .map(|s| Split {
-            name: s.clone(),
-            subject: s,
+        .map(|s| s.subject)
+        .collect();
+    jetflow_nats::discovery::subjects(stream, &filters)
+        .await
+        .map_err(|e| Error::StreamInfo {
+            stream: e.stream.clone(),
+            source: Box::new(e),
         })
-        .collect())
 }
 
 fn decode<T: serde::de::DeserializeOwned + Default>(
