@@ -6,7 +6,6 @@
 //! exist, so that it outlives the Pipeline (no owner) and a reset can replace it conditionally
 //! on the version read. Errors are returned as they are and retried with backoff.
 
-
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::stream::Stream;
 use jetflow_crds::assignment::Assignment;
