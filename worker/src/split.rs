@@ -378,17 +378,16 @@ impl<S: Sink> SplitTask<S> {
                     });
                 }
                 Event::Received(_) => {
-                    let mut end = false;
+                    let (mut end, mut failed) = (false, None);
                     for read in buf.drain(..) {
                         match read {
                             Read::Message(message) => received.push(Arc::new(message)),
                             // The split is finished once its window drains.
                             Read::End => end = true,
+                            // What was read before the failure is processed first.
                             Read::Failed(source) => {
-                                return Err(SplitError::Read {
-                                    split: self.name.clone(),
-                                    source,
-                                });
+                                failed = Some(source);
+                                break;
                             }
                         }
                     }
@@ -404,6 +403,12 @@ impl<S: Sink> SplitTask<S> {
                     if end && self.snapshot.stopped.is_none() {
                         self.snapshot.finished = true;
                         draining = true;
+                    }
+                    if let Some(source) = failed {
+                        return Err(SplitError::Read {
+                            split: self.name.clone(),
+                            source,
+                        });
                     }
                     received.clear();
                     if let Some(evaluator) = self.evaluator.as_mut() {
