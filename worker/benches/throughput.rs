@@ -612,12 +612,13 @@ async fn main() {
                 peak = peak.max(run.rss_kib);
                 series[i].push(run.rate, base, per_msg(run.cpu), per_msg(run.server_cpu));
                 line.push_str(&format!(
-                    "; {} {:.0} msg/s ({:.2}, CPU {:.1} + {:.1} µs/msg)",
+                    "; {} {:.0} msg/s ({:.2}, CPU {:.1} + {:.1} µs/msg, RSS {:.1} MiB)",
                     shape.label(),
                     run.rate,
                     run.rate / base,
                     per_msg(run.cpu),
-                    per_msg(run.server_cpu)
+                    per_msg(run.server_cpu),
+                    run.rss_kib as f64 / 1024.0
                 ));
                 rates.push(run.rate);
             }

@@ -171,10 +171,27 @@ fn load(args: &ManifestArgs) -> Result<Pipeline, Invalid> {
     Ok(pipeline)
 }
 
+/// Turns transparent huge pages off for the process. mimalloc's arena is one large aligned
+/// mapping: where huge pages apply to it (a node whose THP setting is `always`; mimalloc itself
+/// is built with `no_thp`, so it never asks for them), every 2 MiB range it touches stays
+/// resident as a whole, about 10 MiB at rest and tens of MiB more under load, for no gain in
+/// throughput. Returns the error to log once logging is set up.
+fn without_huge_pages() -> Option<String> {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        return Some(e.to_string());
+    }
+    None
+}
+
 fn main() -> ExitCode {
+    let huge_pages = without_huge_pages();
     jetflow_nats::install_crypto_provider();
     let args = Args::parse();
     jetflow_worker::logs::init(args.log_format, jetflow_worker::logs::Output::Stderr);
+    if let Some(error) = huge_pages {
+        tracing::debug!(%error, "cannot turn transparent huge pages off");
+    }
     match args.command {
         Command::Check(manifest) => match load(&manifest) {
             Ok(p) => {

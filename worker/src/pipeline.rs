@@ -90,6 +90,10 @@ const LATE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 /// until one is committed.
 const PAUSE_AFTER_FAILURES: u32 = 3;
 
+/// Messages a split's reader may have handed over before its split task takes them: the
+/// channel only decouples the two (the pulls and the window hold what is in flight).
+const READ_AHEAD: usize = 32;
+
 pub use control::{Change, Membership, SplitSummary};
 
 /// Why a pipeline could not run.
@@ -231,7 +235,6 @@ pub struct Runner<S: Sink> {
     health: Arc<Health>,
     namespace: String,
     name: String,
-    settings: ConsumerSettings,
     interval: Duration,
     worker_id: String,
     generation: u64,
@@ -278,7 +281,7 @@ impl Runner<PipelineSink> {
         let pipeline = &config.pipeline;
         let spec = &pipeline.spec;
         let interval = spec.checkpoint.interval.get();
-        let (readers, source_stream, settings) = match (&spec.source.jetstream, &spec.source.core) {
+        let (readers, source_stream) = match (&spec.source.jetstream, &spec.source.core) {
             (Some(source), _) => {
                 let settings = ConsumerSettings::new(interval, source.batch_size as usize);
                 let js = jetstream::new(client.clone());
@@ -286,11 +289,11 @@ impl Runner<PipelineSink> {
                 let readers = Readers::JetStream {
                     js,
                     stream: source.stream.clone(),
-                    settings: settings.clone(),
+                    settings,
                     start: source.start.clone(),
                     bound: spec.source.bound.as_ref().map(BoundSpec::new).transpose()?,
                 };
-                (readers, source.stream.clone(), settings)
+                (readers, source.stream.clone())
             }
             (None, Some(core)) if spec.source.bound.is_none() => {
                 let readers = Readers::Core(CoreSource {
@@ -299,7 +302,7 @@ impl Runner<PipelineSink> {
                     subscribed: Arc::default(),
                 });
                 // A Core source has no stream: the stream part of `Jetflow-Source` stays empty.
-                (readers, String::new(), ConsumerSettings::new(interval, 256))
+                (readers, String::new())
             }
             (None, Some(_)) => {
                 return Err(RunError::Unsupported(
@@ -344,6 +347,7 @@ impl Runner<PipelineSink> {
             dead_letters,
             policy: spec.errors.policy,
             max_pending,
+            max_pending_bytes: crate::split::PENDING_BYTES,
         });
         Ok(Self {
             shared,
@@ -362,7 +366,6 @@ impl Runner<PipelineSink> {
                 .name
                 .clone()
                 .unwrap_or_else(|| "pipeline".to_owned()),
-            settings,
             interval,
             worker_id: config.worker_id,
             generation: config.generation,
@@ -429,7 +432,7 @@ impl<S: Sink> Runner<S> {
             committed_created.clone(),
             metrics.clone(),
         );
-        let (tx, rx) = mpsc::channel(self.settings.batch.max(64));
+        let (tx, rx) = mpsc::channel(READ_AHEAD);
         let read = read::read_split(
             reader,
             tx,

@@ -14,8 +14,9 @@
 //! The position is the last source sequence whose outputs, and those of every message before
 //! it, are confirmed by the sink; with its ack token it is what a checkpoint takes from the
 //! split ([`Control::Snapshot`]). Taking it never stops the split: outputs after it simply stay
-//! in the window. The window holds at most `max_pending` outputs, so a slow sink slows the
-//! reader rather than growing memory.
+//! in the window. The window holds at most `max_pending` outputs and at most
+//! `max_pending_bytes` of the payloads they keep alive ([`PENDING_BYTES`]), so a slow sink
+//! slows the reader rather than growing memory, whatever the message size.
 //!
 //! The steps run on a thread of the split's own ([`crate::evaluator`]), each message within a
 //! time budget: one that overruns it fails (kind `timeout`) and goes to the error policy, so a
@@ -73,6 +74,10 @@ const PUBLISH_ATTEMPTS: u32 = 4;
 /// How often Core publishes are sent again after a failed round trip before the split gives
 /// up: with the back-off capped at 5 s, about half a minute without a working connection.
 const ROUND_TRIP_ATTEMPTS: u32 = 10;
+/// Payload bytes a split's unconfirmed outputs keep alive at most (besides `maxPending`
+/// outputs): enough in flight to keep the sink busy, without holding megabytes of messages per
+/// split.
+pub const PENDING_BYTES: usize = 1 << 20;
 /// At most this many messages are taken from the reader at once.
 const RECEIVE_CHUNK: usize = 256;
 /// Skipped messages are logged at most this often (with a count).
@@ -95,6 +100,9 @@ pub struct Shared<S> {
     pub policy: ErrorAction,
     /// Outputs awaiting confirmation, at most.
     pub max_pending: usize,
+    /// Payload bytes the unconfirmed outputs may keep alive before the split stops taking
+    /// messages (at least one message is always taken).
+    pub max_pending_bytes: usize,
     /// True while the splits must not take messages (checkpoints keep failing).
     pub paused: tokio::sync::watch::Receiver<bool>,
 }
@@ -220,6 +228,104 @@ impl InFlight {
     }
 }
 
+/// The payload bytes an entry keeps alive: its output's payload, plus the source message's
+/// payload for the first output of a message when the output is not that payload itself (a
+/// pass-through output shares it), or the failed message of a dead letter. A marker keeps
+/// nothing.
+fn weight(kind: &Kind) -> usize {
+    match kind {
+        Kind::Marker => 0,
+        Kind::Output(output) => {
+            let source = &output.source.payload;
+            let shared = output.payload.as_ptr() == source.as_ptr();
+            output.payload.len()
+                + if output.index == 0 && !shared {
+                    source.len()
+                } else {
+                    0
+                }
+        }
+        Kind::DeadLetter { message, .. } => message.payload.len(),
+    }
+}
+
+/// The split's unconfirmed entries, in order, with the payload bytes they keep alive.
+#[derive(Default)]
+struct Window {
+    entries: VecDeque<InFlight>,
+    bytes: usize,
+}
+
+impl Window {
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            entries: VecDeque::with_capacity(capacity),
+            bytes: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn front(&self) -> Option<&InFlight> {
+        self.entries.front()
+    }
+
+    fn front_mut(&mut self) -> Option<&mut InFlight> {
+        self.entries.front_mut()
+    }
+
+    fn push_back(&mut self, entry: InFlight) {
+        self.bytes += weight(&entry.kind);
+        self.entries.push_back(entry);
+    }
+
+    fn push_front(&mut self, entry: InFlight) {
+        self.bytes += weight(&entry.kind);
+        self.entries.push_front(entry);
+    }
+
+    fn pop_front(&mut self) -> Option<InFlight> {
+        let entry = self.entries.pop_front()?;
+        self.bytes -= weight(&entry.kind);
+        Some(entry)
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &InFlight> {
+        self.entries.iter()
+    }
+
+    /// Entries are changed in place only in how they await confirmation, never in what they
+    /// weigh.
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut InFlight> {
+        self.entries.iter_mut()
+    }
+}
+
+impl std::ops::Index<usize> for Window {
+    type Output = InFlight;
+
+    fn index(&self, index: usize) -> &InFlight {
+        &self.entries[index]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Window {
+    fn index_mut(&mut self, index: usize) -> &mut InFlight {
+        &mut self.entries[index]
+    }
+}
+
 /// What the window yielded.
 #[derive(Default)]
 struct Confirmed {
@@ -230,7 +336,7 @@ struct Confirmed {
 }
 
 /// Pops every confirmed entry at the head of the window.
-fn poll_window(window: &mut VecDeque<InFlight>, cx: &mut Context<'_>) -> Poll<Confirmed> {
+fn poll_window(window: &mut Window, cx: &mut Context<'_>) -> Poll<Confirmed> {
     let mut done = Confirmed::default();
     let mut popped = false;
     while let Some(head) = window.front_mut() {
@@ -285,12 +391,14 @@ pub struct SplitTask<S> {
     name: String,
     ids: MessageIds,
     metrics: SplitMetrics,
-    window: VecDeque<InFlight>,
+    window: Window,
     snapshot: SplitSnapshot,
     /// Runs the steps with a time budget per message (none without steps).
     evaluator: Option<Evaluator>,
     skipped_since_log: u64,
     last_skip_log: Option<Instant>,
+    /// The payload size of the last message taken, to count the byte budget in messages.
+    last_size: usize,
 }
 
 impl<S: Sink> SplitTask<S> {
@@ -319,10 +427,11 @@ impl<S: Sink> SplitTask<S> {
             name: name.to_owned(),
             ids,
             metrics,
-            window: VecDeque::with_capacity(capacity),
+            window: Window::with_capacity(capacity),
             snapshot: committed,
             skipped_since_log: 0,
             last_skip_log: None,
+            last_size: 0,
         }
     }
 
@@ -341,7 +450,7 @@ impl<S: Sink> SplitTask<S> {
         let mut draining = false;
         let mut paused = self.shared.paused.clone();
         loop {
-            let room = self.shared.max_pending.saturating_sub(self.window.len());
+            let room = self.room();
             // Core publishes at the head of the window wait for a round trip: taken when
             // nothing else could move the window on (full, or draining).
             if (room == 0 || draining) && self.window.front().is_some_and(|e| e.sent.is_some()) {
@@ -381,7 +490,10 @@ impl<S: Sink> SplitTask<S> {
                     let (mut end, mut failed) = (false, None);
                     for read in buf.drain(..) {
                         match read {
-                            Read::Message(message) => received.push(Arc::new(message)),
+                            Read::Message(message) => {
+                                self.last_size = message.payload.len();
+                                received.push(Arc::new(message));
+                            }
                             // The split is finished once its window drains.
                             Read::End => end = true,
                             // What was read before the failure is processed first.
@@ -400,15 +512,15 @@ impl<S: Sink> SplitTask<S> {
                             break;
                         }
                     }
-                    if end && self.snapshot.stopped.is_none() {
-                        self.snapshot.finished = true;
-                        draining = true;
-                    }
                     if let Some(source) = failed {
                         return Err(SplitError::Read {
                             split: self.name.clone(),
                             source,
                         });
+                    }
+                    if end && self.snapshot.stopped.is_none() {
+                        self.snapshot.finished = true;
+                        draining = true;
                     }
                     received.clear();
                     if let Some(evaluator) = self.evaluator.as_mut() {
@@ -421,6 +533,22 @@ impl<S: Sink> SplitTask<S> {
             }
         }
         self.take_snapshot().await
+    }
+
+    /// How many more messages the window takes now: bounded by `max_pending` entries and by
+    /// `max_pending_bytes`, the latter counted in messages of the size last seen.
+    fn room(&self) -> usize {
+        let entries = self.shared.max_pending.saturating_sub(self.window.len());
+        let budget = self.shared.max_pending_bytes;
+        if self.window.bytes >= budget {
+            return 0;
+        }
+        // One message first, to learn their size.
+        let bytes = match self.last_size {
+            0 => 1,
+            size => (budget - self.window.bytes).div_ceil(size),
+        };
+        entries.min(bytes)
     }
 
     async fn take_snapshot(&mut self) -> Result<SplitSnapshot, SplitError> {
@@ -442,7 +570,7 @@ impl<S: Sink> SplitTask<S> {
             }
             let sink = self.shared.sink.round_trip().await;
             let mut unconfirmed = 0usize;
-            for entry in &mut self.window {
+            for entry in self.window.iter_mut() {
                 let Some(generation) = entry.sent else {
                     continue;
                 };

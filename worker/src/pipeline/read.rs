@@ -124,6 +124,7 @@ mod tests {
             dead_letters: DeadLetters::new(client, "dlq").await,
             policy: ErrorAction::Stop,
             max_pending: 16,
+            max_pending_bytes: usize::MAX,
             paused,
         });
         let metrics = Metrics::new().split("s");
@@ -156,6 +157,91 @@ mod tests {
                 .expect("the split task ends");
         let delivered = sink.0.lock().unwrap().len();
         (result, delivered)
+    }
+
+    /// Yields 64 KiB messages without end.
+    struct Large(u64);
+
+    impl SplitReader for Large {
+        async fn next(&mut self) -> Result<Option<SourceMessage>, SourceError> {
+            self.0 += 1;
+            Ok(Some(SourceMessage {
+                subject: "orders.eu".into(),
+                headers: None,
+                payload: bytes::Bytes::from(vec![b'x'; 64 << 10]),
+                seq: self.0,
+                ack: AckToken(None),
+                stream: Incarnation::default(),
+            }))
+        }
+    }
+
+    /// Counts what it is sent and never confirms it (its round trip never completes).
+    #[derive(Clone, Default)]
+    struct Unconfirmed(Arc<Mutex<usize>>);
+
+    impl Sink for Unconfirmed {
+        async fn send(&self, _message: OutputMessage) -> Result<Confirmation, SinkError> {
+            *self.0.lock().unwrap() += 1;
+            Ok(Confirmation::Sent { generation: 0 })
+        }
+
+        async fn round_trip(&self) -> Result<Option<u64>, SinkError> {
+            std::future::pending().await
+        }
+
+        fn deduplicates(&self) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test]
+    async fn a_split_behind_its_sink_holds_at_most_its_byte_budget_of_large_messages() {
+        let server = NatsServer::start();
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let (_pause, paused) = tokio::sync::watch::channel(false);
+        let sink = Unconfirmed::default();
+        let shared = Arc::new(Shared {
+            source: jetflow_nats::source_header::Prefix::new("orders"),
+            steps: Arc::new(Steps::compile(&[]).expect("no steps")),
+            template: SubjectTemplate::compile_subject_only("out.{{subject}}").expect("template"),
+            sink: sink.clone(),
+            dead_letters: DeadLetters::new(client, "dlq").await,
+            policy: ErrorAction::Stop,
+            max_pending: 1024,
+            max_pending_bytes: crate::split::PENDING_BYTES,
+            paused,
+        });
+        let metrics = Metrics::new().split("s");
+        let task = SplitTask::new(
+            shared,
+            "s",
+            MessageIds::new("default", "p", "s"),
+            metrics.clone(),
+            SplitSnapshot::default(),
+            Duration::from_secs(5),
+        );
+        let (tx, rx) = mpsc::channel(4);
+        let (_control, control_rx) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        tokio::spawn(read_split(
+            Large(0),
+            tx,
+            cancel.clone(),
+            "s".to_owned(),
+            metrics,
+        ));
+        let task = tokio::spawn(task.run(rx, control_rx, cancel));
+        // The window fills at once; then nothing more is taken while nothing is confirmed.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let sent = *sink.0.lock().unwrap();
+        task.abort();
+        assert!(sent > 0, "the split sent nothing");
+        assert!(
+            (sent - 1) * (64 << 10) < crate::split::PENDING_BYTES,
+            "{sent} unconfirmed outputs of 64 KiB: more than the window's {} bytes allow",
+            crate::split::PENDING_BYTES
+        );
     }
 
     #[tokio::test]

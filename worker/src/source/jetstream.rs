@@ -59,6 +59,20 @@ pub use jetflow_nats::consumer::{MAX_ACK_PENDING, Start};
 /// deliveries were lost or the consumer is gone.
 const IDLE_CHECK: Duration = Duration::from_secs(2);
 
+/// Payload bytes a pull asks for at most, besides its message count: the client asks for the
+/// next batch when half of one is left, so a split holds at most about one and a half of them.
+pub const PULL_BYTES: usize = 1 << 20;
+
+/// What a message may carry beyond the server's `max_payload` (its subject and reply subject)
+/// in the server's count of a pull's bytes.
+const PULL_MARGIN: usize = 64 << 10;
+
+/// The byte limit of a pull: [`PULL_BYTES`], or more where the server takes larger messages,
+/// since a message larger than a pull's limit is never delivered to it.
+pub fn pull_bytes(max_payload: usize) -> usize {
+    PULL_BYTES.max(max_payload + PULL_MARGIN)
+}
+
 /// Settings of a split's pulls, and the checkpoint interval its consumer is made for.
 #[derive(Clone, Debug)]
 pub struct ConsumerSettings {
@@ -315,6 +329,7 @@ impl JetStreamReader {
         let messages = consumer
             .stream()
             .max_messages_per_batch(self.settings.batch)
+            .max_bytes_per_batch(pull_bytes(self.js.client().server_info().max_payload))
             .expires(self.settings.expires)
             .heartbeat(self.settings.heartbeat)
             .messages()
