@@ -92,7 +92,7 @@ const PAUSE_AFTER_FAILURES: u32 = 3;
 
 /// Messages a split's reader may have handed over before its split task takes them: the
 /// channel only decouples the two (the pulls and the window hold what is in flight).
-const READ_AHEAD: usize = 32;
+const READ_AHEAD: usize = 256;
 
 pub use control::{Change, Membership, SplitSummary};
 
