@@ -11,7 +11,7 @@
 //! pipeline); everyone who reads outputs or dead letters (the worker's dead letters, `kubectl
 //! jetflow dlq`, the tests) parses it with [`Source::parse`] or [`Source::of`].
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use async_nats::{HeaderMap, HeaderName};
 
@@ -103,7 +103,8 @@ impl Prefix {
         // 20 digits hold any u64.
         let mut value = String::with_capacity(self.0.len() + 21 + subject.len());
         value.push_str(&self.0);
-        let _ = write!(value, "{sequence}/");
+        value.push_str(itoa::Buffer::new().format(sequence));
+        value.push('/');
         value.push_str(subject);
         value
     }

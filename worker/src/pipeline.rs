@@ -317,7 +317,7 @@ impl Runner<PipelineSink> {
         };
         let (sink, template, max_pending) = match (&spec.sink.jetstream, &spec.sink.core) {
             (Some(sink), _) => (
-                PipelineSink::JetStream(JetStreamSink::new(client.clone(), &sink.stream)),
+                PipelineSink::JetStream(Box::new(JetStreamSink::new(client.clone(), &sink.stream))),
                 &sink.subject,
                 sink.max_pending,
             ),

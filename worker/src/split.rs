@@ -44,17 +44,19 @@
 //! Shutdown: when the split's token is cancelled the task stops taking messages, waits for
 //! every output in the window to be confirmed and returns its final snapshot.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::context::PublishError;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
+use futures::StreamExt;
 use jetflow_crds::checkpoint::StreamRecreated;
 use jetflow_crds::pipeline::ErrorAction;
 use jetflow_nats::source_header::Prefix;
@@ -66,6 +68,7 @@ use crate::evaluator::{Evaluator, evaluate, nats_headers};
 use crate::metrics::SplitMetrics;
 use crate::sink::dead_letter::{DeadLetters, Failure};
 use crate::sink::headers::{MessageIds, output_headers};
+use crate::sink::jetstream::{Replies, ReplyTo};
 use crate::sink::{Confirmation, OutputMessage, Refusal, Sink, SinkError, SubjectTemplate};
 use crate::source::{AckToken, Incarnation, Read, SourceError, SourceMessage};
 
@@ -170,6 +173,112 @@ pub enum SplitError {
 
 type AckFuture = Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send>>;
 
+/// How an entry's confirmation comes.
+enum Confirm {
+    /// A future that resolves with it (a dead letter's publish ack).
+    Future(AckFuture),
+    /// The ack with this token on the split's reply inbox ([`Acks`]).
+    Reply(u64),
+}
+
+/// Hashes a reply token as itself: tokens count up, so they spread over the table as they are.
+#[derive(Default)]
+struct TokenHasher(u64);
+
+impl Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A split's publish acks: its reply inbox (none for a sink that confirms otherwise), the acks
+/// that arrived for entries not yet at the head of the window, and the clock that tells when
+/// the head's ack is overdue.
+#[derive(Default)]
+struct Acks {
+    replies: Option<Replies>,
+    arrived: HashMap<u64, Result<(), PublishError>, BuildHasherDefault<TokenHasher>>,
+    /// Ticks once a second while the head waits for its ack: an ack counts as lost at the
+    /// first tick after its deadline.
+    lapse: Option<tokio::time::Interval>,
+}
+
+impl Acks {
+    fn reply_to(&self) -> Option<&ReplyTo> {
+        self.replies.as_ref().map(|r| &r.to)
+    }
+
+    /// Takes every ack that has arrived (registering for the next one).
+    fn receive(&mut self, cx: &mut Context<'_>) {
+        let Some(replies) = self.replies.as_mut() else {
+            return;
+        };
+        while let Poll::Ready(Some(ack)) = replies.acks.poll_next_unpin(cx) {
+            if let Some((token, outcome)) = replies.outcome(&ack) {
+                self.arrived.insert(token, outcome);
+            }
+        }
+    }
+
+    /// Whether `deadline` has passed, checked once a second (registering for the next check).
+    fn lapsed(&mut self, deadline: Option<tokio::time::Instant>, cx: &mut Context<'_>) -> bool {
+        let lapse = self.lapse.get_or_insert_with(|| {
+            let mut lapse = tokio::time::interval(Duration::from_secs(1));
+            lapse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            lapse
+        });
+        let mut ticked = false;
+        while lapse.poll_tick(cx).is_ready() {
+            ticked = true;
+        }
+        ticked && deadline.is_some_and(|d| d <= tokio::time::Instant::now())
+    }
+
+    /// Drops acks nothing waits for any more (for outputs published again since, whose first
+    /// ack came late), once they outnumber the window.
+    fn prune(&mut self, window: &Window) {
+        if self.arrived.len() <= 2 * window.len() + 64 {
+            return;
+        }
+        let live: std::collections::HashSet<u64> = window
+            .iter()
+            .filter_map(|e| match e.confirm {
+                Some(Confirm::Reply(token)) => Some(token),
+                _ => None,
+            })
+            .collect();
+        self.arrived.retain(|token, _| live.contains(token));
+    }
+
+    /// Waits for the ack with `token` until `deadline`.
+    async fn wait(
+        &mut self,
+        token: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), PublishError> {
+        let arrival = std::future::poll_fn(|cx| {
+            self.receive(cx);
+            match self.arrived.remove(&token) {
+                Some(outcome) => Poll::Ready(outcome),
+                None => Poll::Pending,
+            }
+        });
+        tokio::time::timeout_at(deadline, arrival)
+            .await
+            .unwrap_or_else(|_elapsed| Err(PublishError::new(PublishErrorKind::TimedOut)))
+    }
+}
+
 /// What publishing an entry again came to: confirmed, or refused for good by the sink.
 type Redelivered = Result<Result<InFlight, (InFlight, Refusal, SinkError)>, SplitError>;
 
@@ -180,7 +289,7 @@ struct InFlight {
     last: bool,
     ack: AckToken,
     kind: Kind,
-    confirm: Option<AckFuture>,
+    confirm: Option<Confirm>,
     /// When a JetStream ack still awaited counts as lost.
     deadline: Option<tokio::time::Instant>,
     /// A Core publish made at this connection generation, awaiting a round trip.
@@ -219,10 +328,14 @@ impl InFlight {
         (self.confirm, self.sent) = match confirmation {
             Confirmation::Done => (None, None),
             Confirmation::Sent { generation } => (None, Some(generation)),
+            Confirmation::Reply { token, deadline } => {
+                self.deadline = Some(deadline);
+                (Some(Confirm::Reply(token)), None)
+            }
             Confirmation::Ack { deadline, .. } => {
                 self.deadline = Some(deadline);
                 let future: AckFuture = Box::pin(confirmation.wait());
-                (Some(future), None)
+                (Some(Confirm::Future(future)), None)
             }
         };
     }
@@ -336,24 +449,35 @@ struct Confirmed {
 }
 
 /// Pops every confirmed entry at the head of the window.
-fn poll_window(window: &mut Window, cx: &mut Context<'_>) -> Poll<Confirmed> {
+fn poll_window(window: &mut Window, acks: &mut Acks, cx: &mut Context<'_>) -> Poll<Confirmed> {
     let mut done = Confirmed::default();
     let mut popped = false;
+    acks.receive(cx);
+    acks.prune(window);
     while let Some(head) = window.front_mut() {
         if head.sent.is_some() {
             // Waits for a round trip (see `SplitTask::round_trip`).
             break;
         }
-        if let Some(confirm) = head.confirm.as_mut() {
-            match confirm.as_mut().poll(cx) {
-                Poll::Pending => break,
-                Poll::Ready(Err(e)) => {
-                    let entry = window.pop_front().expect("the head exists");
-                    done.failed = Some(Box::new((entry, e)));
-                    return Poll::Ready(done);
+        let outcome = match head.confirm.as_mut() {
+            None => Poll::Ready(Ok(())),
+            Some(Confirm::Future(future)) => future.as_mut().poll(cx),
+            Some(Confirm::Reply(token)) => match acks.arrived.remove(token) {
+                Some(outcome) => Poll::Ready(outcome),
+                None if acks.lapsed(head.deadline, cx) => {
+                    Poll::Ready(Err(PublishError::new(PublishErrorKind::TimedOut)))
                 }
-                Poll::Ready(Ok(())) => {}
+                None => Poll::Pending,
+            },
+        };
+        match outcome {
+            Poll::Pending => break,
+            Poll::Ready(Err(e)) => {
+                let entry = window.pop_front().expect("the head exists");
+                done.failed = Some(Box::new((entry, e)));
+                return Poll::Ready(done);
             }
+            Poll::Ready(Ok(())) => {}
         }
         let entry = window.pop_front().expect("the head exists");
         popped = true;
@@ -399,6 +523,8 @@ pub struct SplitTask<S> {
     last_skip_log: Option<Instant>,
     /// The payload size of the last message taken, to count the byte budget in messages.
     last_size: usize,
+    /// The split's publish acks.
+    acks: Acks,
 }
 
 impl<S: Sink> SplitTask<S> {
@@ -432,6 +558,7 @@ impl<S: Sink> SplitTask<S> {
             skipped_since_log: 0,
             last_skip_log: None,
             last_size: 0,
+            acks: Acks::default(),
         }
     }
 
@@ -449,6 +576,7 @@ impl<S: Sink> SplitTask<S> {
         let mut received: Vec<Arc<SourceMessage>> = Vec::with_capacity(RECEIVE_CHUNK);
         let mut draining = false;
         let mut paused = self.shared.paused.clone();
+        self.acks.replies = self.shared.sink.replies().await;
         loop {
             let room = self.room();
             // Core publishes at the head of the window wait for a round trip: taken when
@@ -462,10 +590,10 @@ impl<S: Sink> SplitTask<S> {
             }
             let pause = *paused.borrow_and_update();
             let accepting = !draining && self.snapshot.stopped.is_none() && room > 0 && !pause;
-            let window = &mut self.window;
+            let (window, acks) = (&mut self.window, &mut self.acks);
             let event = tokio::select! {
                 biased;
-                done = std::future::poll_fn(|cx| poll_window(window, cx)), if !window.is_empty() => Event::Window(done),
+                done = std::future::poll_fn(|cx| poll_window(window, acks, cx)), if !window.is_empty() => Event::Window(done),
                 Some(request) = control.recv() => Event::Control(request),
                 _ = cancel.cancelled(), if !draining => Event::Cancel,
                 Ok(()) = paused.changed(), if pause => Event::Resumed,
@@ -581,9 +709,9 @@ impl<S: Sink> SplitTask<S> {
                 }
             }
             // What the window completed now counts (also when some entries must go again).
-            let window = &mut self.window;
+            let (window, acks) = (&mut self.window, &mut self.acks);
             if let Poll::Ready(done) =
-                std::future::poll_fn(|cx| Poll::Ready(poll_window(window, cx))).await
+                std::future::poll_fn(|cx| Poll::Ready(poll_window(window, acks, cx))).await
             {
                 self.confirmed(done).await?;
             }
@@ -609,7 +737,7 @@ impl<S: Sink> SplitTask<S> {
                     continue;
                 }
                 let (seq, kind) = (self.window[index].seq, &self.window[index].kind);
-                match resend(&self.shared, &self.ids, seq, kind).await {
+                match resend(&self.shared, &self.ids, self.acks.reply_to(), seq, kind).await {
                     Ok(confirmation) => self.window[index].awaits(confirmation),
                     // Stays unconfirmed (at its old generation): the next round sends it again.
                     Err(e) => {
@@ -684,7 +812,7 @@ impl<S: Sink> SplitTask<S> {
                 continue;
             }
             let (seq, kind) = (self.window[index].seq, &self.window[index].kind);
-            match resend(&self.shared, &self.ids, seq, kind).await {
+            match resend(&self.shared, &self.ids, self.acks.reply_to(), seq, kind).await {
                 Ok(confirmation) => {
                     self.window[index].awaits(confirmation);
                     resent += 1;
@@ -717,11 +845,29 @@ impl<S: Sink> SplitTask<S> {
         };
         for attempt in 1..=PUBLISH_ATTEMPTS {
             tokio::time::sleep(Duration::from_millis(100u64 << attempt)).await;
-            match resend(&self.shared, &self.ids, entry.seq, &entry.kind).await {
+            match resend(
+                &self.shared,
+                &self.ids,
+                self.acks.reply_to(),
+                entry.seq,
+                &entry.kind,
+            )
+            .await
+            {
                 Ok(confirmation @ Confirmation::Sent { .. }) => {
                     // A Core publish: confirmed by the window's next round trip.
                     entry.awaits(confirmation);
                     return Ok(Ok(entry));
+                }
+                Ok(Confirmation::Reply { token, deadline }) => {
+                    match self.acks.wait(token, deadline).await {
+                        Ok(()) => {
+                            entry.confirm = None;
+                            entry.sent = None;
+                            return Ok(Ok(entry));
+                        }
+                        Err(source) => last = unconfirmed(source),
+                    }
                 }
                 Ok(confirmation) => match confirmation.wait().await {
                     Ok(()) => {
@@ -748,7 +894,15 @@ impl<S: Sink> SplitTask<S> {
 
     /// Sends an entry; a publish that cannot even be sent is retried like a failed ack.
     async fn push(&mut self, mut entry: InFlight) -> Result<(), SplitError> {
-        match resend(&self.shared, &self.ids, entry.seq, &entry.kind).await {
+        match resend(
+            &self.shared,
+            &self.ids,
+            self.acks.reply_to(),
+            entry.seq,
+            &entry.kind,
+        )
+        .await
+        {
             Ok(confirmation) => entry.awaits(confirmation),
             Err(e) => {
                 self.metrics.error(e.category());
@@ -792,8 +946,8 @@ impl<S: Sink> SplitTask<S> {
             return Ok(());
         };
         while !self.window.is_empty() {
-            let window = &mut self.window;
-            let done = std::future::poll_fn(|cx| poll_window(window, cx)).await;
+            let (window, acks) = (&mut self.window, &mut self.acks);
+            let done = std::future::poll_fn(|cx| poll_window(window, acks, cx)).await;
             self.confirmed(done).await?;
         }
         tracing::warn!(
@@ -860,7 +1014,15 @@ impl<S: Sink> SplitTask<S> {
                     deadline: None,
                     sent: None,
                 };
-                match resend(&self.shared, &self.ids, seq, &dead.kind).await {
+                match resend(
+                    &self.shared,
+                    &self.ids,
+                    self.acks.reply_to(),
+                    seq,
+                    &dead.kind,
+                )
+                .await
+                {
                     Ok(confirmation) => dead.awaits(confirmation),
                     Err(source) => {
                         return Err(SplitError::Deliver {
@@ -1098,12 +1260,13 @@ impl<S: Sink> SplitTask<S> {
 async fn resend<S: Sink>(
     shared: &Shared<S>,
     ids: &MessageIds,
+    replies: Option<&ReplyTo>,
     seq: u64,
     kind: &Kind,
 ) -> Result<Confirmation, SinkError> {
     match kind {
         Kind::Marker => Ok(Confirmation::Done),
-        Kind::Output(output) => send_output(shared, ids, seq, output).await,
+        Kind::Output(output) => send_output(shared, ids, replies, seq, output).await,
         Kind::DeadLetter {
             message,
             step,
@@ -1131,6 +1294,7 @@ async fn resend<S: Sink>(
 async fn send_output<S: Sink>(
     shared: &Shared<S>,
     ids: &MessageIds,
+    replies: Option<&ReplyTo>,
     seq: u64,
     output: &Output,
 ) -> Result<Confirmation, SinkError> {
@@ -1147,10 +1311,13 @@ async fn send_output<S: Sink>(
     );
     shared
         .sink
-        .send(OutputMessage {
-            subject: output.subject.clone(),
-            headers,
-            payload: output.payload.clone(),
-        })
+        .send(
+            OutputMessage {
+                subject: output.subject.clone(),
+                headers,
+                payload: output.payload.clone(),
+            },
+            replies,
+        )
         .await
 }

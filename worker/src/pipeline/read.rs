@@ -56,6 +56,7 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::sink::dead_letter::DeadLetters;
     use crate::sink::headers::MessageIds;
+    use crate::sink::jetstream::ReplyTo;
     use crate::sink::{Confirmation, OutputMessage, Sink, SinkError, SubjectTemplate};
     use crate::source::{AckToken, Incarnation, SourceError, SourceMessage};
     use crate::split::{Shared, SplitError, SplitSnapshot, SplitTask};
@@ -96,7 +97,11 @@ mod tests {
     struct Kept(Arc<Mutex<Vec<OutputMessage>>>);
 
     impl Sink for Kept {
-        async fn send(&self, message: OutputMessage) -> Result<Confirmation, SinkError> {
+        async fn send(
+            &self,
+            message: OutputMessage,
+            _replies: Option<&ReplyTo>,
+        ) -> Result<Confirmation, SinkError> {
             self.0.lock().unwrap().push(message);
             Ok(Confirmation::Done)
         }
@@ -181,7 +186,11 @@ mod tests {
     struct Unconfirmed(Arc<Mutex<usize>>);
 
     impl Sink for Unconfirmed {
-        async fn send(&self, _message: OutputMessage) -> Result<Confirmation, SinkError> {
+        async fn send(
+            &self,
+            _message: OutputMessage,
+            _replies: Option<&ReplyTo>,
+        ) -> Result<Confirmation, SinkError> {
             *self.0.lock().unwrap() += 1;
             Ok(Confirmation::Sent { generation: 0 })
         }

@@ -104,7 +104,11 @@ impl CoreSink {
 }
 
 impl Sink for CoreSink {
-    async fn send(&self, message: OutputMessage) -> Result<Confirmation, SinkError> {
+    async fn send(
+        &self,
+        message: OutputMessage,
+        _replies: Option<&super::jetstream::ReplyTo>,
+    ) -> Result<Confirmation, SinkError> {
         let OutputMessage {
             subject,
             headers,
@@ -138,16 +142,27 @@ impl Sink for CoreSink {
 #[derive(Clone, Debug)]
 pub enum PipelineSink {
     /// `spec.sink.jetstream`.
-    JetStream(JetStreamSink),
+    JetStream(Box<JetStreamSink>),
     /// `spec.sink.core`.
     Core(CoreSink),
 }
 
 impl Sink for PipelineSink {
-    async fn send(&self, message: OutputMessage) -> Result<Confirmation, SinkError> {
+    async fn replies(&self) -> Option<super::jetstream::Replies> {
         match self {
-            Self::JetStream(sink) => sink.send(message).await,
-            Self::Core(sink) => sink.send(message).await,
+            Self::JetStream(sink) => sink.replies().await,
+            Self::Core(_) => None,
+        }
+    }
+
+    async fn send(
+        &self,
+        message: OutputMessage,
+        replies: Option<&super::jetstream::ReplyTo>,
+    ) -> Result<Confirmation, SinkError> {
+        match self {
+            Self::JetStream(sink) => sink.send(message, replies).await,
+            Self::Core(sink) => sink.send(message, replies).await,
         }
     }
 

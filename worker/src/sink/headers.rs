@@ -10,8 +10,6 @@
 //! `<namespace>/<pipeline>:<split hash>@<creation time, Unix ns>:<source sequence>:<index>`,
 //! so that they never collide with the earlier stream's ids.
 
-use std::fmt::Write;
-
 use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::{HeaderMap, HeaderValue};
 use jetflow_nats::source_header::{self, Prefix};
@@ -79,7 +77,10 @@ impl MessageIds {
     pub fn id(&self, seq: u64, index: usize) -> String {
         let mut id = String::with_capacity(self.prefix.len() + 24);
         id.push_str(&self.prefix);
-        let _ = write!(id, "{seq}:{index}");
+        let mut digits = itoa::Buffer::new();
+        id.push_str(digits.format(seq));
+        id.push(':');
+        id.push_str(digits.format(index));
         id
     }
 
@@ -87,7 +88,8 @@ impl MessageIds {
     pub fn dead_letter_id(&self, seq: u64) -> String {
         let mut id = String::with_capacity(self.prefix.len() + 24);
         id.push_str(&self.prefix);
-        let _ = write!(id, "{seq}:dlq");
+        id.push_str(itoa::Buffer::new().format(seq));
+        id.push_str(":dlq");
         id
     }
 }

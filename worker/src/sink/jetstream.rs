@@ -2,13 +2,24 @@
 //!
 //! Publishes are pipelined: `send` only hands the message to the connection, and the ack is
 //! awaited later, in order, by the split task's bounded window. A duplicate ack (the stream
-//! already held the id) counts as confirmed. The ack names the stream that stored the output;
+//! already held the id) counts as confirmed.
+//!
+//! Each split has its own reply inbox ([`Replies`]): one subscription on `<inbox>.*`, and every
+//! output asks for its ack at `<inbox>.<token>`, tokens counting up. The split task reads its
+//! acks straight from that subscription and matches them to its window by token, so an output
+//! costs no per-publish channel, inbox name or response routing in the client, and a successful
+//! ack is recognised without decoding it (only an error is parsed). Without a reply inbox (its
+//! subscription failed) a publish goes through the client's JetStream context as a request. The ack names the stream that stored the output;
 //! no `Nats-Expected-Stream` header is sent with each message, since it costs the server a
 //! header per message, and the operator checks that the sink stream captures the subjects.
 
-use async_nats::jetstream::{self, message::PublishMessage};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Confirmation, OutputMessage, Sink, SinkError};
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::{Message, StatusCode, Subject, Subscriber};
+
+use super::{ACK_TIMEOUT, Confirmation, OutputMessage, Sink, SinkError};
 
 /// Far above any sum of split windows (`maxPending` is at most 100,000 per split).
 const CONTEXT_ACK_LIMIT: usize = 1 << 24;
@@ -26,6 +37,7 @@ pub(crate) fn windowed_context(client: async_nats::Client) -> jetstream::Context
 /// Publishes to a JetStream stream.
 #[derive(Clone, Debug)]
 pub struct JetStreamSink {
+    client: async_nats::Client,
     js: jetstream::Context,
     stream: String,
 }
@@ -36,7 +48,8 @@ impl JetStreamSink {
     /// blocked on it could not poll the acks that would free it (a deadlock across splits).
     pub fn new(client: async_nats::Client, stream: &str) -> Self {
         Self {
-            js: windowed_context(client),
+            js: windowed_context(client.clone()),
+            client,
             stream: stream.to_owned(),
         }
     }
@@ -47,13 +60,121 @@ impl JetStreamSink {
     }
 }
 
+/// Where a split's publishes ask for their acks: `<inbox>.<token>`.
+#[derive(Debug)]
+pub struct ReplyTo {
+    /// `<inbox>.`
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl ReplyTo {
+    /// The next token and the reply subject that carries it.
+    fn next(&self) -> (u64, Subject) {
+        let token = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut subject = String::with_capacity(self.prefix.len() + 20);
+        subject.push_str(&self.prefix);
+        subject.push_str(itoa::Buffer::new().format(token));
+        (token, Subject::from(subject))
+    }
+}
+
+/// A split's reply inbox: where its publishes ask for acks, and the subscription they arrive on.
+#[derive(Debug)]
+pub struct Replies {
+    /// The reply subjects.
+    pub to: ReplyTo,
+    /// The acks, in the order the server sent them.
+    pub acks: Subscriber,
+}
+
+impl Replies {
+    /// The token an ack answers, and what it says: confirmed (also as a duplicate), or the
+    /// error the server gave. `None` for a message that is no ack of this inbox.
+    pub fn outcome(&self, ack: &Message) -> Option<(u64, Result<(), PublishError>)> {
+        Self::match_token(&self.to, ack)
+    }
+
+    fn match_token(to: &ReplyTo, ack: &Message) -> Option<(u64, Result<(), PublishError>)> {
+        let token = ack
+            .subject
+            .as_str()
+            .strip_prefix(to.prefix.as_str())?
+            .parse()
+            .ok()?;
+        Some((token, outcome(ack)))
+    }
+}
+
+/// What a publish ack says. A successful ack (`{"stream":…,"seq":…}`, perhaps with
+/// `"duplicate":true`) is recognised without decoding it; an error is decoded for its code
+/// (which decides whether the sink refuses the message for good).
+fn outcome(ack: &Message) -> Result<(), PublishError> {
+    if ack.status == Some(StatusCode::NO_RESPONDERS) {
+        return Err(PublishError::new(PublishErrorKind::StreamNotFound));
+    }
+    let payload = ack.payload.as_ref();
+    if !payload.windows(7).any(|w| w == b"\"error\"") {
+        return if payload.starts_with(b"{") {
+            Ok(())
+        } else {
+            Err(PublishError::new(PublishErrorKind::Other))
+        };
+    }
+    #[derive(serde::Deserialize)]
+    struct Refused {
+        error: jetstream::Error,
+    }
+    match serde_json::from_slice::<Refused>(payload) {
+        Ok(Refused { error }) => Err(PublishError::with_source(PublishErrorKind::Other, error)),
+        // `"error"` elsewhere (a stream named so): an ack like any other.
+        Err(_) => Ok(()),
+    }
+}
+
 impl Sink for JetStreamSink {
-    async fn send(&self, message: OutputMessage) -> Result<Confirmation, SinkError> {
+    async fn replies(&self) -> Option<Replies> {
+        let inbox = self.client.new_inbox();
+        match self.client.subscribe(format!("{inbox}.*")).await {
+            Ok(acks) => Some(Replies {
+                to: ReplyTo {
+                    prefix: format!("{inbox}."),
+                    next: AtomicU64::new(0),
+                },
+                acks,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to a reply inbox for publish acks; publishing as requests");
+                None
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        message: OutputMessage,
+        replies: Option<&ReplyTo>,
+    ) -> Result<Confirmation, SinkError> {
         let OutputMessage {
             subject,
             headers,
             payload,
         } = message;
+        if let Some(replies) = replies {
+            let (token, reply) = replies.next();
+            let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+            return match self
+                .client
+                .publish_with_reply_and_headers(subject.clone(), reply, headers, payload)
+                .await
+            {
+                Ok(()) => Ok(Confirmation::Reply { token, deadline }),
+                Err(source) => Err(SinkError::CorePublish {
+                    subject: subject.to_string(),
+                    source,
+                }),
+            };
+        }
         let publish = PublishMessage::build().payload(payload).headers(headers);
         match self.js.send_publish(subject.clone(), publish).await {
             Ok(ack) => Ok(Confirmation::ack(ack)),
@@ -71,5 +192,79 @@ impl Sink for JetStreamSink {
 
     fn deduplicates(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(payload: &str, status: Option<StatusCode>) -> Message {
+        Message {
+            subject: Subject::from("_INBOX.abc.41"),
+            reply: None,
+            payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
+            headers: None,
+            status,
+            description: None,
+            length: payload.len(),
+        }
+    }
+
+    fn replies() -> (ReplyTo, String) {
+        let to = ReplyTo {
+            prefix: "_INBOX.abc.".to_owned(),
+            next: AtomicU64::new(41),
+        };
+        (to, "_INBOX.abc.41".to_owned())
+    }
+
+    #[test]
+    fn reply_subjects_carry_tokens_counting_up() {
+        let (to, first) = replies();
+        assert_eq!(to.next(), (41, Subject::from(first)));
+        assert_eq!(to.next(), (42, Subject::from("_INBOX.abc.42")));
+    }
+
+    #[test]
+    fn acks_confirm_also_as_duplicates_and_errors_keep_their_code() {
+        assert!(outcome(&ack(r#"{"stream":"out","seq":7}"#, None)).is_ok());
+        assert!(outcome(&ack(r#"{"stream":"out","seq":7,"duplicate":true}"#, None)).is_ok());
+        // A stream named "error" is no error.
+        assert!(outcome(&ack(r#"{"stream":"error","seq":7}"#, None)).is_ok());
+        let refused = outcome(&ack(
+            r#"{"error":{"code":400,"err_code":10054,"description":"message size exceeds maximum allowed"}}"#,
+            None,
+        ))
+        .expect_err("an error ack");
+        let api = std::error::Error::source(&refused)
+            .and_then(|e| e.downcast_ref::<jetstream::Error>())
+            .expect("the server's error");
+        assert_eq!(
+            api.error_code(),
+            jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+        );
+        let none = outcome(&ack("", Some(StatusCode::NO_RESPONDERS))).expect_err("no stream");
+        assert_eq!(none.kind(), PublishErrorKind::StreamNotFound);
+        assert_eq!(
+            outcome(&ack("garbage", None))
+                .expect_err("not an ack")
+                .kind(),
+            PublishErrorKind::Other
+        );
+    }
+
+    #[test]
+    fn an_ack_is_matched_to_its_token_and_other_messages_are_not() {
+        let (to, _) = replies();
+        let replies_of = |subject: &str| {
+            let mut message = ack(r#"{"stream":"out","seq":1}"#, None);
+            message.subject = Subject::from(subject);
+            let (token, outcome) = Replies::match_token(&to, &message)?;
+            Some((token, outcome.is_ok()))
+        };
+        assert_eq!(replies_of("_INBOX.abc.41"), Some((41, true)));
+        assert_eq!(replies_of("_INBOX.abc.x"), None);
+        assert_eq!(replies_of("_INBOX.other.41"), None);
     }
 }

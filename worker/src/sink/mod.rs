@@ -44,6 +44,14 @@ pub enum Confirmation {
         /// When the ack counts as lost.
         deadline: tokio::time::Instant,
     },
+    /// A JetStream publish whose ack comes to the split's reply inbox under `token`
+    /// ([`jetstream::Replies`]), awaited until `deadline`.
+    Reply {
+        /// The token of the ack.
+        token: u64,
+        /// When the ack counts as lost.
+        deadline: tokio::time::Instant,
+    },
     /// Handed to a Core connection at `generation`: delivered once a round trip completes on
     /// that same generation ([`Sink::round_trip`]); published again otherwise.
     Sent {
@@ -69,9 +77,13 @@ impl Confirmation {
 
     /// Waits for the confirmation. A duplicate (the stream already held this message id) is a
     /// success: it is what makes replays exactly once.
+    ///
+    /// A [`Confirmation::Reply`] arrives on the split's reply inbox instead, which the split
+    /// task reads; waiting for it here is an error.
     pub async fn wait(self) -> Result<(), PublishError> {
         match self {
             Self::Done | Self::Sent { .. } => Ok(()),
+            Self::Reply { .. } => Err(PublishError::new(PublishErrorKind::Other)),
             Self::Ack { future, deadline } => match tokio::time::timeout_at(deadline, future).await
             {
                 Ok(acked) => acked.map(|_ack| ()),
@@ -210,10 +222,18 @@ impl SinkError {
 
 /// A destination for outputs.
 pub trait Sink: Send + Sync + 'static {
-    /// Sends one output; the returned confirmation resolves when the server confirmed it.
+    /// A reply inbox for one split's publish acks, where the sink's sends confirm that way
+    /// (a JetStream sink); `None` otherwise.
+    fn replies(&self) -> impl Future<Output = Option<jetstream::Replies>> + Send {
+        async { None }
+    }
+
+    /// Sends one output; the returned confirmation resolves when the server confirmed it. With
+    /// `replies` (from [`Sink::replies`]) a JetStream publish asks for its ack there.
     fn send(
         &self,
         message: OutputMessage,
+        replies: Option<&jetstream::ReplyTo>,
     ) -> impl Future<Output = Result<Confirmation, SinkError>> + Send;
 
     /// Confirms everything sent so far with [`Confirmation::Sent`]: a round trip to the server
