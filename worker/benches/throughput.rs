@@ -4,7 +4,13 @@
 //! ```sh
 //! cargo bench -p jetflow-worker --bench throughput -- [--messages 200000] [--sizes 256,4096]
 //!     [--batch 500] [--rounds 5] [--splits 4] [--latency-seconds 10] [--recoveries 5]
+//!     [--latency-rate R] [--latency-dump FILE]
 //! ```
+//!
+//! `--latency-rate` runs only the latency run (and the recoveries), at R messages per second
+//! of the first size; `--latency-dump` writes its publish time and latency per output, with
+//! the latency's parts (to the source stream, through the worker to the sink stream, to the
+//! subscriber).
 //!
 //! It starts its own nats-server (`scripts/install-nats.sh` provides it) and, for each message
 //! size, fills a source stream with N messages over four subjects (N / 4 for sizes above 1 KiB),
@@ -37,7 +43,21 @@ struct Options {
     rounds: usize,
     splits: usize,
     latency_seconds: u64,
+    /// The latency run's rate; set, the throughput rounds are skipped.
+    latency_rate: Option<f64>,
+    /// Where the latency run writes one line per output: publish time (ms since the run's
+    /// first publish) and latency (ms).
+    latency_dump: Option<std::path::PathBuf>,
+    /// How the latency run publishes into the source.
+    latency_publish: PublishMode,
     recoveries: usize,
+}
+
+/// `--latency-publish`: `jetstream` (default) or `core`.
+#[derive(Clone, Copy, Debug)]
+enum PublishMode {
+    JetStream,
+    Core,
 }
 
 fn options() -> Options {
@@ -48,6 +68,9 @@ fn options() -> Options {
         rounds: 5,
         splits: 4,
         latency_seconds: 10,
+        latency_rate: None,
+        latency_dump: None,
+        latency_publish: PublishMode::JetStream,
         recoveries: 5,
     };
     let mut args = std::env::args().skip(1);
@@ -66,6 +89,18 @@ fn options() -> Options {
             "--rounds" => o.rounds = number(value()).max(1),
             "--splits" => o.splits = number(value()).max(1),
             "--latency-seconds" => o.latency_seconds = number(value()) as u64,
+            "--latency-rate" => {
+                let v = value();
+                o.latency_rate = Some(v.parse().unwrap_or_else(|_| panic!("{v:?} is not a rate")));
+            }
+            "--latency-dump" => o.latency_dump = Some(value().into()),
+            "--latency-publish" => {
+                o.latency_publish = match value().as_str() {
+                    "jetstream" => PublishMode::JetStream,
+                    "core" => PublishMode::Core,
+                    other => panic!("--latency-publish {other:?}: jetstream or core"),
+                }
+            }
             "--recoveries" => o.recoveries = number(value()),
             // cargo bench passes --bench; anything else is ignored.
             _ => {}
@@ -384,6 +419,46 @@ fn sent_of(payload: &[u8]) -> Option<u128> {
 /// Publishes `rate` messages per second into `lat.in` for `seconds`, in 1 ms ticks, each
 /// carrying its publish time; waits for the acks in the background.
 async fn paced_publish(js: jetstream::Context, rate: f64, seconds: u64, size: usize) -> u64 {
+    paced(Publisher::JetStream(js), rate, seconds, size).await
+}
+
+/// How the latency run publishes into the source stream.
+#[derive(Clone)]
+enum Publisher {
+    /// JetStream publishes, each ack awaited in the background (what a producer that must know
+    /// its message is stored does).
+    JetStream(jetstream::Context),
+    /// Core NATS publishes on the stream's subject, which the stream stores without an ack:
+    /// the same messages at the same rate, without the 2 × rate ack messages that the server
+    /// sends and the benchmark process handles on the same two cores.
+    Core(async_nats::Client),
+}
+
+/// Publishes `rate` messages per second into `lat.in` for `seconds`, in 1 ms ticks, each
+/// carrying its publish time.
+async fn paced(publisher: Publisher, rate: f64, seconds: u64, size: usize) -> u64 {
+    let js = match publisher {
+        Publisher::JetStream(js) => js,
+        Publisher::Core(client) => {
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let started = Instant::now();
+            let mut sent = 0u64;
+            while started.elapsed() < Duration::from_secs(seconds) {
+                tick.tick().await;
+                let due = (started.elapsed().as_secs_f64() * rate) as u64;
+                while sent < due {
+                    client
+                        .publish("lat.in", order_payload(size, now_nanos()))
+                        .await
+                        .expect("publish");
+                    sent += 1;
+                }
+            }
+            client.flush().await.expect("flush");
+            return sent;
+        }
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
@@ -412,6 +487,73 @@ async fn paced_publish(js: jetstream::Context, rate: f64, seconds: u64, size: us
     sent
 }
 
+/// When each message of stream `name` was stored (the server's time, Unix ns) and its stream
+/// sequence, by the `sent` field of its payload.
+async fn stored_times(
+    js: &jetstream::Context,
+    name: &str,
+) -> std::collections::HashMap<u128, (u128, u64)> {
+    let total = stream_len(js, name).await as usize;
+    let consumer = js
+        .get_stream(name)
+        .await
+        .expect("stream")
+        .create_consumer(consumer::pull::OrderedConfig::default())
+        .await
+        .expect("ordered consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut stored = std::collections::HashMap::with_capacity(total);
+    for _ in 0..total {
+        let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::from_secs(10), messages.next()).await
+        else {
+            break;
+        };
+        let info = message.info().expect("info");
+        let at = u128::try_from(info.published.unix_timestamp_nanos()).unwrap_or(0);
+        if let Some(sent) = sent_of(&message.payload) {
+            stored.insert(sent, (at, info.stream_sequence));
+        }
+    }
+    stored
+}
+
+/// Writes one line per output, in publish order: its publish time in ms since the first
+/// publish, its latency (publish to arrival), and the latency's parts: publish to its storage
+/// in the source stream, to the output's storage in the sink stream, to its arrival (ms; the
+/// server and the benchmark share the machine's clock).
+async fn write_timeline(
+    js: &jetstream::Context,
+    path: &std::path::Path,
+    timeline: &[(u128, u128)],
+) {
+    let (source, sink) = (
+        stored_times(js, "lat").await,
+        stored_times(js, "latout").await,
+    );
+    let mut sorted = timeline.to_vec();
+    sorted.sort_unstable();
+    let Some(&(first, _)) = sorted.first() else {
+        return;
+    };
+    let ms = |from: u128, to: u128| to.saturating_sub(from) as f64 / 1e6;
+    let mut text = String::with_capacity(sorted.len() * 40);
+    for (sent, arrived) in sorted {
+        let (Some(&(read, seq)), Some(&(written, _))) = (source.get(&sent), sink.get(&sent)) else {
+            continue;
+        };
+        text.push_str(&format!(
+            "{:.3} {:.3} {:.3} {:.3} {:.3} {seq}\n",
+            ms(first, sent),
+            ms(sent, arrived),
+            ms(sent, read),
+            ms(read, written),
+            ms(written, arrived),
+        ));
+    }
+    std::fs::write(path, text).expect("write the latency dump");
+}
+
 /// End-to-end latency of the pass-through worker at `rate` messages per second: the time from
 /// the publish into the source to the output's arrival at a subscriber of the sink subject.
 async fn latency(
@@ -420,6 +562,8 @@ async fn latency(
     rate: f64,
     seconds: u64,
     size: usize,
+    publish: PublishMode,
+    dump: Option<&std::path::Path>,
 ) -> (f64, f64, usize) {
     recreate_stream(js, "lat", "lat.in").await;
     recreate_stream(js, "latout", "latout.>").await;
@@ -452,8 +596,22 @@ spec:
     tokio::time::timeout(Duration::from_secs(30), outputs.next())
         .await
         .expect("the worker's first output");
-    let mut publisher = tokio::spawn(paced_publish(js.clone(), rate, seconds, size));
+    // CPU of the three processes while the messages flow: how busy the machine's cores are.
+    let spid = server_pid(server).expect("nats-server process");
+    let cpu0 = [
+        cpu_seconds(child.id()),
+        cpu_seconds(spid),
+        cpu_seconds("self"),
+    ];
+    let flowing = Instant::now();
+    let publisher = match publish {
+        PublishMode::JetStream => Publisher::JetStream(js.clone()),
+        PublishMode::Core => Publisher::Core(server.client().await),
+    };
+    let mut publisher = tokio::spawn(paced(publisher, rate, seconds, size));
     let mut latencies = Vec::new();
+    // (publish, arrival) of every output, in arrival order, for `dump`.
+    let mut timeline: Vec<(u128, u128)> = Vec::new();
     let mut published: Option<u64> = None;
     loop {
         if published.is_none() && publisher.is_finished() {
@@ -465,7 +623,11 @@ spec:
         match tokio::time::timeout(Duration::from_secs(5), outputs.next()).await {
             Ok(Some(message)) => {
                 if let Some(sent) = sent_of(&message.payload) {
-                    latencies.push(now_nanos().saturating_sub(sent) as f64 / 1e6);
+                    let arrived = now_nanos();
+                    latencies.push(arrived.saturating_sub(sent) as f64 / 1e6);
+                    if dump.is_some() {
+                        timeline.push((sent, arrived));
+                    }
                 }
             }
             // Nothing for 5 s: what is missing is not coming.
@@ -474,7 +636,22 @@ spec:
             Err(_) => {}
         }
     }
+    let wall = flowing.elapsed().as_secs_f64();
+    let cpu1 = [
+        cpu_seconds(child.id()),
+        cpu_seconds(spid),
+        cpu_seconds("self"),
+    ];
+    println!(
+        "CPU while publishing at {rate:.0} msg/s: worker {:.0}%, nats-server {:.0}%, benchmark {:.0}% of one core",
+        (cpu1[0] - cpu0[0]) / wall * 100.0,
+        (cpu1[1] - cpu0[1]) / wall * 100.0,
+        (cpu1[2] - cpu0[2]) / wall * 100.0,
+    );
     stop(&mut child, "TERM");
+    if let Some(path) = dump {
+        write_timeline(js, path, &timeline).await;
+    }
     latencies.sort_by(|a, b| a.total_cmp(b));
     let received = latencies.len();
     assert!(received > 0, "no output arrived");
@@ -575,7 +752,13 @@ async fn main() {
     ];
     let mut peak = 0;
     let mut first_pass_through = None;
-    for &size in &o.sizes {
+    // `--latency-rate` runs the latency run alone, at that rate.
+    let sizes = if o.latency_rate.is_some() {
+        &[][..]
+    } else {
+        &o.sizes[..]
+    };
+    for &size in sizes {
         // Large messages: a quarter as many, so every size moves a similar number of bytes
         // within reason.
         let count = if size > 1024 {
@@ -636,23 +819,36 @@ async fn main() {
         );
         first_pass_through.get_or_insert((size, median(series[0].rates.clone())));
     }
-    println!();
-    for line in &table {
-        println!("{line}");
+    if !sizes.is_empty() {
+        println!();
+        for line in &table {
+            println!("{line}");
+        }
+        println!(
+            "worker peak RSS (VmHWM) over all runs: {:.1} MiB",
+            peak as f64 / 1024.0
+        );
     }
-    println!(
-        "worker peak RSS (VmHWM) over all runs: {:.1} MiB",
-        peak as f64 / 1024.0
-    );
 
-    let Some((size, max_rate)) = first_pass_through else {
-        return;
+    let (size, rate, which) = match (o.latency_rate, first_pass_through) {
+        (Some(rate), _) => (o.sizes[0], rate, "as asked"),
+        (None, Some((size, max_rate))) => (size, max_rate / 2.0, "half the pass-through rate"),
+        (None, None) => return,
     };
     if o.latency_seconds > 0 {
-        let rate = max_rate / 2.0;
-        let (p50, p99, n) = latency(&server, &js, rate, o.latency_seconds, size).await;
+        let (p50, p99, n) = latency(
+            &server,
+            &js,
+            rate,
+            o.latency_seconds,
+            size,
+            o.latency_publish,
+            o.latency_dump.as_deref(),
+        )
+        .await;
         println!(
-            "latency at {rate:.0} msg/s ({size} B, half the pass-through rate; {n} outputs): p50 {p50:.2} ms, p99 {p99:.2} ms"
+            "latency at {rate:.0} msg/s ({size} B, {which}, {:?} publishes; {n} outputs): p50 {p50:.2} ms, p99 {p99:.2} ms",
+            o.latency_publish
         );
     }
     if o.recoveries > 0 {

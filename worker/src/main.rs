@@ -131,6 +131,16 @@ struct RunArgs {
     /// kind `timeout` and goes to the pipeline's error policy.
     #[arg(long, env = "JETFLOW_STEP_TIMEOUT", default_value = "1s")]
     step_timeout: jetflow_crds::Duration,
+    /// Threads of the async runtime that moves messages (the NATS connection, the split
+    /// readers, the split tasks, the checkpoints); default: one per core. The steps run on
+    /// threads of their own, one per split, and the file store writes on a blocking thread,
+    /// whatever this says. One thread hands each message from task to task without waking
+    /// another, about a fifth less worker CPU per message at moderate rates; but it caps the
+    /// worker at one core, and on a node whose cores are contended a process with fewer
+    /// threads gets a smaller share of them (see docs/benchmarks.md).
+    #[arg(long, env = "JETFLOW_RUNTIME_THREADS",
+        value_parser = clap::value_parser!(u16).range(1..=1024))]
+    runtime_threads: Option<u16>,
 }
 
 /// A pipeline that cannot run: exit code 2.
@@ -214,10 +224,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = run_args.runtime_threads {
+                builder.worker_threads(usize::from(threads));
+            }
+            let runtime = match builder.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start the async runtime");

@@ -411,3 +411,47 @@ async fn sigterm_while_connecting_exits_cleanly() {
         worker.log_text()
     );
 }
+
+/// The runtime runs on one thread per core by default; a worker given one thread for several
+/// splits (`--runtime-threads 1`) moves every message exactly once as well, and zero threads
+/// is refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_runtime_thread_moves_every_message_of_several_splits_exactly_once() {
+    let server = NatsServer::start();
+    let js = setup(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let path = write_manifest(dir.path(), &manifest("threads", "200ms"));
+
+    let mut refused = Worker::start(
+        &path,
+        &server.url(),
+        &checkpoints,
+        &["--runtime-threads", "0"],
+    );
+    let status = refused.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2));
+    let log = refused.log_text();
+    assert!(log.contains("--runtime-threads"), "{log}");
+
+    const TOTAL: usize = 30_000;
+    let mut worker = Worker::start(
+        &path,
+        &server.url(),
+        &checkpoints,
+        &["--runtime-threads", "1"],
+    );
+    let published = publish(&js, &SUBJECTS, TOTAL, 64).await;
+    wait_for_len(&js, "copy", TOTAL as u64, Duration::from_secs(60)).await;
+    let status = worker.terminate(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "log:\n{}", worker.log_text());
+    assert_exactly_once(&read_all(&js, "copy").await, 1..=TOTAL as u64);
+    let checkpoint = read_checkpoint(&checkpoints, "threads");
+    for subject in SUBJECTS {
+        assert_eq!(
+            checkpoint.splits[subject].position,
+            *published[subject].last().unwrap(),
+            "final position of {subject}"
+        );
+    }
+}
