@@ -91,8 +91,9 @@ const LATE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 /// until one is committed.
 const PAUSE_AFTER_FAILURES: u32 = 3;
 
-/// Messages a split's reader may have handed over before its split task takes them: the
-/// channel only decouples the two (the pulls and the window hold what is in flight).
+/// Messages a split's reader may have handed over before its split task takes them (and at most
+/// the split's share of the worker's read-ahead bytes, [`crate::budget`]): the channel only
+/// decouples the two (the pulls and the window hold what is in flight).
 pub(crate) const READ_AHEAD: usize = 256;
 
 pub use control::{Change, Membership, SplitSummary};

@@ -15,8 +15,9 @@
 //! it, are confirmed by the sink; with its ack token it is what a checkpoint takes from the
 //! split ([`Control::Snapshot`]). Taking it never stops the split: outputs after it simply stay
 //! in the window. The window holds at most `max_pending` outputs and at most
-//! `max_pending_bytes` of the payloads they keep alive ([`PENDING_BYTES`]), so a slow sink
-//! slows the reader rather than growing memory, whatever the message size.
+//! `max_pending_bytes` of the payloads they keep alive ([`PENDING_BYTES`]), less where the
+//! worker's budget divided among its running splits allows less ([`crate::budget`]), so a slow
+//! sink slows the reader rather than growing memory, whatever the message size.
 //!
 //! The steps run on a thread of the split's own ([`crate::evaluator`]), each message within a
 //! time budget: one that overruns it fails (kind `timeout`) and goes to the error policy, so a

@@ -198,6 +198,9 @@ pub struct JetStreamReader {
     /// Set once a message larger than the split's share of the pull budget held the split up:
     /// from then on its pulls fit any message the server takes.
     large_messages: bool,
+    /// Messages waited at the last idle check while none arrived (a reader that was itself
+    /// held up, behind a full channel, may meet its first check at once: a second says more).
+    held_up: bool,
 }
 
 impl JetStreamReader {
@@ -244,6 +247,7 @@ impl JetStreamReader {
             failures: 0,
             pull_bytes: 0,
             large_messages: false,
+            held_up: false,
         }
     }
 
@@ -382,9 +386,10 @@ impl JetStreamReader {
     /// Whether the consumer being read can still serve: its stream not recreated (a consumer
     /// of the same name on a new stream is another consumer), the consumer not deleted,
     /// without acks no delivery lost (it counts no more deliveries than arrived), and nothing
-    /// held up by the pulls' size: messages that wait while none arrive (and acks do not hold
-    /// them back) may be larger than the split's pulls, which are then sized for any message
-    /// from the next open on. A lookup that fails says nothing: the consumer is kept.
+    /// held up by the pulls' size: messages that wait at two idle checks in a row while none
+    /// arrive (and acks do not hold them back) may be larger than the split's pulls, which are
+    /// then sized for any message from the next open on. A lookup that fails says nothing: the
+    /// consumer is kept.
     async fn consumer_serves(&mut self) -> bool {
         let Some(stream) = &self.stream else {
             return false;
@@ -405,23 +410,29 @@ impl JetStreamReader {
                 let for_any = pull_bytes_for_any(self.js.client().server_info().max_payload);
                 let acks_hold = info.config.max_ack_pending > 0
                     && info.num_ack_pending as i64 >= info.config.max_ack_pending;
-                if info.num_pending > 0
+                let waiting = info.num_pending > 0
                     && !acks_hold
                     && !self.large_messages
-                    && self.pull_bytes < for_any
-                {
-                    tracing::warn!(
-                        split = %self.split.name,
-                        consumer = %self.consumer,
-                        pending = info.num_pending,
-                        pull_bytes = self.pull_bytes,
-                        "messages wait but none arrive: the next may be larger than the split's pulls; its pulls fit any message from now on"
-                    );
-                    self.metrics.error("large_message");
-                    self.large_messages = true;
-                    return false;
+                    && self.pull_bytes < for_any;
+                if !waiting {
+                    self.held_up = false;
+                    return true;
                 }
-                true
+                if !self.held_up {
+                    // The first sign: looked at again after the next idle period.
+                    self.held_up = true;
+                    return true;
+                }
+                tracing::warn!(
+                    split = %self.split.name,
+                    consumer = %self.consumer,
+                    pending = info.num_pending,
+                    pull_bytes = self.pull_bytes,
+                    "messages wait but none arrive: the next may be larger than the split's pulls; its pulls fit any message from now on"
+                );
+                self.metrics.error("large_message");
+                self.large_messages = true;
+                false
             }
         }
     }
@@ -458,6 +469,7 @@ impl SplitReader for JetStreamReader {
             match next {
                 Some(Ok(message)) => {
                     self.quiet_since = Instant::now();
+                    self.held_up = false;
                     let (seq, delivery, pending) = match message.info() {
                         Ok(info) => (info.stream_sequence, info.consumer_sequence, info.pending),
                         Err(e) => {
