@@ -13,6 +13,7 @@
 //! a task per message or queues without bound: every channel and window has a capacity.
 
 pub mod assignment;
+pub mod budget;
 pub mod checkpoint;
 pub mod cluster;
 pub mod discovery;

@@ -58,6 +58,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use crate::budget::{Budget, Member};
 use crate::checkpoint::{CheckpointStore, Committer, StoreError};
 use crate::http::Health;
 use crate::metrics::Metrics;
@@ -74,7 +75,7 @@ use crate::source::readers::Readers;
 use crate::split::{Control, Shared, SplitError, SplitSnapshot, SplitTask};
 
 mod control;
-mod read;
+pub mod read;
 
 /// How long the steps may run on one message by default (`--step-timeout`).
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -90,9 +91,10 @@ const LATE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 /// until one is committed.
 const PAUSE_AFTER_FAILURES: u32 = 3;
 
-/// Messages a split's reader may have handed over before its split task takes them: the
-/// channel only decouples the two (the pulls and the window hold what is in flight).
-const READ_AHEAD: usize = 256;
+/// Messages a split's reader may have handed over before its split task takes them (and at most
+/// the split's share of the worker's read-ahead bytes, [`crate::budget`]): the channel only
+/// decouples the two (the pulls and the window hold what is in flight).
+pub(crate) const READ_AHEAD: usize = 256;
 
 pub use control::{Change, Membership, SplitSummary};
 
@@ -223,6 +225,8 @@ struct SplitHandle {
     /// stored after `committed` (the reader reads it first).
     committed_created: Arc<AtomicI64>,
     stopped: Option<String>,
+    /// Counts the split in the worker's byte budget while it runs.
+    _member: Member,
 }
 
 /// Runs one pipeline's splits and checkpoints them.
@@ -281,9 +285,11 @@ impl Runner<PipelineSink> {
         let pipeline = &config.pipeline;
         let spec = &pipeline.spec;
         let interval = spec.checkpoint.interval.get();
+        let budget = Budget::new();
         let (readers, source_stream) = match (&spec.source.jetstream, &spec.source.core) {
             (Some(source), _) => {
-                let settings = ConsumerSettings::new(interval, source.batch_size as usize);
+                let settings =
+                    ConsumerSettings::new(interval, source.batch_size as usize, budget.clone());
                 let js = jetstream::new(client.clone());
                 refuse_unsupported_retention(&js, &source.stream).await?;
                 let readers = Readers::JetStream {
@@ -348,6 +354,7 @@ impl Runner<PipelineSink> {
             policy: spec.errors.policy,
             max_pending,
             max_pending_bytes: crate::split::PENDING_BYTES,
+            budget,
         });
         Ok(Self {
             shared,
@@ -432,7 +439,8 @@ impl<S: Sink> Runner<S> {
             committed_created.clone(),
             metrics.clone(),
         );
-        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        let member = self.shared.budget.join();
+        let (tx, rx) = read::channel(READ_AHEAD, self.shared.budget.clone());
         let read = read::read_split(
             reader,
             tx,
@@ -472,6 +480,7 @@ impl<S: Sink> Runner<S> {
                 committed,
                 committed_created,
                 stopped: None,
+                _member: member,
             },
         );
     }

@@ -15,8 +15,9 @@
 //! it, are confirmed by the sink; with its ack token it is what a checkpoint takes from the
 //! split ([`Control::Snapshot`]). Taking it never stops the split: outputs after it simply stay
 //! in the window. The window holds at most `max_pending` outputs and at most
-//! `max_pending_bytes` of the payloads they keep alive ([`PENDING_BYTES`]), so a slow sink
-//! slows the reader rather than growing memory, whatever the message size.
+//! `max_pending_bytes` of the payloads they keep alive ([`PENDING_BYTES`]), less where the
+//! worker's budget divided among its running splits allows less ([`crate::budget`]), so a slow
+//! sink slows the reader rather than growing memory, whatever the message size.
 //!
 //! The steps run on a thread of the split's own ([`crate::evaluator`]), each message within a
 //! time budget: one that overruns it fails (kind `timeout`) and goes to the error policy, so a
@@ -64,8 +65,10 @@ use jetflow_steps::{OutputHeaders, Steps};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::Budget;
 use crate::evaluator::{Evaluator, evaluate, nats_headers};
 use crate::metrics::SplitMetrics;
+use crate::pipeline::read::Reads;
 use crate::sink::dead_letter::{DeadLetters, Failure};
 use crate::sink::headers::{MessageIds, output_headers};
 use crate::sink::jetstream::{Replies, ReplyTo};
@@ -104,8 +107,11 @@ pub struct Shared<S> {
     /// Outputs awaiting confirmation, at most.
     pub max_pending: usize,
     /// Payload bytes the unconfirmed outputs may keep alive before the split stops taking
-    /// messages (at least one message is always taken).
+    /// messages (at least one message is always taken); less where the worker's budget,
+    /// divided among its running splits, allows less.
     pub max_pending_bytes: usize,
+    /// The worker's byte budget, shared by its splits.
+    pub budget: Budget,
     /// True while the splits must not take messages (checkpoints keep failing).
     pub paused: tokio::sync::watch::Receiver<bool>,
 }
@@ -567,7 +573,7 @@ impl<S: Sink> SplitTask<S> {
     /// ([`SplitError::Read`]): what it read is not committed, and the split is not finished.
     pub async fn run(
         mut self,
-        mut messages: mpsc::Receiver<Read>,
+        mut messages: Reads,
         mut control: mpsc::Receiver<Control>,
         cancel: CancellationToken,
     ) -> Result<SplitSnapshot, SplitError> {
@@ -664,10 +670,15 @@ impl<S: Sink> SplitTask<S> {
     }
 
     /// How many more messages the window takes now: bounded by `max_pending` entries and by
-    /// `max_pending_bytes`, the latter counted in messages of the size last seen.
+    /// the split's share of the worker's pending bytes (at most `max_pending_bytes`), the
+    /// latter counted in messages of the size last seen. An empty window always takes one.
     fn room(&self) -> usize {
         let entries = self.shared.max_pending.saturating_sub(self.window.len());
-        let budget = self.shared.max_pending_bytes;
+        let budget = self
+            .shared
+            .budget
+            .pending_bytes(self.shared.max_pending_bytes)
+            .max(1);
         if self.window.bytes >= budget {
             return 0;
         }

@@ -51,6 +51,7 @@ use jetflow_nats::consumer::{self, Acks, Verdict};
 use tokio::time::Instant;
 
 use super::{AckToken, Incarnation, SourceAcker, SourceError, SourceMessage, SplitReader};
+use crate::budget::Budget;
 use crate::metrics::SplitMetrics;
 
 pub use jetflow_nats::consumer::{MAX_ACK_PENDING, Start};
@@ -59,18 +60,14 @@ pub use jetflow_nats::consumer::{MAX_ACK_PENDING, Start};
 /// deliveries were lost or the consumer is gone.
 const IDLE_CHECK: Duration = Duration::from_secs(2);
 
-/// Payload bytes a pull asks for at most, besides its message count: the client asks for the
-/// next batch when half of one is left, so a split holds at most about one and a half of them.
-pub const PULL_BYTES: usize = 1 << 20;
-
 /// What a message may carry beyond the server's `max_payload` (its subject and reply subject)
 /// in the server's count of a pull's bytes.
 const PULL_MARGIN: usize = 64 << 10;
 
-/// The byte limit of a pull: [`PULL_BYTES`], or more where the server takes larger messages,
-/// since a message larger than a pull's limit is never delivered to it.
-pub fn pull_bytes(max_payload: usize) -> usize {
-    PULL_BYTES.max(max_payload + PULL_MARGIN)
+/// The byte limit of a pull that any message the server takes fits: a message larger than a
+/// pull's limit is never delivered to it.
+pub fn pull_bytes_for_any(max_payload: usize) -> usize {
+    max_payload + PULL_MARGIN
 }
 
 /// Settings of a split's pulls, and the checkpoint interval its consumer is made for.
@@ -84,16 +81,20 @@ pub struct ConsumerSettings {
     pub expires: Duration,
     /// Idle heartbeat of a pull request.
     pub heartbeat: Duration,
+    /// The worker's byte budget: a pull asks for the split's share of it
+    /// ([`Budget::pull_bytes`]).
+    pub budget: Budget,
 }
 
 impl ConsumerSettings {
-    /// The settings for a checkpoint interval and batch size.
-    pub fn new(checkpoint_interval: Duration, batch: usize) -> Self {
+    /// The settings for a checkpoint interval and batch size, with pulls sized by `budget`.
+    pub fn new(checkpoint_interval: Duration, batch: usize, budget: Budget) -> Self {
         Self {
             checkpoint_interval,
             batch: batch.max(1),
             expires: Duration::from_secs(10),
             heartbeat: Duration::from_secs(3),
+            budget,
         }
     }
 }
@@ -192,6 +193,14 @@ pub struct JetStreamReader {
     first_seen: Option<u64>,
     metrics: SplitMetrics,
     failures: u32,
+    /// The byte limit of the current pulls.
+    pull_bytes: usize,
+    /// Set once a message larger than the split's share of the pull budget held the split up:
+    /// from then on its pulls fit any message the server takes.
+    large_messages: bool,
+    /// Messages waited at the last idle check while none arrived (a reader that was itself
+    /// held up, behind a full channel, may meet its first check at once: a second says more).
+    held_up: bool,
 }
 
 impl JetStreamReader {
@@ -236,6 +245,9 @@ impl JetStreamReader {
             first_seen: None,
             metrics,
             failures: 0,
+            pull_bytes: 0,
+            large_messages: false,
+            held_up: false,
         }
     }
 
@@ -326,10 +338,17 @@ impl JetStreamReader {
             consumer.cached_info().delivered.consumer_sequence,
             Ordering::Release,
         );
+        let for_any = pull_bytes_for_any(self.js.client().server_info().max_payload);
+        let share = self.settings.budget.pull_bytes();
+        self.pull_bytes = if self.large_messages {
+            share.max(for_any)
+        } else {
+            share
+        };
         let messages = consumer
             .stream()
             .max_messages_per_batch(self.settings.batch)
-            .max_bytes_per_batch(pull_bytes(self.js.client().server_info().max_payload))
+            .max_bytes_per_batch(self.pull_bytes)
             .expires(self.settings.expires)
             .heartbeat(self.settings.heartbeat)
             .messages()
@@ -365,10 +384,13 @@ impl JetStreamReader {
     }
 
     /// Whether the consumer being read can still serve: its stream not recreated (a consumer
-    /// of the same name on a new stream is another consumer), the consumer not deleted, and,
-    /// without acks, no delivery lost (it counts no more deliveries than arrived). A lookup
-    /// that fails says nothing: the consumer is kept.
-    async fn consumer_serves(&self) -> bool {
+    /// of the same name on a new stream is another consumer), the consumer not deleted,
+    /// without acks no delivery lost (it counts no more deliveries than arrived), and nothing
+    /// held up by the pulls' size: messages that wait at two idle checks in a row while none
+    /// arrive (and acks do not hold them back) may be larger than the split's pulls, which are
+    /// then sized for any message from the next open on. A lookup that fails says nothing: the
+    /// consumer is kept.
+    async fn consumer_serves(&mut self) -> bool {
         let Some(stream) = &self.stream else {
             return false;
         };
@@ -385,7 +407,32 @@ impl JetStreamReader {
                     self.lost(received + 1, info.delivered.consumer_sequence);
                     return false;
                 }
-                true
+                let for_any = pull_bytes_for_any(self.js.client().server_info().max_payload);
+                let acks_hold = info.config.max_ack_pending > 0
+                    && info.num_ack_pending as i64 >= info.config.max_ack_pending;
+                let waiting = info.num_pending > 0
+                    && !acks_hold
+                    && !self.large_messages
+                    && self.pull_bytes < for_any;
+                if !waiting {
+                    self.held_up = false;
+                    return true;
+                }
+                if !self.held_up {
+                    // The first sign: looked at again after the next idle period.
+                    self.held_up = true;
+                    return true;
+                }
+                tracing::warn!(
+                    split = %self.split.name,
+                    consumer = %self.consumer,
+                    pending = info.num_pending,
+                    pull_bytes = self.pull_bytes,
+                    "messages wait but none arrive: the next may be larger than the split's pulls; its pulls fit any message from now on"
+                );
+                self.metrics.error("large_message");
+                self.large_messages = true;
+                false
             }
         }
     }
@@ -422,6 +469,7 @@ impl SplitReader for JetStreamReader {
             match next {
                 Some(Ok(message)) => {
                     self.quiet_since = Instant::now();
+                    self.held_up = false;
                     let (seq, delivery, pending) = match message.info() {
                         Ok(info) => (info.stream_sequence, info.consumer_sequence, info.pending),
                         Err(e) => {

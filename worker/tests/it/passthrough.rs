@@ -262,3 +262,76 @@ async fn stop_policy_keeps_the_last_good_position_and_reports() {
             .contains(r#"jetflow_worker_split_stopped{split=">"} 1"#)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_larger_than_a_splits_share_of_the_pull_budget_is_delivered_in_order() {
+    // The worker's pull budget is 1 MiB (a quarter each for four splits); a 2 MiB message
+    // fits the server's max_payload, so the split that meets it must take it, and the
+    // messages after it, in order.
+    let server = NatsServer::start_with("max_payload: 4MB\n");
+    let js = server.jetstream().await;
+    create_stream(&js, "events", &["events.>"]).await;
+    create_stream(&js, "mirror", &["mirror.>"]).await;
+    let subjects = ["events.a", "events.b", "events.c", "events.d"];
+    let mut published = publish(&js, &subjects, 400, 32).await;
+    let large = js
+        .publish("events.a", bytes::Bytes::from(vec![b'L'; 2 << 20]))
+        .await
+        .expect("publish")
+        .await
+        .expect("publish ack")
+        .sequence;
+    published.get_mut("events.a").unwrap().push(large);
+    for (subject, seqs) in publish(&js, &subjects, 400, 32).await {
+        published.get_mut(&subject).unwrap().extend(seqs);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn CheckpointStore> = Arc::new(FileStore::new(dir.path(), "default", "big"));
+    let p = pipeline(
+        r#"
+apiVersion: jetflow.io/v1alpha1
+kind: Pipeline
+metadata: {name: big}
+spec:
+  source:
+    jetstream:
+      stream: events
+      filterSubjects: ["events.a", "events.b", "events.c", "events.d"]
+  sink:
+    jetstream:
+      stream: mirror
+      subject: "mirror.{{token(2)}}"
+  checkpoint: {interval: 500ms}
+"#,
+    );
+    let run = start(&server, p, store.clone()).await;
+    wait_for_len(&js, "mirror", 801, Duration::from_secs(60)).await;
+    run.cancel.cancel();
+    assert_eq!(run.task.await.unwrap().unwrap(), RunOutcome::Completed);
+
+    let records = read_all(&js, "mirror").await;
+    assert_exactly_once(&records, 1..=801);
+    for subject in subjects {
+        let out: Vec<u64> = records
+            .iter()
+            .filter(|r| r.source_subject == subject)
+            .map(|r| r.source_seq)
+            .collect();
+        assert_eq!(
+            out, published[subject],
+            "source order within split {subject}"
+        );
+    }
+    let delivered = records.iter().find(|r| r.source_seq == large).unwrap();
+    assert_eq!(delivered.payload.len(), 2 << 20);
+    // The split took it by sizing its pulls for any message once it was held up.
+    let text = run.metrics.encode();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("jetflow_worker_errors_total")
+                && l.contains(r#"kind="large_message""#)
+                && l.contains(r#"split="events.a""#)),
+        "{text}"
+    );
+}
