@@ -870,8 +870,15 @@ impl<S: Sink> SplitTask<S> {
                     entry.awaits(confirmation);
                     return Ok(Ok(entry));
                 }
-                Ok(Confirmation::Reply { token, deadline }) => {
-                    match self.acks.wait(token, deadline).await {
+                Ok(confirmation) => {
+                    let confirmed = match confirmation {
+                        // Its ack comes to the split's reply inbox.
+                        Confirmation::Reply { token, deadline } => {
+                            self.acks.wait(token, deadline).await
+                        }
+                        confirmation => confirmation.wait().await,
+                    };
+                    match confirmed {
                         Ok(()) => {
                             entry.confirm = None;
                             entry.sent = None;
@@ -880,14 +887,6 @@ impl<S: Sink> SplitTask<S> {
                         Err(source) => last = unconfirmed(source),
                     }
                 }
-                Ok(confirmation) => match confirmation.wait().await {
-                    Ok(()) => {
-                        entry.confirm = None;
-                        entry.sent = None;
-                        return Ok(Ok(entry));
-                    }
-                    Err(source) => last = unconfirmed(source),
-                },
                 Err(e) => last = e,
             }
             self.metrics.error(last.category());
