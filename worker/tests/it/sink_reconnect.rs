@@ -1,6 +1,6 @@
-//! JetStream to NATS Core is at least once across nats-server restarts: a worker publishing to
-//! a Core subject while the server is killed and started again (same port, same store) leaves
-//! no source message missing. What the killed server had not yet read from the worker's
+//! JetStream to NATS Core is at least once, and JetStream to JetStream exactly once, across
+//! nats-server restarts: a worker publishing while the server is killed and started again (same
+//! port, same store) leaves no source message missing, and into a JetStream sink none twice. What the killed server had not yet read from the worker's
 //! connection is gone, so the worker counts a Core output delivered only after a round trip on
 //! the connection it was published on, and publishes it again otherwise.
 //!
@@ -78,6 +78,15 @@ async fn captured_sequences(js: &jetstream::Context) -> BTreeSet<u64> {
         .collect()
 }
 
+/// How often each source sequence occurs among the outputs in `stream`.
+async fn sequence_counts(js: &jetstream::Context, stream: &str) -> BTreeMap<u64, usize> {
+    let mut counts = BTreeMap::new();
+    for record in read_all(js, stream).await {
+        *counts.entry(record.source_seq).or_default() += 1;
+    }
+    counts
+}
+
 /// Messages the worker took in from the source, over its splits (from its `/metrics`).
 fn taken_in(addr: &str) -> f64 {
     jetflow_testsupport::http::get_ok(addr, "/metrics").map_or(0.0, |text| {
@@ -104,17 +113,78 @@ fn server_pid(server: &NatsServer) -> u32 {
     text.trim().parse().expect("pid")
 }
 
-/// Waits until the capture stream stops growing: the server has stored all it received.
-async fn settled(js: &jetstream::Context) -> u64 {
-    let mut last = len(js, "capture").await;
+/// Waits until `stream` stops growing: the server has stored all it received.
+async fn settled(js: &jetstream::Context, stream: &str) -> u64 {
+    let mut last = len(js, stream).await;
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = len(js, "capture").await;
+        let now = len(js, stream).await;
         if now == last {
             return now;
         }
         last = now;
     }
+}
+
+/// Kills and restarts the server three times while the worker holds outputs the server never
+/// read (see the tests); `outputs` is the stream where the outputs are seen. Returns the last
+/// source sequence of each subject and how many messages were published.
+async fn restart_rounds(
+    server: &mut NatsServer,
+    js: &jetstream::Context,
+    worker: &Worker,
+    addr: &str,
+    outputs: &str,
+    started: Instant,
+) -> (BTreeMap<String, u64>, u64) {
+    let worker_pid = worker.child.id();
+    // A round counts when the server froze while the worker held outputs it had not yet
+    // published (the capture stream held less than the source): a few such rounds, whatever
+    // the machine's speed.
+    const BATCH: usize = 5_000;
+    const ROUNDS: u64 = 3;
+    let mut lasts = BTreeMap::new();
+    let (mut rounds, mut published) = (0, 0u64);
+    while rounds < ROUNDS {
+        assert!(
+            published < 20 * BATCH as u64,
+            "the worker was never caught mid-batch"
+        );
+        // The batch waits in the source while the worker is paused, and is read at full speed
+        // once it resumes.
+        let taken = taken_in(addr);
+        signal(worker_pid, "STOP");
+        lasts = publish_batch(js, BATCH).await;
+        published += BATCH as u64;
+        signal(worker_pid, "CONT");
+        // Paused again as soon as it has taken in part of the batch.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while taken_in(addr) < taken + 200.0 {
+            assert!(
+                Instant::now() < deadline,
+                "no progress; log:\n{}",
+                worker.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        signal(worker_pid, "STOP");
+        let stored = settled(js, outputs).await;
+        if stored == published {
+            // Nothing outstanding: no round.
+            signal(worker_pid, "CONT");
+            continue;
+        }
+        signal(server_pid(server), "STOP");
+        signal(worker_pid, "CONT");
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        server.restart();
+        rounds += 1;
+        eprintln!(
+            "{:?} round {rounds}: the server froze with {stored} of {published} outputs stored, restarted",
+            started.elapsed()
+        );
+    }
+    (lasts, published)
 }
 
 /// Each round kills the server while the worker holds outputs the server never read: a batch
@@ -155,55 +225,10 @@ spec:
     );
     let addr = free_addr();
     let mut worker = spawn(&manifest, &server.url(), &checkpoints, "w1", &addr, &[]);
-    let worker_pid = worker.child.id();
     let started = Instant::now();
 
-    // A round counts when the server froze while the worker held outputs it had not yet
-    // published (the capture stream held less than the source): a few such rounds, whatever
-    // the machine's speed.
-    const BATCH: usize = 5_000;
-    const ROUNDS: u64 = 3;
-    let mut lasts = BTreeMap::new();
-    let (mut rounds, mut published) = (0, 0u64);
-    while rounds < ROUNDS {
-        assert!(
-            published < 20 * BATCH as u64,
-            "the worker was never caught mid-batch"
-        );
-        // The batch waits in the source while the worker is paused, and is read at full speed
-        // once it resumes.
-        let taken = taken_in(&addr);
-        signal(worker_pid, "STOP");
-        lasts = publish_batch(&js, BATCH).await;
-        published += BATCH as u64;
-        signal(worker_pid, "CONT");
-        // Paused again as soon as it has taken in part of the batch.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while taken_in(&addr) < taken + 200.0 {
-            assert!(
-                Instant::now() < deadline,
-                "no progress; log:\n{}",
-                worker.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        signal(worker_pid, "STOP");
-        let stored = settled(&js).await;
-        if stored == published {
-            // Nothing outstanding: no round.
-            signal(worker_pid, "CONT");
-            continue;
-        }
-        signal(server_pid(&server), "STOP");
-        signal(worker_pid, "CONT");
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
-        server.restart();
-        rounds += 1;
-        eprintln!(
-            "{:?} round {rounds}: the server froze with {stored} of {published} outputs stored, restarted",
-            started.elapsed()
-        );
-    }
+    let (lasts, published) =
+        restart_rounds(&mut server, &js, &worker, &addr, "capture", started).await;
     let expected: Vec<u64> = lasts.values().copied().collect();
     let total = published;
     assert_eq!(*expected.iter().max().unwrap(), total);
@@ -234,7 +259,7 @@ spec:
 
     eprintln!("{:?} every position committed", started.elapsed());
     // The capture stream may still be storing what it received.
-    settled(&js).await;
+    settled(&js, "capture").await;
     let seen = captured_sequences(&js).await;
     let missing: Vec<u64> = (1..=total).filter(|s| !seen.contains(s)).collect();
     assert!(
@@ -243,6 +268,84 @@ spec:
          positions were committed, first: {:?}; log:\n{}",
         missing.len(),
         &missing[..missing.len().min(10)],
+        worker.log_text()
+    );
+}
+
+/// The same rounds into a JetStream sink: the outputs the killed server never read are
+/// published again on the new connection (their acks will never come), and the sink stream
+/// drops the copies it already stored, so every source message is in it exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_to_jetstream_is_exactly_once_across_server_restarts() {
+    let mut server = NatsServer::start_with(
+        "pid_file: \"{dir}/nats.pid\"\njetstream {\n  store_dir: \"{dir}/jetstream\"\n  sync_interval: always\n}\n",
+    );
+    let js = server.jetstream().await;
+    create_stream(&js, "alerts", &["alerts.>"]).await;
+    create_stream(&js, "out", &["out.>"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let manifest = write_manifest(
+        dir.path(),
+        r#"
+apiVersion: jetflow.io/v1alpha1
+kind: Pipeline
+metadata:
+  name: js-js-restarts
+spec:
+  source:
+    jetstream:
+      stream: alerts
+      filterSubjects: ["alerts.a", "alerts.b"]
+  sink:
+    jetstream:
+      stream: out
+      subject: "out.{{subject}}"
+  checkpoint:
+    interval: 200ms
+"#,
+    );
+    let addr = free_addr();
+    let mut worker = spawn(&manifest, &server.url(), &checkpoints, "w1", &addr, &[]);
+    let started = Instant::now();
+    let (lasts, total) = restart_rounds(&mut server, &js, &worker, &addr, "out", started).await;
+    let expected: Vec<u64> = lasts.values().copied().collect();
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let positions: BTreeSet<u64> = read_checkpoint(&checkpoints, "js-js-restarts")
+            .splits
+            .values()
+            .map(|p| p.position)
+            .collect();
+        if expected.iter().all(|s| positions.contains(s)) {
+            break;
+        }
+        if let Ok(Some(status)) = worker.child.try_wait() {
+            panic!("worker exited with {status}; log:\n{}", worker.log_text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "positions {positions:?} never reached {expected:?}; log:\n{}",
+            worker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}; log:\n{}", worker.log_text());
+
+    settled(&js, "out").await;
+    let counts = sequence_counts(&js, "out").await;
+    let missing: Vec<u64> = (1..=total).filter(|s| !counts.contains_key(s)).collect();
+    let repeated: Vec<(u64, usize)> = counts.into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(
+        missing.is_empty() && repeated.is_empty(),
+        "of {total} source messages {} are missing from the sink stream (first {:?}) and {} are \
+         there more than once (first {:?}); log:\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        repeated.len(),
+        &repeated[..repeated.len().min(10)],
         worker.log_text()
     );
 }
