@@ -168,6 +168,61 @@ async fn stream_len(js: &jetstream::Context, name: &str) -> u64 {
         .messages
 }
 
+/// The rate a stream takes publishes with message ids from one connection that keeps 1,024
+/// acks in flight (as a split's window does) and reads nothing: the most any forwarder into one
+/// sink stream could reach on this server.
+async fn ceiling(js: &jetstream::Context, count: usize, size: usize, round: usize) -> f64 {
+    let payload = order_payload(size, 0);
+    let mut pending = std::collections::VecDeque::with_capacity(1024);
+    let started = Instant::now();
+    for i in 0..count {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("ceiling-{round}-{i}").as_str());
+        pending.push_back(
+            js.publish_with_headers(format!("ceil.s{}", i % 4), headers, payload.clone())
+                .await
+                .expect("publish"),
+        );
+        if pending.len() >= 1024 {
+            pending.pop_front().unwrap().await.expect("publish ack");
+        }
+    }
+    for ack in pending {
+        ack.await.expect("publish ack");
+    }
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The rate the source stream delivers to one pull consumer without acks when nothing is
+/// published: the most any reader of one split could reach on this server.
+async fn read_ceiling(js: &jetstream::Context, count: usize, name: &str) -> f64 {
+    let source = js.get_stream("src").await.expect("source stream");
+    let consumer: consumer::PullConsumer = source
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(name.to_owned()),
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .expect("read consumer");
+    let started = Instant::now();
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(500)
+        .max_bytes_per_batch(1 << 20)
+        .messages()
+        .await
+        .expect("messages");
+    for _ in 0..count {
+        messages
+            .next()
+            .await
+            .expect("a message")
+            .expect("a message, no error");
+    }
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
 /// The baseline: stop-and-wait per batch.
 async fn baseline(js: &jetstream::Context, count: usize, batch: usize, name: &str) -> f64 {
     let source = js.get_stream("src").await.expect("source stream");
@@ -817,7 +872,27 @@ async fn main() {
             "{size} B: map step cost {:.1} µs/msg of wall time (median)",
             median(step_costs)
         );
-        first_pass_through.get_or_insert((size, median(series[0].rates.clone())));
+        // What the sink stream takes at most: publishes with message ids and nothing to read.
+        let mut ceilings = Vec::new();
+        for round in 1..=3 {
+            recreate_stream(&js, "ceil", "ceil.>").await;
+            ceilings.push(ceiling(&js, count, size, round).await);
+        }
+        let (ceiling, pass_through) = (median(ceilings), median(series[0].rates.clone()));
+        println!(
+            "{size} B: the sink stream's ingest alone (publishes with message ids, 1,024 acks in flight, median of 3): {ceiling:.0} msg/s; the pass-through median is {:.2} of it",
+            pass_through / ceiling
+        );
+        let mut reads = Vec::new();
+        for round in 1..=3 {
+            reads.push(read_ceiling(&js, count, &format!("read-{size}-{round}")).await);
+        }
+        let reads = median(reads);
+        println!(
+            "{size} B: the source stream's delivery alone (a pull consumer without acks, nothing published, median of 3): {reads:.0} msg/s; the pass-through median is {:.2} of it",
+            pass_through / reads
+        );
+        first_pass_through.get_or_insert((size, pass_through));
     }
     if !sizes.is_empty() {
         println!();
