@@ -9,6 +9,7 @@
 //! received is recorded even while no subscriber could be connected.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -78,15 +79,6 @@ async fn captured_sequences(js: &jetstream::Context) -> BTreeSet<u64> {
         .collect()
 }
 
-/// How often each source sequence occurs among the outputs in `stream`.
-async fn sequence_counts(js: &jetstream::Context, stream: &str) -> BTreeMap<u64, usize> {
-    let mut counts = BTreeMap::new();
-    for record in read_all(js, stream).await {
-        *counts.entry(record.source_seq).or_default() += 1;
-    }
-    counts
-}
-
 /// Messages the worker took in from the source, over its splits (from its `/metrics`).
 fn taken_in(addr: &str) -> f64 {
     jetflow_testsupport::http::get_ok(addr, "/metrics").map_or(0.0, |text| {
@@ -123,6 +115,39 @@ async fn settled(js: &jetstream::Context, stream: &str) -> u64 {
             return now;
         }
         last = now;
+    }
+}
+
+/// A server whose pid file the rounds read and whose streams write through to disk, so that a
+/// kill loses nothing they stored.
+fn restartable_server() -> NatsServer {
+    NatsServer::start_with(
+        "pid_file: \"{dir}/nats.pid\"\njetstream {\n  store_dir: \"{dir}/jetstream\"\n  sync_interval: always\n}\n",
+    )
+}
+
+/// Waits until the committed positions of pipeline `name` include each of `expected` (the
+/// last sequence of each split), failing if the worker exits first.
+async fn wait_committed(worker: &mut Worker, checkpoints: &Path, name: &str, expected: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let positions: BTreeSet<u64> = read_checkpoint(checkpoints, name)
+            .splits
+            .values()
+            .map(|p| p.position)
+            .collect();
+        if expected.iter().all(|s| positions.contains(s)) {
+            return;
+        }
+        if let Ok(Some(status)) = worker.child.try_wait() {
+            panic!("worker exited with {status}; log:\n{}", worker.log_text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "positions {positions:?} never reached {expected:?}; log:\n{}",
+            worker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -195,10 +220,7 @@ async fn restart_rounds(
 /// on the same port and store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_to_core_is_at_least_once_across_server_restarts() {
-    // The capture stream writes through to disk, so a kill loses nothing it stored.
-    let mut server = NatsServer::start_with(
-        "pid_file: \"{dir}/nats.pid\"\njetstream {\n  store_dir: \"{dir}/jetstream\"\n  sync_interval: always\n}\n",
-    );
+    let mut server = restartable_server();
     let js = server.jetstream().await;
     create_stream(&js, "alerts", &["alerts.>"]).await;
     create_stream(&js, "capture", &["notify.>"]).await;
@@ -234,26 +256,7 @@ spec:
     assert_eq!(*expected.iter().max().unwrap(), total);
 
     // Every split's committed position reaches the end of the source.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let positions: BTreeSet<u64> = read_checkpoint(&checkpoints, "js-core-restarts")
-            .splits
-            .values()
-            .map(|p| p.position)
-            .collect();
-        if expected.iter().all(|s| positions.contains(s)) {
-            break;
-        }
-        if let Ok(Some(status)) = worker.child.try_wait() {
-            panic!("worker exited with {status}; log:\n{}", worker.log_text());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "positions {positions:?} never reached {expected:?}; log:\n{}",
-            worker.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_committed(&mut worker, &checkpoints, "js-core-restarts", &expected).await;
     let status = worker.terminate(Duration::from_secs(30));
     assert!(status.success(), "{status}; log:\n{}", worker.log_text());
 
@@ -277,9 +280,7 @@ spec:
 /// drops the copies it already stored, so every source message is in it exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_to_jetstream_is_exactly_once_across_server_restarts() {
-    let mut server = NatsServer::start_with(
-        "pid_file: \"{dir}/nats.pid\"\njetstream {\n  store_dir: \"{dir}/jetstream\"\n  sync_interval: always\n}\n",
-    );
+    let mut server = restartable_server();
     let js = server.jetstream().await;
     create_stream(&js, "alerts", &["alerts.>"]).await;
     create_stream(&js, "out", &["out.>"]).await;
@@ -311,41 +312,10 @@ spec:
     let (lasts, total) = restart_rounds(&mut server, &js, &worker, &addr, "out", started).await;
     let expected: Vec<u64> = lasts.values().copied().collect();
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let positions: BTreeSet<u64> = read_checkpoint(&checkpoints, "js-js-restarts")
-            .splits
-            .values()
-            .map(|p| p.position)
-            .collect();
-        if expected.iter().all(|s| positions.contains(s)) {
-            break;
-        }
-        if let Ok(Some(status)) = worker.child.try_wait() {
-            panic!("worker exited with {status}; log:\n{}", worker.log_text());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "positions {positions:?} never reached {expected:?}; log:\n{}",
-            worker.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_committed(&mut worker, &checkpoints, "js-js-restarts", &expected).await;
     let status = worker.terminate(Duration::from_secs(30));
     assert!(status.success(), "{status}; log:\n{}", worker.log_text());
 
     settled(&js, "out").await;
-    let counts = sequence_counts(&js, "out").await;
-    let missing: Vec<u64> = (1..=total).filter(|s| !counts.contains_key(s)).collect();
-    let repeated: Vec<(u64, usize)> = counts.into_iter().filter(|(_, n)| *n > 1).collect();
-    assert!(
-        missing.is_empty() && repeated.is_empty(),
-        "of {total} source messages {} are missing from the sink stream (first {:?}) and {} are \
-         there more than once (first {:?}); log:\n{}",
-        missing.len(),
-        &missing[..missing.len().min(10)],
-        repeated.len(),
-        &repeated[..repeated.len().min(10)],
-        worker.log_text()
-    );
+    assert_exactly_once(&read_all(&js, "out").await, 1..=total);
 }
