@@ -669,6 +669,15 @@ impl<S: Sink> SplitTask<S> {
         self.take_snapshot().await
     }
 
+    /// What sending an entry needs (see [`Sender`]).
+    fn sender(&self) -> Sender<'_, S> {
+        Sender {
+            shared: &self.shared,
+            ids: &self.ids,
+            replies: self.acks.reply_to(),
+        }
+    }
+
     /// How many more messages the window takes now: bounded by `max_pending` entries and by
     /// the split's share of the worker's pending bytes (at most `max_pending_bytes`), the
     /// latter counted in messages of the size last seen. An empty window always takes one.
@@ -748,7 +757,7 @@ impl<S: Sink> SplitTask<S> {
                     continue;
                 }
                 let (seq, kind) = (self.window[index].seq, &self.window[index].kind);
-                match resend(&self.shared, &self.ids, self.acks.reply_to(), seq, kind).await {
+                match self.sender().send(seq, kind).await {
                     Ok(confirmation) => self.window[index].awaits(confirmation),
                     // Stays unconfirmed (at its old generation): the next round sends it again.
                     Err(e) => {
@@ -823,7 +832,7 @@ impl<S: Sink> SplitTask<S> {
                 continue;
             }
             let (seq, kind) = (self.window[index].seq, &self.window[index].kind);
-            match resend(&self.shared, &self.ids, self.acks.reply_to(), seq, kind).await {
+            match self.sender().send(seq, kind).await {
                 Ok(confirmation) => {
                     self.window[index].awaits(confirmation);
                     resent += 1;
@@ -856,15 +865,7 @@ impl<S: Sink> SplitTask<S> {
         };
         for attempt in 1..=PUBLISH_ATTEMPTS {
             tokio::time::sleep(Duration::from_millis(100u64 << attempt)).await;
-            match resend(
-                &self.shared,
-                &self.ids,
-                self.acks.reply_to(),
-                entry.seq,
-                &entry.kind,
-            )
-            .await
-            {
+            match self.sender().send(entry.seq, &entry.kind).await {
                 Ok(confirmation @ Confirmation::Sent { .. }) => {
                     // A Core publish: confirmed by the window's next round trip.
                     entry.awaits(confirmation);
@@ -904,15 +905,7 @@ impl<S: Sink> SplitTask<S> {
 
     /// Sends an entry; a publish that cannot even be sent is retried like a failed ack.
     async fn push(&mut self, mut entry: InFlight) -> Result<(), SplitError> {
-        match resend(
-            &self.shared,
-            &self.ids,
-            self.acks.reply_to(),
-            entry.seq,
-            &entry.kind,
-        )
-        .await
-        {
+        match self.sender().send(entry.seq, &entry.kind).await {
             Ok(confirmation) => entry.awaits(confirmation),
             Err(e) => {
                 self.metrics.error(e.category());
@@ -1024,15 +1017,7 @@ impl<S: Sink> SplitTask<S> {
                     deadline: None,
                     sent: None,
                 };
-                match resend(
-                    &self.shared,
-                    &self.ids,
-                    self.acks.reply_to(),
-                    seq,
-                    &dead.kind,
-                )
-                .await
-                {
+                match self.sender().send(seq, &dead.kind).await {
                     Ok(confirmation) => dead.awaits(confirmation),
                     Err(source) => {
                         return Err(SplitError::Deliver {
@@ -1265,38 +1250,47 @@ impl<S: Sink> SplitTask<S> {
     }
 }
 
-/// Sends (again) what an entry stands for. A free function, not a method: the task's window
-/// holds futures that are `Send` but not `Sync`, so `&SplitTask` cannot cross an await.
-async fn resend<S: Sink>(
-    shared: &Shared<S>,
-    ids: &MessageIds,
-    replies: Option<&ReplyTo>,
-    seq: u64,
-    kind: &Kind,
-) -> Result<Confirmation, SinkError> {
-    match kind {
-        Kind::Marker => Ok(Confirmation::Done),
-        Kind::Output(output) => send_output(shared, ids, replies, seq, output).await,
-        Kind::DeadLetter {
-            message,
-            step,
-            kind,
-            error,
-        } => {
-            let failure = Failure {
+/// What sending an entry needs, borrowed from the task's fields rather than `&SplitTask`: the
+/// task's window holds futures that are `Send` but not `Sync`, so `&SplitTask` cannot cross an
+/// await.
+struct Sender<'a, S> {
+    shared: &'a Shared<S>,
+    ids: &'a MessageIds,
+    replies: Option<&'a ReplyTo>,
+}
+
+impl<S: Sink> Sender<'_, S> {
+    /// Sends (again) what an entry stands for.
+    async fn send(self, seq: u64, kind: &Kind) -> Result<Confirmation, SinkError> {
+        let Self {
+            shared,
+            ids,
+            replies,
+        } = self;
+        match kind {
+            Kind::Marker => Ok(Confirmation::Done),
+            Kind::Output(output) => send_output(shared, ids, replies, seq, output).await,
+            Kind::DeadLetter {
+                message,
                 step,
                 kind,
-                message: error,
-            };
-            shared
-                .dead_letters
-                .send(
-                    message,
-                    &shared.source,
-                    ids.dead_letter_id(message.seq),
-                    failure,
-                )
-                .await
+                error,
+            } => {
+                let failure = Failure {
+                    step,
+                    kind,
+                    message: error,
+                };
+                shared
+                    .dead_letters
+                    .send(
+                        message,
+                        &shared.source,
+                        ids.dead_letter_id(message.seq),
+                        failure,
+                    )
+                    .await
+            }
         }
     }
 }
