@@ -9,7 +9,9 @@
 //! acks straight from that subscription and matches them to its window by token, so an output
 //! costs no per-publish channel, inbox name or response routing in the client, and a successful
 //! ack is recognised without decoding it (only an error is parsed). Without a reply inbox (its
-//! subscription failed) a publish goes through the client's JetStream context as a request. The ack names the stream that stored the output;
+//! subscription failed) a publish goes through the client's JetStream context as a request.
+//!
+//! The ack names the stream that stored the output;
 //! no `Nats-Expected-Stream` header is sent with each message, since it costs the server a
 //! header per message, and the operator checks that the sink stream captures the subjects.
 
@@ -77,6 +79,11 @@ impl ReplyTo {
         subject.push_str(itoa::Buffer::new().format(token));
         (token, Subject::from(subject))
     }
+
+    /// The token a reply subject carries, if it is one of these.
+    fn token_of(&self, subject: &str) -> Option<u64> {
+        subject.strip_prefix(self.prefix.as_str())?.parse().ok()
+    }
 }
 
 /// A split's reply inbox: where its publishes ask for acks, and the subscription they arrive on.
@@ -92,17 +99,7 @@ impl Replies {
     /// The token an ack answers, and what it says: confirmed (also as a duplicate), or the
     /// error the server gave. `None` for a message that is no ack of this inbox.
     pub fn outcome(&self, ack: &Message) -> Option<(u64, Result<(), PublishError>)> {
-        Self::match_token(&self.to, ack)
-    }
-
-    fn match_token(to: &ReplyTo, ack: &Message) -> Option<(u64, Result<(), PublishError>)> {
-        let token = ack
-            .subject
-            .as_str()
-            .strip_prefix(to.prefix.as_str())?
-            .parse()
-            .ok()?;
-        Some((token, outcome(ack)))
+        Some((self.to.token_of(&ack.subject)?, outcome(ack)))
     }
 }
 
@@ -260,8 +257,8 @@ mod tests {
         let replies_of = |subject: &str| {
             let mut message = ack(r#"{"stream":"out","seq":1}"#, None);
             message.subject = Subject::from(subject);
-            let (token, outcome) = Replies::match_token(&to, &message)?;
-            Some((token, outcome.is_ok()))
+            let token = to.token_of(&message.subject)?;
+            Some((token, outcome(&message).is_ok()))
         };
         assert_eq!(replies_of("_INBOX.abc.41"), Some((41, true)));
         assert_eq!(replies_of("_INBOX.abc.x"), None);
