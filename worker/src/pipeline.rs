@@ -322,11 +322,16 @@ impl Runner<PipelineSink> {
             }
         };
         let (sink, template, max_pending) = match (&spec.sink.jetstream, &spec.sink.core) {
-            (Some(sink), _) => (
-                PipelineSink::JetStream(Box::new(JetStreamSink::new(client.clone(), &sink.stream))),
-                &sink.subject,
-                sink.max_pending,
-            ),
+            (Some(sink), _) => {
+                let jetstream = JetStreamSink::new(client.clone(), &sink.stream);
+                // The subjects outputs are checked against before they are published.
+                jetstream.refresh().await;
+                (
+                    PipelineSink::JetStream(Box::new(jetstream)),
+                    &sink.subject,
+                    sink.max_pending,
+                )
+            }
             (None, Some(sink)) => (
                 PipelineSink::Core(CoreSink::new(client.clone())),
                 &sink.subject,

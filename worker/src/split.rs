@@ -70,9 +70,12 @@ use crate::evaluator::{Evaluator, evaluate, nats_headers};
 use crate::metrics::SplitMetrics;
 use crate::pipeline::read::Reads;
 use crate::sink::dead_letter::{DeadLetters, Failure};
-use crate::sink::headers::{MessageIds, output_headers};
+use crate::sink::headers::{MessageIds, output_headers, wire_len};
 use crate::sink::jetstream::{Replies, ReplyTo};
-use crate::sink::{Confirmation, OutputMessage, Refusal, Sink, SinkError, SubjectTemplate};
+use crate::sink::{
+    Confirmation, OutputMessage, Refusal, Sink, SinkError, SubjectTemplate, check_publish_subject,
+    quoted,
+};
 use crate::source::{AckToken, Incarnation, Read, SourceError, SourceMessage};
 
 /// How often a failed publish is tried again before the split gives up.
@@ -531,6 +534,9 @@ pub struct SplitTask<S> {
     last_size: usize,
     /// The split's publish acks.
     acks: Acks,
+    /// The source sequence of the last message an output of which the sink refused: the
+    /// message gets one outcome of the error policy, however many of its outputs are refused.
+    refused: Option<u64>,
 }
 
 impl<S: Sink> SplitTask<S> {
@@ -565,6 +571,7 @@ impl<S: Sink> SplitTask<S> {
             last_skip_log: None,
             last_size: 0,
             acks: Acks::default(),
+            refused: None,
         }
     }
 
@@ -773,15 +780,7 @@ impl<S: Sink> SplitTask<S> {
         if let Some(failed) = done.failed.take() {
             let (entry, error) = *failed;
             self.metrics.error("publish_ack");
-            let error = if matches!(entry.kind, Kind::DeadLetter { .. }) {
-                // "No stream" for a dead letter is named as such.
-                self.shared.dead_letters.publish_error(error)
-            } else {
-                SinkError::Confirm {
-                    subject: String::new(),
-                    source: error,
-                }
-            };
+            let error = unconfirmed(&self.shared, &entry.kind, error).await;
             let delivered = match error.refusal() {
                 Some(refusal) => Err((entry, refusal, error)),
                 None => {
@@ -852,17 +851,6 @@ impl<S: Sink> SplitTask<S> {
     /// (`Ok(Err)`: for the error policy), or gives up (an error).
     async fn redeliver(&mut self, mut entry: InFlight, mut last: SinkError) -> Redelivered {
         let shared = Arc::clone(&self.shared);
-        let dead_letter = matches!(entry.kind, Kind::DeadLetter { .. });
-        let unconfirmed = |source: PublishError| {
-            if dead_letter {
-                shared.dead_letters.publish_error(source)
-            } else {
-                SinkError::Confirm {
-                    subject: String::new(),
-                    source,
-                }
-            }
-        };
         for attempt in 1..=PUBLISH_ATTEMPTS {
             tokio::time::sleep(Duration::from_millis(100u64 << attempt)).await;
             match self.sender().send(entry.seq, &entry.kind).await {
@@ -885,7 +873,7 @@ impl<S: Sink> SplitTask<S> {
                             entry.sent = None;
                             return Ok(Ok(entry));
                         }
-                        Err(source) => last = unconfirmed(source),
+                        Err(source) => last = unconfirmed(&shared, &entry.kind, source).await,
                     }
                 }
                 Err(e) => last = e,
@@ -997,6 +985,20 @@ impl<S: Sink> SplitTask<S> {
                 source: error,
             });
         };
+        if self.refused == Some(seq) {
+            // Another output of a message already set aside (a fan-out): it stands for nothing.
+            tracing::debug!(split = %self.name, seq, index = output.index, kind = refusal.kind(), "another output of a refused message refused");
+            return Ok(Some(InFlight {
+                seq,
+                last,
+                ack,
+                kind: Kind::Marker,
+                confirm: None,
+                deadline: None,
+                sent: None,
+            }));
+        }
+        self.refused = Some(seq);
         self.metrics.error("sink_refused");
         let text = error.to_string();
         match self.shared.policy {
@@ -1078,6 +1080,9 @@ impl<S: Sink> SplitTask<S> {
                     return self.failed(message, "sink.subject", "template", text).await;
                 }
             };
+            if let Err(error) = admit(&shared.sink, &subject).await {
+                return self.refuse(message, error).await;
+            }
             let (seq, ack, payload) = (message.seq, message.ack.clone(), message.payload.clone());
             return self
                 .push(InFlight {
@@ -1144,10 +1149,18 @@ impl<S: Sink> SplitTask<S> {
             });
             return Ok(());
         }
+        // Every output is checked before any is published (subjects, routing, sizes), so
+        // that what the worker can tell fails the message whole; see `admit_all`.
+        if let Err(error) = Self::admit_all(&shared, &self.ids, &message, &outputs, &rendered).await
+        {
+            return self.refuse(message, error).await;
+        }
         let count = outputs.len();
         for (index, (output, subject)) in outputs.into_iter().zip(rendered).enumerate() {
-            if self.snapshot.stopped.is_some() {
-                // An earlier output was refused under the `Stop` policy.
+            // A fan-out fills the window one output at a time, within its bounds.
+            self.make_room().await?;
+            if self.snapshot.stopped.is_some() || self.refused == Some(message.seq) {
+                // An earlier output was refused: the message has had its outcome.
                 break;
             }
             let last = index + 1 == count;
@@ -1178,6 +1191,112 @@ impl<S: Sink> SplitTask<S> {
         Ok(())
     }
 
+    /// Checks every output of a message before any is published: its subject can be
+    /// published on and the sink takes it ([`Sink::admit`]: the sink stream captures it), and,
+    /// for a message of several outputs, each fits the server's `max_payload` with its headers
+    /// (a single output that does not is refused by the client when sent, which fails its
+    /// message whole as well). Refusals only the server can make (a full sink stream, its
+    /// `maxMsgSize`, an ack from another stream) come after some outputs may have been
+    /// stored: see [`SplitTask::refused`].
+    async fn admit_all(
+        shared: &Shared<S>,
+        ids: &MessageIds,
+        message: &SourceMessage,
+        outputs: &[jetflow_steps::Output],
+        subjects: &[Subject],
+    ) -> Result<(), SinkError> {
+        let mut previous: Option<&Subject> = None;
+        for subject in subjects {
+            // Fan-outs mostly repeat one subject: checked once.
+            if previous != Some(subject) {
+                admit(&shared.sink, subject).await?;
+                previous = Some(subject);
+            }
+        }
+        let Some(max_payload) = shared.sink.max_payload() else {
+            return Ok(());
+        };
+        if outputs.len() < 2 {
+            return Ok(());
+        }
+        let source_headers = message.headers.as_ref().map_or(0, wire_len);
+        for (index, output) in outputs.iter().enumerate() {
+            let carried = match &output.headers {
+                OutputHeaders::Unchanged => source_headers,
+                OutputHeaders::Changed(None) => 0,
+                OutputHeaders::Changed(Some(headers)) => headers
+                    .iter()
+                    .map(|(name, value)| name.len() + value.len() + 4)
+                    .sum::<usize>(),
+            };
+            // jetflow's own headers (message id, source) take far less than this: only an
+            // output near the limit has its headers built to be measured.
+            let bound = output.payload.len() + carried + 1024 + 2 * message.subject.len();
+            if bound <= max_payload {
+                continue;
+            }
+            let own = match &output.headers {
+                OutputHeaders::Unchanged => None,
+                OutputHeaders::Changed(headers) => Some(headers.as_ref().map(nats_headers)),
+            };
+            let headers = output_headers(
+                own.as_ref()
+                    .map_or(message.headers.as_ref(), Option::as_ref),
+                ids.id(message.seq, index),
+                &shared.source,
+                &message.subject,
+                message.seq,
+            );
+            let size = output.payload.len() + wire_len(&headers);
+            if size > max_payload {
+                return Err(SinkError::OverMaxPayload {
+                    index,
+                    size,
+                    max_payload,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the error policy to a message whose outputs the sink refused before any was
+    /// published: a failure of the step `sink` with the refusal's kind.
+    async fn refuse(
+        &mut self,
+        message: Arc<SourceMessage>,
+        error: SinkError,
+    ) -> Result<(), SplitError> {
+        let kind = error.refusal().map_or("publish", Refusal::kind);
+        tracing::warn!(split = %self.name, seq = message.seq, kind, error = %error, policy = ?self.shared.policy, "the sink refuses a message's output; the error policy applies to the message");
+        self.failed(message, "sink", kind, error.to_string()).await
+    }
+
+    /// Waits until the window has room for one more output (in entries and in bytes), taking
+    /// the confirmations that make it: a fan-out (one message, many outputs) stays within the
+    /// window's bounds as a stream of single messages does. An empty window always has room.
+    async fn make_room(&mut self) -> Result<(), SplitError> {
+        loop {
+            let bytes = self
+                .shared
+                .budget
+                .pending_bytes(self.shared.max_pending_bytes)
+                .max(1);
+            if self.window.is_empty()
+                || (self.window.len() < self.shared.max_pending && self.window.bytes < bytes)
+            {
+                return Ok(());
+            }
+            if self.window.front().is_some_and(|e| e.sent.is_some()) {
+                // Core publishes: confirmed by a round trip.
+                self.round_trip().await?;
+                continue;
+            }
+            let (window, acks) = (&mut self.window, &mut self.acks);
+            let done = std::future::poll_fn(|cx| poll_window(window, acks, cx)).await;
+            self.confirmed(done).await?;
+        }
+    }
+
     /// Applies the error policy to a message that failed.
     async fn failed(
         &mut self,
@@ -1190,7 +1309,9 @@ impl<S: Sink> SplitTask<S> {
             "parse" => "step_parse",
             "eval" => "step_eval",
             "timeout" => "step_timeout",
-            _ => "template",
+            "template" => "template",
+            // A refusal found before publishing (see `refuse`).
+            _ => "sink_refused",
         });
         match self.shared.policy {
             ErrorAction::Dlq => {
@@ -1324,4 +1445,27 @@ async fn send_output<S: Sink>(
             replies,
         )
         .await
+}
+
+/// Checks that an output on `subject` can be published and that the sink takes it.
+async fn admit<S: Sink>(sink: &S, subject: &str) -> Result<(), SinkError> {
+    check_publish_subject(subject).map_err(|reason| SinkError::InvalidSubject {
+        subject: quoted(subject),
+        reason,
+    })?;
+    sink.admit(subject).await
+}
+
+/// The error of an entry whose confirmation failed with `source`: for an output, as the sink
+/// names it (a refusal where it can never take it); for a dead letter, "no stream" named as
+/// such.
+async fn unconfirmed<S: Sink>(shared: &Shared<S>, kind: &Kind, source: PublishError) -> SinkError {
+    match kind {
+        Kind::DeadLetter { .. } => shared.dead_letters.publish_error(source),
+        Kind::Output(output) => shared.sink.unconfirmed(&output.subject, source).await,
+        Kind::Marker => SinkError::Confirm {
+            subject: String::new(),
+            source,
+        },
+    }
 }

@@ -136,6 +136,10 @@ impl Sink for CoreSink {
     fn deduplicates(&self) -> bool {
         false
     }
+
+    fn max_payload(&self) -> Option<usize> {
+        Some(self.connection.client().max_payload())
+    }
 }
 
 /// The sink of a pipeline: JetStream (exactly once by message id) or NATS Core (at least once).
@@ -177,6 +181,31 @@ impl Sink for PipelineSink {
         match self {
             Self::JetStream(sink) => sink.deduplicates(),
             Self::Core(sink) => sink.deduplicates(),
+        }
+    }
+
+    async fn admit(&self, subject: &str) -> Result<(), SinkError> {
+        match self {
+            Self::JetStream(sink) => sink.admit(subject).await,
+            Self::Core(sink) => sink.admit(subject).await,
+        }
+    }
+
+    async fn unconfirmed(
+        &self,
+        subject: &str,
+        source: async_nats::jetstream::context::PublishError,
+    ) -> SinkError {
+        match self {
+            Self::JetStream(sink) => sink.unconfirmed(subject, source).await,
+            Self::Core(sink) => sink.unconfirmed(subject, source).await,
+        }
+    }
+
+    fn max_payload(&self) -> Option<usize> {
+        match self {
+            Self::JetStream(sink) => sink.max_payload(),
+            Self::Core(sink) => sink.max_payload(),
         }
     }
 }

@@ -131,6 +131,19 @@ pub fn output_headers(
     headers
 }
 
+/// The bytes `headers` take on the wire (`NATS/1.0`, a line per value, the blank line), as the
+/// server counts them against `max_payload`.
+pub fn wire_len(headers: &HeaderMap) -> usize {
+    let mut len = b"NATS/1.0\r\n".len() + b"\r\n".len();
+    for (name, values) in headers.iter() {
+        let name: &str = name.as_ref();
+        for value in values {
+            len += name.len() + b": ".len() + value.as_str().len() + b"\r\n".len();
+        }
+    }
+    len
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,20 +238,6 @@ mod tests {
         );
         assert_eq!(source(&h).stream, Some("orders"));
         assert_eq!(source(&h).subject, "orders.eu");
-    }
-
-    /// The serialized size of a header block (`NATS/1.0\r\n`, `name: value\r\n` each, `\r\n`).
-    fn wire_len(h: &HeaderMap) -> usize {
-        h.iter()
-            .map(|(name, values)| {
-                let name: &str = name.as_ref();
-                values
-                    .iter()
-                    .map(|v| name.len() + 2 + v.as_str().len() + 2)
-                    .sum::<usize>()
-            })
-            .sum::<usize>()
-            + "NATS/1.0\r\n\r\n".len()
     }
 
     #[test]

@@ -11,17 +11,24 @@
 //! ack is recognised without decoding it (only an error is parsed). Without a reply inbox (its
 //! subscription failed) a publish goes through the client's JetStream context as a request.
 //!
-//! The ack names the stream that stored the output;
-//! no `Nats-Expected-Stream` header is sent with each message, since it costs the server a
-//! header per message, and the operator checks that the sink stream captures the subjects.
+//! Routing is checked twice, without a `Nats-Expected-Stream` header per message (which costs
+//! the server a header per message). Before publishing, an output's subject must be one the
+//! sink stream captures (its subjects, read when the sink starts and again whenever an ack says
+//! they changed); one it does not capture is refused unpublished, as `wrong_stream` (naming the
+//! stream that does capture it) or `no_stream` ([`Sink::admit`]). After publishing, the ack
+//! names the stream that stored the output: an ack from any other stream is a `wrong_stream`
+//! refusal, and "no responders" for a subject the sink stream no longer captures a `no_stream`
+//! one ([`Sink::unconfirmed`]). Both go to the pipeline's error policy; an output stored in
+//! another stream cannot be unstored, but it is never published again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
-use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::context::{GetStreamByNameErrorKind, PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::{Message, StatusCode, Subject, Subscriber};
 
-use super::{ACK_TIMEOUT, Confirmation, OutputMessage, Sink, SinkError};
+use super::{ACK_TIMEOUT, Confirmation, OutputMessage, Sink, SinkError, StoredElsewhere, quoted};
 
 /// Far above any sum of split windows (`maxPending` is at most 100,000 per split).
 const CONTEXT_ACK_LIMIT: usize = 1 << 24;
@@ -42,6 +49,8 @@ pub struct JetStreamSink {
     client: async_nats::Client,
     js: jetstream::Context,
     stream: String,
+    /// The sink stream's subjects as last read (`None`: not read yet, or it could not be).
+    captures: Arc<RwLock<Option<Arc<[String]>>>>,
 }
 
 impl JetStreamSink {
@@ -53,12 +62,39 @@ impl JetStreamSink {
             js: windowed_context(client.clone()),
             client,
             stream: stream.to_owned(),
+            captures: Arc::default(),
         }
     }
 
     /// The stream written to.
     pub fn stream(&self) -> &str {
         &self.stream
+    }
+
+    /// Reads the sink stream's subjects again (kept as they were when it cannot be read now).
+    pub async fn refresh(&self) {
+        match self.js.get_stream(&self.stream).await {
+            Ok(found) => {
+                let subjects: Arc<[String]> = found.cached_info().config.subjects.clone().into();
+                *self.captures.write().expect("not poisoned") = Some(subjects);
+            }
+            Err(e) => {
+                tracing::debug!(stream = %self.stream, error = %e, "cannot read the sink stream's subjects");
+            }
+        }
+    }
+
+    /// Whether the sink stream captures `subject`, as its subjects were last read (`None`:
+    /// unknown, or a stream without subjects of its own).
+    fn captures(&self, subject: &str) -> Option<(bool, Arc<[String]>)> {
+        let captures = self.captures.read().expect("not poisoned").clone()?;
+        if captures.is_empty() {
+            return None;
+        }
+        let captured = captures
+            .iter()
+            .any(|filter| jetflow_crds::validate::subjects_overlap(filter, subject));
+        Some((captured, captures))
     }
 }
 
@@ -93,39 +129,68 @@ pub struct Replies {
     pub to: ReplyTo,
     /// The acks, in the order the server sent them.
     pub acks: Subscriber,
+    /// The stream the acks must come from.
+    stored: Stored,
 }
 
 impl Replies {
     /// The token an ack answers, and what it says: confirmed (also as a duplicate), or the
     /// error the server gave. `None` for a message that is no ack of this inbox.
     pub fn outcome(&self, ack: &Message) -> Option<(u64, Result<(), PublishError>)> {
-        Some((self.to.token_of(&ack.subject)?, outcome(ack)))
+        Some((self.to.token_of(&ack.subject)?, outcome(ack, &self.stored)))
     }
 }
 
-/// What a publish ack says. A successful ack (`{"stream":…,"seq":…}`, perhaps with
-/// `"duplicate":true`) is recognised without decoding it; an error is decoded for its code
-/// (which decides whether the sink refuses the message for good).
-fn outcome(ack: &Message) -> Result<(), PublishError> {
+/// The sink stream, as a successful ack from it begins: `{"stream":"<name>"`.
+#[derive(Debug)]
+struct Stored {
+    name: String,
+    prefix: Vec<u8>,
+}
+
+impl Stored {
+    fn new(stream: &str) -> Self {
+        Self {
+            name: stream.to_owned(),
+            prefix: format!("{{\"stream\":\"{stream}\"").into_bytes(),
+        }
+    }
+}
+
+/// What a publish ack says. A successful ack from the sink stream (`{"stream":…,"seq":…}`,
+/// perhaps with `"duplicate":true`) is recognised without decoding it; an error, or an ack
+/// from another stream, is decoded (the error's code decides whether the sink refuses the
+/// message for good; another stream is a refusal).
+fn outcome(ack: &Message, stored: &Stored) -> Result<(), PublishError> {
     if ack.status == Some(StatusCode::NO_RESPONDERS) {
         return Err(PublishError::new(PublishErrorKind::StreamNotFound));
     }
     let payload = ack.payload.as_ref();
-    if !payload.windows(7).any(|w| w == b"\"error\"") {
-        return if payload.starts_with(b"{") {
-            Ok(())
-        } else {
-            Err(PublishError::new(PublishErrorKind::Other))
-        };
+    let error = payload.windows(7).any(|w| w == b"\"error\"");
+    if !error && payload.starts_with(&stored.prefix) {
+        return Ok(());
+    }
+    if error {
+        #[derive(serde::Deserialize)]
+        struct Refused {
+            error: jetstream::Error,
+        }
+        if let Ok(Refused { error }) = serde_json::from_slice::<Refused>(payload) {
+            return Err(PublishError::with_source(PublishErrorKind::Other, error));
+        }
+        // `"error"` elsewhere (a stream named so): an ack like any other.
     }
     #[derive(serde::Deserialize)]
-    struct Refused {
-        error: jetstream::Error,
+    struct Ack {
+        stream: String,
     }
-    match serde_json::from_slice::<Refused>(payload) {
-        Ok(Refused { error }) => Err(PublishError::with_source(PublishErrorKind::Other, error)),
-        // `"error"` elsewhere (a stream named so): an ack like any other.
-        Err(_) => Ok(()),
+    match serde_json::from_slice::<Ack>(payload) {
+        Ok(Ack { stream }) if stream == stored.name => Ok(()),
+        Ok(Ack { stream }) => Err(PublishError::with_source(
+            PublishErrorKind::Other,
+            StoredElsewhere { stream },
+        )),
+        Err(_) => Err(PublishError::new(PublishErrorKind::Other)),
     }
 }
 
@@ -139,6 +204,7 @@ impl Sink for JetStreamSink {
                     next: AtomicU64::new(0),
                 },
                 acks,
+                stored: Stored::new(&self.stream),
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot subscribe to a reply inbox for publish acks; publishing as requests");
@@ -174,7 +240,7 @@ impl Sink for JetStreamSink {
         }
         let publish = PublishMessage::build().payload(payload).headers(headers);
         match self.js.send_publish(subject.clone(), publish).await {
-            Ok(ack) => Ok(Confirmation::ack(ack)),
+            Ok(ack) => Ok(Confirmation::ack_from(ack, &self.stream)),
             Err(source) => Err(SinkError::Publish {
                 subject: subject.to_string(),
                 source,
@@ -189,6 +255,70 @@ impl Sink for JetStreamSink {
 
     fn deduplicates(&self) -> bool {
         true
+    }
+
+    async fn admit(&self, subject: &str) -> Result<(), SinkError> {
+        let Some((false, captures)) = self.captures(subject) else {
+            return Ok(());
+        };
+        // Not the sink stream's: name the stream that captures it, if any. An answer that
+        // says neither leaves it to the publish and its ack.
+        match self.js.stream_by_subject(subject).await {
+            Ok(stream) if stream != self.stream => Err(SinkError::WrongStream {
+                subject: quoted(subject),
+                stream,
+                sink: self.stream.clone(),
+                stored: false,
+            }),
+            Ok(_) => {
+                // The sink stream captures it now: its subjects changed.
+                self.refresh().await;
+                Ok(())
+            }
+            Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => Err(SinkError::NoStream {
+                subject: quoted(subject),
+                sink: self.stream.clone(),
+                captures: captures.to_vec(),
+            }),
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn unconfirmed(&self, subject: &str, source: PublishError) -> SinkError {
+        let elsewhere = std::error::Error::source(&source)
+            .and_then(|e| e.downcast_ref::<StoredElsewhere>())
+            .map(|e| e.stream.clone());
+        if let Some(stream) = elsewhere {
+            // The sink stream's subjects may have changed: the next outputs are checked against
+            // them before they are published.
+            self.refresh().await;
+            return SinkError::WrongStream {
+                subject: quoted(subject),
+                stream,
+                sink: self.stream.clone(),
+                stored: true,
+            };
+        }
+        if source.kind() == PublishErrorKind::StreamNotFound {
+            // No responders: a refusal when the sink stream (read again now) does not capture
+            // the subject; otherwise JetStream may be starting, and the publish is tried again.
+            self.refresh().await;
+            if let Some((false, captures)) = self.captures(subject) {
+                return SinkError::NoStream {
+                    subject: quoted(subject),
+                    sink: self.stream.clone(),
+                    captures: captures.to_vec(),
+                };
+            }
+        }
+        SinkError::Confirm {
+            subject: quoted(subject),
+            source,
+        }
+    }
+
+    fn max_payload(&self) -> Option<usize> {
+        Some(self.client.max_payload())
     }
 }
 
@@ -223,12 +353,39 @@ mod tests {
         assert_eq!(to.next(), (42, Subject::from("_INBOX.abc.42")));
     }
 
+    fn outcome(ack: &Message) -> Result<(), PublishError> {
+        super::outcome(ack, &Stored::new("out"))
+    }
+
+    #[test]
+    fn an_ack_from_another_stream_names_it() {
+        for payload in [
+            r#"{"stream":"ORDERS","seq":7}"#,
+            r#"{"stream":"out2","seq":7}"#,
+            r#"{"seq":7,"stream":"ORDERS"}"#,
+        ] {
+            let refused = outcome(&ack(payload, None)).expect_err(payload);
+            let elsewhere = std::error::Error::source(&refused)
+                .and_then(|e| e.downcast_ref::<StoredElsewhere>())
+                .expect("names the stream");
+            assert_ne!(elsewhere.stream, "out", "{payload}");
+        }
+        assert!(outcome(&ack(r#"{"seq":7,"stream":"out"}"#, None)).is_ok());
+        assert!(outcome(&ack(r#"{"stream":"out","domain":"hub","seq":7}"#, None)).is_ok());
+    }
+
     #[test]
     fn acks_confirm_also_as_duplicates_and_errors_keep_their_code() {
         assert!(outcome(&ack(r#"{"stream":"out","seq":7}"#, None)).is_ok());
         assert!(outcome(&ack(r#"{"stream":"out","seq":7,"duplicate":true}"#, None)).is_ok());
         // A stream named "error" is no error.
-        assert!(outcome(&ack(r#"{"stream":"error","seq":7}"#, None)).is_ok());
+        assert!(
+            super::outcome(
+                &ack(r#"{"stream":"error","seq":7}"#, None),
+                &Stored::new("error")
+            )
+            .is_ok()
+        );
         let refused = outcome(&ack(
             r#"{"error":{"code":400,"err_code":10054,"description":"message size exceeds maximum allowed"}}"#,
             None,
@@ -258,7 +415,7 @@ mod tests {
             let mut message = ack(r#"{"stream":"out","seq":1}"#, None);
             message.subject = Subject::from(subject);
             let token = to.token_of(&message.subject)?;
-            Some((token, outcome(&message).is_ok()))
+            Some((token, super::outcome(&message, &Stored::new("out")).is_ok()))
         };
         assert_eq!(replies_of("_INBOX.abc.41"), Some((41, true)));
         assert_eq!(replies_of("_INBOX.abc.x"), None);

@@ -43,6 +43,8 @@ pub enum Confirmation {
         future: PublishAckFuture,
         /// When the ack counts as lost.
         deadline: tokio::time::Instant,
+        /// The stream that must have stored the message (`None`: any stream).
+        stream: Option<String>,
     },
     /// A JetStream publish whose ack comes to the split's reply inbox under `token`
     /// ([`jetstream::Replies`]), awaited until `deadline`.
@@ -72,6 +74,17 @@ impl Confirmation {
         Self::Ack {
             future,
             deadline: tokio::time::Instant::now() + ACK_TIMEOUT,
+            stream: None,
+        }
+    }
+
+    /// As [`Confirmation::ack`], for a message that `stream` must store: an ack from another
+    /// stream fails with [`StoredElsewhere`].
+    pub fn ack_from(future: PublishAckFuture, stream: &str) -> Self {
+        Self::Ack {
+            future,
+            deadline: tokio::time::Instant::now() + ACK_TIMEOUT,
+            stream: Some(stream.to_owned()),
         }
     }
 
@@ -84,13 +97,84 @@ impl Confirmation {
         match self {
             Self::Done | Self::Sent { .. } => Ok(()),
             Self::Reply { .. } => Err(PublishError::new(PublishErrorKind::Other)),
-            Self::Ack { future, deadline } => match tokio::time::timeout_at(deadline, future).await
-            {
+            Self::Ack {
+                future,
+                deadline,
+                stream,
+            } => match tokio::time::timeout_at(deadline, future).await {
+                Ok(Ok(ack)) if stream.as_ref().is_some_and(|s| *s != ack.stream) => {
+                    Err(PublishError::with_source(
+                        PublishErrorKind::Other,
+                        StoredElsewhere { stream: ack.stream },
+                    ))
+                }
                 Ok(acked) => acked.map(|_ack| ()),
                 Err(_elapsed) => Err(PublishError::new(PublishErrorKind::TimedOut)),
             },
         }
     }
+}
+
+/// The longest subject an output is published on, in bytes: nats-server's default
+/// `max_control_line` (4,096 bytes) less room for the rest of the publish line (the verb, a
+/// reply subject, the header and total sizes). A longer subject would make the server close the
+/// connection every split of the worker shares; such an output is refused before publishing.
+pub const MAX_SUBJECT_BYTES: usize = 3_840;
+
+/// How much of a refused subject an error quotes.
+const QUOTED_SUBJECT: usize = 200;
+
+/// A subject as an error quotes it: at most [`QUOTED_SUBJECT`] bytes of it, with its length
+/// when longer, control characters escaped.
+pub fn quoted(subject: &str) -> String {
+    if subject.len() <= QUOTED_SUBJECT {
+        return format!("{subject:?}");
+    }
+    let mut end = QUOTED_SUBJECT;
+    while !subject.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &subject[..end], subject.len())
+}
+
+/// Checks that `subject` can be published on: at most [`MAX_SUBJECT_BYTES`], not empty, no
+/// empty token, no whitespace or control character, no wildcard token (`*`, `>`: a publish
+/// on one is no wildcard but a literal only a wildcard subscription can tell from one). A
+/// subject is a Rust string, so it is always valid UTF-8 (a template renders non-UTF-8 bytes
+/// as a failure of its own). Returns what is wrong.
+pub fn check_publish_subject(subject: &str) -> Result<(), String> {
+    if subject.len() > MAX_SUBJECT_BYTES {
+        return Err(format!(
+            "{} bytes long, over the limit of {MAX_SUBJECT_BYTES} bytes (nats-server's max_control_line of 4096 less the rest of the publish line)",
+            subject.len()
+        ));
+    }
+    if subject.is_empty() {
+        return Err("empty".to_owned());
+    }
+    if let Some(c) = subject
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("contains the character {c:?}"));
+    }
+    for token in subject.split('.') {
+        match token {
+            "" => return Err("has an empty token".to_owned()),
+            "*" | ">" => return Err(format!("has the wildcard token {token:?}")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// An ack from a stream other than the sink stream: the source of a [`PublishError`] whose
+/// ack named that stream (see [`SinkError::WrongStream`]).
+#[derive(Debug, thiserror::Error)]
+#[error("stored in stream {stream}")]
+pub struct StoredElsewhere {
+    /// The stream that stored the output.
+    pub stream: String,
 }
 
 /// Why an output could not be sent or confirmed.
@@ -142,6 +226,55 @@ pub enum SinkError {
     /// The output subject could not be rendered.
     #[error(transparent)]
     Template(#[from] TemplateError),
+    /// The output's subject cannot be published on (see [`check_publish_subject`]).
+    #[error("the output subject {subject} cannot be published on: {reason}")]
+    InvalidSubject {
+        /// The subject, as [`quoted`].
+        subject: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Another stream than the sink stream captures the output's subject: stored there
+    /// (`stored`, the publish ack named it), or found so before publishing.
+    #[error(
+        "the output subject {subject} is captured by stream {stream}, not by the sink stream {sink}{}: set spec.sink.jetstream.subject to a subject only the sink stream captures (without it the output keeps the source subject, which the source stream captures)",
+        if *stored { " (the output was stored there)" } else { " (not published)" }
+    )]
+    WrongStream {
+        /// The subject.
+        subject: String,
+        /// The stream that captures it.
+        stream: String,
+        /// The sink stream.
+        sink: String,
+        /// Whether the other stream stored it (its ack said so) or it was not published.
+        stored: bool,
+    },
+    /// No stream captures the output's subject.
+    #[error(
+        "no stream captures the output subject {subject}: the sink stream {sink} captures {captures:?}"
+    )]
+    NoStream {
+        /// The subject.
+        subject: String,
+        /// The sink stream.
+        sink: String,
+        /// The sink stream's subjects.
+        captures: Vec<String>,
+    },
+    /// One output of a fan-out is over the server's `max_payload`: the message fails whole,
+    /// before any of its outputs is published.
+    #[error(
+        "output {index} of the message is {size} bytes with its headers, over the server's max_payload of {max_payload} bytes"
+    )]
+    OverMaxPayload {
+        /// The output's index.
+        index: usize,
+        /// Its size with its headers.
+        size: usize,
+        /// The server's limit.
+        max_payload: usize,
+    },
 }
 
 /// Why the sink refused a message for good: publishing it again can never succeed, so it goes
@@ -155,6 +288,13 @@ pub enum Refusal {
     /// The sink stream is full (`maxMsgs`, `maxBytes` or per-subject limit) and its discard
     /// policy is `New`.
     StreamFull,
+    /// Another stream than the sink stream captures the output's subject.
+    WrongStream,
+    /// No stream captures the output's subject.
+    NoStream,
+    /// The output's subject cannot be published on (too long, empty tokens, wildcards, control
+    /// characters).
+    InvalidSubject,
 }
 
 impl Refusal {
@@ -164,6 +304,9 @@ impl Refusal {
             Self::MaxPayload => "max_payload",
             Self::MessageTooLarge => "message_too_large",
             Self::StreamFull => "stream_full",
+            Self::WrongStream => "wrong_stream",
+            Self::NoStream => "no_stream",
+            Self::InvalidSubject => "invalid_subject",
         }
     }
 }
@@ -201,9 +344,19 @@ impl SinkError {
             Self::Publish { source, .. } | Self::Confirm { source, .. } => {
                 jetstream_refusal(source)
             }
-            Self::CorePublish { source, .. } => (source.kind()
-                == async_nats::client::PublishErrorKind::MaxPayloadExceeded)
-                .then_some(Refusal::MaxPayload),
+            Self::CorePublish { source, .. } => match source.kind() {
+                async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+                    Some(Refusal::MaxPayload)
+                }
+                async_nats::client::PublishErrorKind::InvalidSubject => {
+                    Some(Refusal::InvalidSubject)
+                }
+                _ => None,
+            },
+            Self::InvalidSubject { .. } => Some(Refusal::InvalidSubject),
+            Self::WrongStream { .. } => Some(Refusal::WrongStream),
+            Self::NoStream { .. } => Some(Refusal::NoStream),
+            Self::OverMaxPayload { .. } => Some(Refusal::MaxPayload),
             _ => None,
         }
     }
@@ -216,6 +369,10 @@ impl SinkError {
             Self::NoDeadLetterStream { .. } => "dead_letter_no_stream",
             Self::RoundTrip { .. } | Self::Reconnected => "round_trip",
             Self::Template(_) => "template",
+            Self::InvalidSubject { .. } => "invalid_subject",
+            Self::WrongStream { .. } => "wrong_stream",
+            Self::NoStream { .. } => "no_stream",
+            Self::OverMaxPayload { .. } => "max_payload",
         }
     }
 }
@@ -244,4 +401,68 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Whether the sink deduplicates by message id (exactly once on replay).
     fn deduplicates(&self) -> bool;
+
+    /// Checks, before anything is published, that the sink can take an output on `subject` (a
+    /// JetStream sink: that its stream captures the subject); an error is a refusal (see
+    /// [`SinkError::refusal`]).
+    fn admit(&self, _subject: &str) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// The error of an output on `subject` whose confirmation failed with `source`: a refusal
+    /// where the failure says the sink can never take it (a JetStream sink: another stream
+    /// stored it, or no stream captures its subject).
+    fn unconfirmed(
+        &self,
+        subject: &str,
+        source: PublishError,
+    ) -> impl Future<Output = SinkError> + Send {
+        let subject = quoted(subject);
+        async move { SinkError::Confirm { subject, source } }
+    }
+
+    /// The largest message (headers and payload) the server takes, when the sink knows it.
+    fn max_payload(&self) -> Option<usize> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_subjects_are_checked_for_length_tokens_wildcards_and_control_characters() {
+        assert!(check_publish_subject("out.eu.x").is_ok());
+        // A wildcard character inside a token is a literal.
+        assert!(check_publish_subject("out.a*b.c>").is_ok());
+        let long = format!("out.{}", "x".repeat(MAX_SUBJECT_BYTES));
+        let why = check_publish_subject(&long).expect_err("too long");
+        assert!(why.contains("3840"), "{why}");
+        for (subject, why) in [
+            ("", "empty"),
+            ("out..x", "empty token"),
+            ("out.x.", "empty token"),
+            (".out", "empty token"),
+            ("out.*", "wildcard"),
+            ("out.>", "wildcard"),
+            ("out.a b", "' '"),
+            ("out.a\tb", "'\\t'"),
+            ("out.a\u{0}b", "'\\0'"),
+            ("out.a\u{1}b", "'\\u{1}'"),
+            ("out.a\u{85}b", "'\\u{85}'"),
+        ] {
+            let error = check_publish_subject(subject).expect_err(subject);
+            assert!(error.contains(why), "{subject:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_long_subject_is_quoted_shortened_with_its_length() {
+        let long = format!("out.{}", "é".repeat(3_000));
+        let text = quoted(&long);
+        assert!(text.len() < 300, "{text}");
+        assert!(text.ends_with("… (6004 bytes)"), "{text}");
+        assert_eq!(quoted("a.b"), "\"a.b\"");
+    }
 }
