@@ -1,5 +1,5 @@
 //! The worker's memory budget, shared by the splits it runs: the bytes its pulls, its reader
-//! channels and its windows hold are bounded per worker, not only per split.
+//! channels, its step outcomes and its windows hold are bounded per worker, not only per split.
 //!
 //! Each running split gets an equal share of every budget (the budget divided by the number of
 //! running splits, never more than one split's own bound), taken afresh each time it is used, so
@@ -22,6 +22,11 @@ pub const READ_AHEAD_BYTES: usize = 1 << 20;
 /// Payload bytes the windows of all splits keep alive at most together, besides each split's
 /// own bound ([`crate::split::PENDING_BYTES`]).
 pub const PENDING_BYTES: usize = 2 << 20;
+/// Bytes of step outcomes (outputs evaluated but not yet taken into a window) the evaluator
+/// threads of all splits hold at most together (each always holds one message's outcome,
+/// however large): a fan-out of thousands of outputs per message is evaluated only as far
+/// ahead as the window takes it.
+pub const STEP_RESULTS_BYTES: usize = 4 << 20;
 
 /// Counts the running splits of a worker and divides its byte budgets among them.
 #[derive(Clone, Debug, Default)]
@@ -62,6 +67,11 @@ impl Budget {
     /// The payload bytes a split's reader channel holds at most now.
     pub fn read_ahead_bytes(&self) -> usize {
         self.share(READ_AHEAD_BYTES, READ_AHEAD_BYTES)
+    }
+
+    /// The bytes of step outcomes a split's evaluator holds ahead of it at most now.
+    pub fn step_results_bytes(&self) -> usize {
+        self.share(STEP_RESULTS_BYTES, STEP_RESULTS_BYTES)
     }
 
     /// The payload bytes a split's window keeps alive at most now: its share of

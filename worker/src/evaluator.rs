@@ -19,12 +19,19 @@
 //! `jetflow_worker_runaway_evaluations` (only a restart of the worker ends one that never
 //! finishes).
 //!
+//! The outcomes the thread has evaluated ahead of the split task are bounded in bytes: the
+//! thread waits before handing over another while those it handed over hold more than the
+//! split's share of the worker's budget ([`Budget::step_results_bytes`]), so a batch of
+//! messages that each fan out to thousands of outputs is not held in memory at once. One outcome
+//! is always let through, however large (the outputs of one message are held together, so that
+//! the message can go out whole or fail whole).
+//!
 //! Shutdown: dropping the evaluator closes its thread's job channel; the thread ends after the
 //! message it is evaluating.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -32,6 +39,7 @@ use jetflow_steps::{FailureKind, Headers, Input, Output, StepFailure, Steps};
 use prometheus::IntGauge;
 use tokio::sync::mpsc;
 
+use crate::budget::Budget;
 use crate::source::SourceMessage;
 
 /// The stack of an evaluator thread: jq recursion is deep before it is endless.
@@ -43,10 +51,55 @@ type Job = (u64, Arc<SourceMessage>);
 /// One message's outcome: its outputs, or why it failed.
 pub type Outcome = Result<Vec<Output>, StepFailure>;
 
+/// What an output holds besides its payload and subject (its headers and the structures that
+/// carry it), as counted against the byte budget.
+const OUTPUT_OVERHEAD: usize = 128;
+
+/// How often a thread waiting for the split task to take outcomes checks that the task still
+/// wants them.
+const HELD_POLL: Duration = Duration::from_millis(100);
+
+/// The bytes an outcome holds, as counted against the budget.
+fn weight(outcome: &Outcome) -> usize {
+    match outcome {
+        Ok(outputs) => outputs
+            .iter()
+            .map(|o| o.payload.len() + o.subject.len() + OUTPUT_OVERHEAD)
+            .sum(),
+        Err(failure) => failure.message.len() + OUTPUT_OVERHEAD,
+    }
+}
+
+/// The bytes of the outcomes a thread handed over and the split task has not taken yet, and
+/// the signal that it took some.
+#[derive(Debug, Default)]
+struct Held {
+    bytes: Mutex<usize>,
+    taken: Condvar,
+    /// Whether the thread waits for the task to take outcomes.
+    waiting: AtomicBool,
+}
+
+impl Held {
+    /// The task took an outcome of `size` bytes.
+    fn release(&self, size: usize) {
+        let mut bytes = self.bytes.lock().expect("not poisoned");
+        *bytes = bytes.saturating_sub(size);
+        self.taken.notify_one();
+    }
+
+    /// The bytes held now.
+    fn bytes(&self) -> usize {
+        *self.bytes.lock().expect("not poisoned")
+    }
+}
+
 /// A running evaluator thread, seen from the split task.
 struct Thread {
     jobs: std::sync::mpsc::Sender<Vec<Job>>,
-    results: mpsc::UnboundedReceiver<(u64, Outcome)>,
+    results: mpsc::UnboundedReceiver<(u64, Outcome, usize)>,
+    /// What the outcomes in `results` hold.
+    held: Arc<Held>,
     /// The index of the step the thread runs now.
     current: Arc<AtomicUsize>,
     abandoned: Arc<AtomicBool>,
@@ -56,6 +109,8 @@ struct Thread {
 pub struct Evaluator {
     steps: Arc<Steps>,
     budget: Duration,
+    /// The worker's byte budget, for the outcomes held ahead of the task.
+    bytes: Budget,
     split: String,
     runaway: IntGauge,
     thread: Option<Thread>,
@@ -65,12 +120,20 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    /// An evaluator of `steps` for `split`, allowing each message `budget`; abandoned
-    /// evaluations still running are counted in `runaway`.
-    pub fn new(steps: Arc<Steps>, budget: Duration, split: &str, runaway: IntGauge) -> Self {
+    /// An evaluator of `steps` for `split`, allowing each message `budget`, holding outcomes
+    /// ahead of the split task within its share of `bytes`; abandoned evaluations still
+    /// running are counted in `runaway`.
+    pub fn new(
+        steps: Arc<Steps>,
+        budget: Duration,
+        bytes: Budget,
+        split: &str,
+        runaway: IntGauge,
+    ) -> Self {
         Self {
             steps,
             budget,
+            bytes,
             split: split.to_owned(),
             runaway,
             thread: None,
@@ -105,8 +168,9 @@ impl Evaluator {
             let thread = self.thread();
             match tokio::time::timeout(budget, thread.results.recv()).await {
                 // An outcome of a message dropped by `discard`: not this one.
-                Ok(Some((done, _))) if done != id => continue,
-                Ok(Some((_, outcome))) => {
+                Ok(Some((done, _, size))) if done != id => thread.held.release(size),
+                Ok(Some((_, outcome, size))) => {
+                    thread.held.release(size);
                     self.pending.pop_front();
                     return Some(outcome);
                 }
@@ -169,8 +233,23 @@ impl Evaluator {
     }
 
     fn thread(&mut self) -> &mut Thread {
-        self.thread
-            .get_or_insert_with(|| spawn(self.steps.clone(), &self.split, self.runaway.clone()))
+        self.thread.get_or_insert_with(|| {
+            spawn(
+                self.steps.clone(),
+                self.bytes.clone(),
+                &self.split,
+                self.runaway.clone(),
+            )
+        })
+    }
+
+    /// The bytes of outcomes evaluated ahead and not taken yet, and whether the thread waits
+    /// for the task to take some.
+    #[cfg(test)]
+    fn held(&self) -> (usize, bool) {
+        self.thread.as_ref().map_or((0, false), |t| {
+            (t.held.bytes(), t.held.waiting.load(Ordering::Acquire))
+        })
     }
 
     /// Replaces the thread, and hands it every message still queued.
@@ -224,12 +303,13 @@ pub(crate) fn nats_headers(headers: &Headers) -> HeaderMap {
     map
 }
 
-fn spawn(steps: Arc<Steps>, split: &str, runaway: IntGauge) -> Thread {
+fn spawn(steps: Arc<Steps>, budget: Budget, split: &str, runaway: IntGauge) -> Thread {
     let (jobs, jobs_rx) = std::sync::mpsc::channel::<Vec<Job>>();
     let (results_tx, results) = mpsc::unbounded_channel();
     let current = Arc::new(AtomicUsize::new(0));
     let abandoned = Arc::new(AtomicBool::new(false));
-    let (step, gone) = (current.clone(), abandoned.clone());
+    let held = Arc::new(Held::default());
+    let (step, gone, handed) = (current.clone(), abandoned.clone(), held.clone());
     let spawned = std::thread::Builder::new()
         .name(format!("steps-{split}"))
         .stack_size(STACK_SIZE)
@@ -237,7 +317,24 @@ fn spawn(steps: Arc<Steps>, split: &str, runaway: IntGauge) -> Thread {
             'batches: while let Ok(batch) = jobs_rx.recv() {
                 for (id, message) in batch {
                     let outcome = evaluate(&steps, &message, &step);
-                    if results_tx.send((id, outcome)).is_err() {
+                    let size = weight(&outcome);
+                    let mut bytes = handed.bytes.lock().expect("not poisoned");
+                    // One outcome always goes; more only within the split's share.
+                    while *bytes > 0 && *bytes + size > budget.step_results_bytes() {
+                        handed.waiting.store(true, Ordering::Release);
+                        bytes = handed
+                            .taken
+                            .wait_timeout(bytes, HELD_POLL)
+                            .expect("not poisoned")
+                            .0;
+                        if results_tx.is_closed() {
+                            break 'batches;
+                        }
+                    }
+                    handed.waiting.store(false, Ordering::Release);
+                    *bytes += size;
+                    drop(bytes);
+                    if results_tx.send((id, outcome, size)).is_err() {
                         break 'batches;
                     }
                 }
@@ -253,6 +350,7 @@ fn spawn(steps: Arc<Steps>, split: &str, runaway: IntGauge) -> Thread {
     Thread {
         jobs,
         results,
+        held,
         current,
         abandoned,
     }
@@ -286,6 +384,7 @@ mod tests {
         let mut e = Evaluator::new(
             steps("if .n == 2 then (def f: f; f) else .n end"),
             Duration::from_millis(300),
+            Budget::new(),
             "s",
             runaway.clone(),
         );
@@ -302,6 +401,50 @@ mod tests {
         assert_eq!(runaway.get(), 1);
         assert_eq!(e.next().await.unwrap().unwrap()[0].payload, "3");
         assert!(e.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn outcomes_evaluated_ahead_stay_within_the_byte_budget_and_all_arrive_in_order() {
+        // 64 messages of 10,000 outputs each (about 1.4 MB of outcome each, counted): without a
+        // bound the thread would hold all 64 at once.
+        let runaway = IntGauge::new("runaway", "help").unwrap();
+        let budget = Budget::new();
+        let _member = budget.join();
+        let mut e = Evaluator::new(
+            steps("range(10000) | {i: ., n: $seq}"),
+            Duration::from_secs(60),
+            budget.clone(),
+            "s",
+            runaway,
+        );
+        let messages: Vec<_> = (1..=64).map(|n| message("{}", n)).collect();
+        e.submit(&messages);
+        let first = e.next().await.unwrap().unwrap();
+        let one = weight(&Ok(first.clone()));
+        // Until the thread waits for room (or holds more than it may).
+        let limit = budget.step_results_bytes() + one;
+        loop {
+            let (held, waiting) = e.held();
+            assert!(
+                held <= limit,
+                "{held} bytes of outcomes held ahead: more than the budget of {} bytes and one \
+                 outcome of {one}",
+                budget.step_results_bytes()
+            );
+            if waiting {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(first.len(), 10_000);
+        for n in 2..=64u64 {
+            let outputs = e.next().await.unwrap().unwrap();
+            assert_eq!(outputs.len(), 10_000);
+            let expected = format!(r#"{{"i":9999,"n":{n}}}"#);
+            assert_eq!(outputs[9_999].payload, expected.as_bytes());
+        }
+        assert!(e.next().await.is_none());
+        assert_eq!(e.held().0, 0);
     }
 
     #[test]

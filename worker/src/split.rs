@@ -555,6 +555,7 @@ impl<S: Sink> SplitTask<S> {
             Evaluator::new(
                 shared.steps.clone(),
                 step_timeout,
+                shared.budget.clone(),
                 name,
                 metrics.runaway_evaluations.clone(),
             )
@@ -1469,3 +1470,6 @@ async fn unconfirmed<S: Sink>(shared: &Shared<S>, kind: &Kind, source: PublishEr
         },
     }
 }
+
+#[cfg(test)]
+mod tests;
