@@ -89,6 +89,7 @@ impl Held {
     }
 
     /// The bytes held now.
+    #[cfg(test)]
     fn bytes(&self) -> usize {
         *self.bytes.lock().expect("not poisoned")
     }

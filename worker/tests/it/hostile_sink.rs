@@ -537,3 +537,99 @@ async fn a_fan_out_the_full_sink_stream_refuses_midway_is_dead_lettered_once() {
         "one outcome for the message, not one per refused output"
     );
 }
+
+/// The worker's peak resident memory (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a number of kB");
+    kib * 1024
+}
+
+/// The worker's peak memory may not exceed this in the fan-out test: within its byte budget a
+/// debug build peaks near 50 MiB there; holding the outputs of a whole batch of messages at
+/// once (what an unbounded fan-out does) takes over 160 MiB.
+const FAN_OUT_PEAK_RSS: u64 = 100 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_of_10000_outputs_per_message_is_delivered_once_within_the_memory_budget() {
+    const MESSAGES: usize = 20;
+    const ITEMS: usize = 10_000;
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, "in", &["in.>"]).await;
+    create_stream(&js, "out", &["out.>"]).await;
+    create_stream(&js, "dlq", &["dlq.>"]).await;
+    let items: Vec<String> = (0..ITEMS).map(|i| i.to_string()).collect();
+    let payload = Bytes::from(format!(
+        r#"{{"pad":"{}","items":[{}]}}"#,
+        "p".repeat(64),
+        items.join(",")
+    ));
+    let payloads = vec![payload; MESSAGES];
+    let seqs = publish_all(&js, "in.data", &payloads).await;
+    let name = "fanout-budget";
+    let text = manifest(
+        name,
+        "in",
+        "out",
+        Some("out.{{token(2)}}"),
+        "    - map: '.pad as $p | .items[] | {i: ., p: $p}'\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let path = write_manifest(dir.path(), &text);
+    let mut worker = Worker::start(&path, &server.url(), &checkpoints, &[]);
+    let end = *seqs.last().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !read_checkpoint(&checkpoints, name)
+        .splits
+        .values()
+        .any(|p| p.position == end)
+    {
+        if let Some(status) = worker.child.try_wait().unwrap() {
+            panic!("the worker exited: {status}; log:\n{}", worker.log_text());
+        }
+        assert!(Instant::now() < deadline, "message {end} never committed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let peak = peak_rss(worker.child.id());
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}; log:\n{}", worker.log_text());
+    eprintln!("worker peak RSS: {} MiB", peak >> 20);
+
+    let out = read_all(&js, "out").await;
+    assert_eq!(out.len(), MESSAGES * ITEMS, "every output, once");
+    let ids: std::collections::BTreeSet<&str> = out.iter().map(|r| r.msg_id.as_str()).collect();
+    assert_eq!(ids.len(), out.len(), "no output twice");
+    let mut per_message: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+    for r in &out {
+        let value: serde_json::Value = serde_json::from_slice(&r.payload).expect("JSON");
+        per_message
+            .entry(r.source_seq)
+            .or_default()
+            .push(value["i"].as_u64().expect("i"));
+    }
+    assert_eq!(per_message.keys().copied().collect::<Vec<_>>(), seqs);
+    for (seq, items) in &per_message {
+        assert_eq!(
+            *items,
+            (0..ITEMS as u64).collect::<Vec<_>>(),
+            "message {seq}: every item once, in order"
+        );
+    }
+    assert_eq!(stream_len(&js, "dlq").await, 0);
+    assert!(
+        peak <= FAN_OUT_PEAK_RSS,
+        "the worker's memory peaked at {} MiB, over {} MiB",
+        peak >> 20,
+        FAN_OUT_PEAK_RSS >> 20
+    );
+}
