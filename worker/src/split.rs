@@ -537,6 +537,9 @@ pub struct SplitTask<S> {
     /// The source sequence of the last message an output of which the sink refused: the
     /// message gets one outcome of the error policy, however many of its outputs are refused.
     refused: Option<u64>,
+    /// The subject the sink last admitted for a pass-through output: most outputs of a split
+    /// repeat it, and are not checked again (their acks still are).
+    admitted: Option<Subject>,
 }
 
 impl<S: Sink> SplitTask<S> {
@@ -573,6 +576,7 @@ impl<S: Sink> SplitTask<S> {
             last_size: 0,
             acks: Acks::default(),
             refused: None,
+            admitted: None,
         }
     }
 
@@ -1000,6 +1004,8 @@ impl<S: Sink> SplitTask<S> {
             }));
         }
         self.refused = Some(seq);
+        // The sink's routing may have changed: subjects are checked afresh.
+        self.admitted = None;
         self.metrics.error("sink_refused");
         let text = error.to_string();
         match self.shared.policy {
@@ -1081,8 +1087,11 @@ impl<S: Sink> SplitTask<S> {
                     return self.failed(message, "sink.subject", "template", text).await;
                 }
             };
-            if let Err(error) = admit(&shared.sink, &subject).await {
-                return self.refuse(message, error).await;
+            if self.admitted.as_ref() != Some(&subject) {
+                if let Err(error) = admit(&shared.sink, &subject).await {
+                    return self.refuse(message, error).await;
+                }
+                self.admitted = Some(subject.clone());
             }
             let (seq, ack, payload) = (message.seq, message.ack.clone(), message.payload.clone());
             return self

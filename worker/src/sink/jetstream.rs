@@ -84,17 +84,19 @@ impl JetStreamSink {
         }
     }
 
-    /// Whether the sink stream captures `subject`, as its subjects were last read (`None`:
-    /// unknown, or a stream without subjects of its own).
-    fn captures(&self, subject: &str) -> Option<(bool, Arc<[String]>)> {
-        let captures = self.captures.read().expect("not poisoned").clone()?;
-        if captures.is_empty() {
-            return None;
-        }
+    /// Whether the sink stream captures `subject`, as its subjects were last read (`Err` with
+    /// them when it does not; `None`: unknown, or a stream without subjects of its own).
+    fn captures(&self, subject: &str) -> Option<Result<(), Arc<[String]>>> {
+        let captures = self.captures.read().expect("not poisoned");
+        let captures = captures.as_ref().filter(|c| !c.is_empty())?;
         let captured = captures
             .iter()
             .any(|filter| jetflow_crds::validate::subjects_overlap(filter, subject));
-        Some((captured, captures))
+        Some(if captured {
+            Ok(())
+        } else {
+            Err(captures.clone())
+        })
     }
 }
 
@@ -258,7 +260,7 @@ impl Sink for JetStreamSink {
     }
 
     async fn admit(&self, subject: &str) -> Result<(), SinkError> {
-        let Some((false, captures)) = self.captures(subject) else {
+        let Some(Err(captures)) = self.captures(subject) else {
             return Ok(());
         };
         // Not the sink stream's: name the stream that captures it, if any. An answer that
@@ -303,7 +305,7 @@ impl Sink for JetStreamSink {
             // No responders: a refusal when the sink stream (read again now) does not capture
             // the subject; otherwise JetStream may be starting, and the publish is tried again.
             self.refresh().await;
-            if let Some((false, captures)) = self.captures(subject) {
+            if let Some(Err(captures)) = self.captures(subject) {
                 return SinkError::NoStream {
                     subject: quoted(subject),
                     sink: self.stream.clone(),
