@@ -51,6 +51,41 @@ pub struct JetStreamSink {
     stream: String,
     /// The sink stream's subjects as last read (`None`: not read yet, or it could not be).
     captures: Arc<RwLock<Option<Arc<[String]>>>>,
+    /// Subjects an ack said another stream stored, with that stream: refused unpublished from
+    /// then on while the sink stream's subjects are unknown (an output written back into the
+    /// source stream is read again with the same subject, and must not be written back again).
+    elsewhere: Arc<Elsewhere>,
+}
+
+/// At most this many subjects are remembered as stored elsewhere.
+const ELSEWHERE_SUBJECTS: usize = 4096;
+
+/// Subjects another stream stored (see [`JetStreamSink`]).
+#[derive(Debug, Default)]
+struct Elsewhere {
+    any: std::sync::atomic::AtomicBool,
+    subjects: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl Elsewhere {
+    fn insert(&self, subject: &str, stream: &str) {
+        let mut subjects = self.subjects.lock().expect("not poisoned");
+        if subjects.len() < ELSEWHERE_SUBJECTS {
+            subjects.insert(subject.to_owned(), stream.to_owned());
+            self.any.store(true, Ordering::Release);
+        }
+    }
+
+    fn get(&self, subject: &str) -> Option<String> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        self.subjects
+            .lock()
+            .expect("not poisoned")
+            .get(subject)
+            .cloned()
+    }
 }
 
 impl JetStreamSink {
@@ -63,6 +98,7 @@ impl JetStreamSink {
             client,
             stream: stream.to_owned(),
             captures: Arc::default(),
+            elsewhere: Arc::default(),
         }
     }
 
@@ -260,8 +296,21 @@ impl Sink for JetStreamSink {
     }
 
     async fn admit(&self, subject: &str) -> Result<(), SinkError> {
-        let Some(Err(captures)) = self.captures(subject) else {
-            return Ok(());
+        let captures = match self.captures(subject) {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(captures)) => captures,
+            None => {
+                // The sink stream's subjects are unknown: only what an ack told is known.
+                return match self.elsewhere.get(subject) {
+                    Some(stream) => Err(SinkError::WrongStream {
+                        subject: quoted(subject),
+                        stream,
+                        sink: self.stream.clone(),
+                        stored: false,
+                    }),
+                    None => Ok(()),
+                };
+            }
         };
         // Not the sink stream's: name the stream that captures it, if any. An answer that
         // says neither leaves it to the publish and its ack.
@@ -292,7 +341,8 @@ impl Sink for JetStreamSink {
             .map(|e| e.stream.clone());
         if let Some(stream) = elsewhere {
             // The sink stream's subjects may have changed: the next outputs are checked against
-            // them before they are published.
+            // them before they are published (and against this subject while they are unknown).
+            self.elsewhere.insert(subject, &stream);
             self.refresh().await;
             return SinkError::WrongStream {
                 subject: quoted(subject),

@@ -140,6 +140,67 @@ async fn without_a_sink_subject_outputs_are_refused_not_written_back_into_the_so
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_written_back_into_the_source_stream_are_refused_when_read_again() {
+    // The sink stream does not exist when the worker starts, so nothing tells it beforehand that
+    // `orders.x` is not the sink stream's: the outputs are published, the source stream stores
+    // them, and the acks say so. Each is refused (`wrong_stream`, stored there); the copies the
+    // pipeline then reads back are refused unpublished, and the source stream stops growing.
+    let server = NatsServer::start();
+    let js = server.jetstream().await;
+    create_stream(&js, "ORDERS", &["orders.>"]).await;
+    create_stream(&js, "dlq", &["dlq.>"]).await;
+    let payloads: Vec<Bytes> = (0..10).map(|i| Bytes::from(format!("{i}"))).collect();
+    publish_all(&js, "orders.x", &payloads).await;
+    let name = "written-back";
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let path = write_manifest(dir.path(), &manifest(name, "ORDERS", "COPY", None, ""));
+    let mut worker = Worker::start(&path, &server.url(), &checkpoints, &[]);
+    // Settled: every message in the source stream is committed and has its dead letter. While
+    // outputs were still written back, the source stream would hold one more than the dead
+    // letters (the copy not yet read), or the position would lag its last message.
+    let settled = || async {
+        let mut stream = js.get_stream("ORDERS").await.unwrap();
+        let state = stream.info().await.unwrap().state.clone();
+        let (count, last) = (state.messages, state.last_sequence);
+        let position = read_checkpoint(&checkpoints, name)
+            .splits
+            .values()
+            .map(|p| p.position)
+            .max()
+            .unwrap_or(0);
+        position == last && stream_len(&js, "dlq").await == count
+            || count > 10 * payloads.len() as u64
+    };
+    wait_until("a settled source stream", settled).await;
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "the worker exited; log:\n{}",
+        worker.log_text()
+    );
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}; log:\n{}", worker.log_text());
+    let written_back = stream_len(&js, "ORDERS").await - payloads.len() as u64;
+    assert!(
+        written_back <= payloads.len() as u64,
+        "{written_back} outputs written back into the source stream: more than one per message"
+    );
+    let dead = read_all(&js, "dlq").await;
+    assert_eq!(dead.len() as u64, payloads.len() as u64 + written_back);
+    assert!(kinds(&dead).iter().all(|k| k == "wrong_stream"), "{dead:?}");
+    let errors: Vec<String> = dead.iter().map(|d| header(d, "Jetflow-Error")).collect();
+    let stored = errors
+        .iter()
+        .filter(|e| e.contains("captured by stream ORDERS, not by the sink stream COPY (the output was stored there)"))
+        .count() as u64;
+    assert_eq!(stored, written_back, "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("(not published)")),
+        "the copies read back are refused unpublished: {errors:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ack_from_another_stream_is_refused_as_wrong_stream_and_not_published_again() {
     // The sink stream's subjects change while the worker runs, and another stream now captures
     // the outputs' subjects: the worker learns of it from the ack of the first such output.
