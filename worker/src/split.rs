@@ -23,6 +23,15 @@
 //! time budget: one that overruns it fails (kind `timeout`) and goes to the error policy, so a
 //! runaway expression costs its message, not the split.
 //!
+//! Before any output of a message is published, all of them are checked: subjects that can be
+//! published on, that the sink takes (a JetStream sink: its stream captures them), and for a
+//! fan-out each output's size against the server's `max_payload`; one that fails makes the
+//! whole message a failure of the step `sink` under the error policy, with none of its outputs
+//! published. A refusal only the server can make comes after some outputs of the message may
+//! be stored: the message gets one outcome of the policy, and no more of its outputs are
+//! published. A fan-out fills the window one output at a time, waiting for confirmations while
+//! the window is full, so one message of thousands of outputs stays within the window's bounds.
+//!
 //! An output whose publish fails, or whose ack is an error, is published again (same message
 //! id, so the sink keeps one copy) a few times with a backoff; if it still fails the split ends
 //! with an error and its position stays before that message, so nothing after it is ever

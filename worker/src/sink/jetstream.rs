@@ -19,7 +19,10 @@
 //! names the stream that stored the output: an ack from any other stream is a `wrong_stream`
 //! refusal, and "no responders" for a subject the sink stream no longer captures a `no_stream`
 //! one ([`Sink::unconfirmed`]). Both go to the pipeline's error policy; an output stored in
-//! another stream cannot be unstored, but it is never published again.
+//! another stream cannot be unstored, but it is never published again, and while the sink
+//! stream's subjects are unknown (it could not be read) its subject is refused unpublished
+//! from then on: an output written back into the source stream, read again, is not written
+//! back again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
