@@ -1212,11 +1212,11 @@ impl<S: Sink> SplitTask<S> {
 
     /// Checks every output of a message before any is published: its subject can be
     /// published on and the sink takes it ([`Sink::admit`]: the sink stream captures it), and,
-    /// for a message of several outputs, each fits the server's `max_payload` with its headers
-    /// (a single output that does not is refused by the client when sent, which fails its
-    /// message whole as well). Refusals only the server can make (a full sink stream, its
-    /// `maxMsgSize`, an ack from another stream) come after some outputs may have been
-    /// stored: see [`SplitTask::refused`].
+    /// for a message of several outputs, each fits the sink's size limit with its headers (the
+    /// server's `max_payload`, or the sink stream's `maxMsgSize` as last read; a single output
+    /// that does not is refused when sent, which fails its message whole as well). Refusals only
+    /// the server can make (a full sink stream, an ack from another stream) come after some
+    /// outputs may have been stored: see [`SplitTask::refused`].
     async fn admit_all(
         shared: &Shared<S>,
         ids: &MessageIds,
@@ -1232,7 +1232,7 @@ impl<S: Sink> SplitTask<S> {
                 previous = Some(subject);
             }
         }
-        let Some(max_payload) = shared.sink.max_payload() else {
+        let Some(limit) = shared.sink.size_limit() else {
             return Ok(());
         };
         if outputs.len() < 2 {
@@ -1251,7 +1251,7 @@ impl<S: Sink> SplitTask<S> {
             // jetflow's own headers (message id, source) take far less than this: only an
             // output near the limit has its headers built to be measured.
             let bound = output.payload.len() + carried + 1024 + 2 * message.subject.len();
-            if bound <= max_payload {
+            if bound <= limit.bytes {
                 continue;
             }
             let own = match &output.headers {
@@ -1267,12 +1267,8 @@ impl<S: Sink> SplitTask<S> {
                 message.seq,
             );
             let size = output.payload.len() + wire_len(&headers);
-            if size > max_payload {
-                return Err(SinkError::OverMaxPayload {
-                    index,
-                    size,
-                    max_payload,
-                });
+            if size > limit.bytes {
+                return Err(SinkError::TooLarge { index, size, limit });
             }
         }
         Ok(())

@@ -137,8 +137,12 @@ impl Sink for CoreSink {
         false
     }
 
-    fn max_payload(&self) -> Option<usize> {
-        Some(self.connection.client().max_payload())
+    fn size_limit(&self) -> Option<super::SizeLimit> {
+        Some(super::SizeLimit {
+            bytes: self.connection.client().max_payload(),
+            refusal: super::Refusal::MaxPayload,
+            name: "the server's max_payload",
+        })
     }
 }
 
@@ -202,10 +206,10 @@ impl Sink for PipelineSink {
         }
     }
 
-    fn max_payload(&self) -> Option<usize> {
+    fn size_limit(&self) -> Option<super::SizeLimit> {
         match self {
-            Self::JetStream(sink) => sink.max_payload(),
-            Self::Core(sink) => sink.max_payload(),
+            Self::JetStream(sink) => sink.size_limit(),
+            Self::Core(sink) => sink.size_limit(),
         }
     }
 }

@@ -31,7 +31,10 @@ use async_nats::jetstream::context::{GetStreamByNameErrorKind, PublishError, Pub
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::{Message, StatusCode, Subject, Subscriber};
 
-use super::{ACK_TIMEOUT, Confirmation, OutputMessage, Sink, SinkError, StoredElsewhere, quoted};
+use super::{
+    ACK_TIMEOUT, Confirmation, OutputMessage, Refusal, Sink, SinkError, SizeLimit, StoredElsewhere,
+    quoted,
+};
 
 /// Far above any sum of split windows (`maxPending` is at most 100,000 per split).
 const CONTEXT_ACK_LIMIT: usize = 1 << 24;
@@ -58,6 +61,8 @@ pub struct JetStreamSink {
     /// then on while the sink stream's subjects are unknown (an output written back into the
     /// source stream is read again with the same subject, and must not be written back again).
     elsewhere: Arc<Elsewhere>,
+    /// The sink stream's `maxMsgSize` as last read (0: none, or not read).
+    max_msg_size: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// At most this many subjects are remembered as stored elsewhere.
@@ -102,6 +107,7 @@ impl JetStreamSink {
             stream: stream.to_owned(),
             captures: Arc::default(),
             elsewhere: Arc::default(),
+            max_msg_size: Arc::default(),
         }
     }
 
@@ -114,8 +120,11 @@ impl JetStreamSink {
     pub async fn refresh(&self) {
         match self.js.get_stream(&self.stream).await {
             Ok(found) => {
-                let subjects: Arc<[String]> = found.cached_info().config.subjects.clone().into();
+                let config = &found.cached_info().config;
+                let subjects: Arc<[String]> = config.subjects.clone().into();
                 *self.captures.write().expect("not poisoned") = Some(subjects);
+                let max_msg_size = usize::try_from(config.max_message_size).unwrap_or(0);
+                self.max_msg_size.store(max_msg_size, Ordering::Relaxed);
             }
             Err(e) => {
                 tracing::debug!(stream = %self.stream, error = %e, "cannot read the sink stream's subjects");
@@ -372,8 +381,23 @@ impl Sink for JetStreamSink {
         }
     }
 
-    fn max_payload(&self) -> Option<usize> {
-        Some(self.client.max_payload())
+    fn size_limit(&self) -> Option<SizeLimit> {
+        let server = SizeLimit {
+            bytes: self.client.max_payload(),
+            refusal: Refusal::MaxPayload,
+            name: "the server's max_payload",
+        };
+        // The stream counts headers and payload against its maxMsgSize as the server does.
+        let stream = self.max_msg_size.load(Ordering::Relaxed);
+        Some(if stream > 0 && stream < server.bytes {
+            SizeLimit {
+                bytes: stream,
+                refusal: Refusal::MessageTooLarge,
+                name: "the sink stream's maxMsgSize",
+            }
+        } else {
+            server
+        })
     }
 }
 

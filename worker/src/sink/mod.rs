@@ -262,19 +262,30 @@ pub enum SinkError {
         /// The sink stream's subjects.
         captures: Vec<String>,
     },
-    /// One output of a fan-out is over the server's `max_payload`: the message fails whole,
-    /// before any of its outputs is published.
+    /// One output of a fan-out is larger than the sink takes ([`SizeLimit`]): the message
+    /// fails whole, before any of its outputs is published.
     #[error(
-        "output {index} of the message is {size} bytes with its headers, over the server's max_payload of {max_payload} bytes"
+        "output {index} of the message is {size} bytes with its headers, over {} of {} bytes", limit.name, limit.bytes
     )]
-    OverMaxPayload {
+    TooLarge {
         /// The output's index.
         index: usize,
         /// Its size with its headers.
         size: usize,
-        /// The server's limit.
-        max_payload: usize,
+        /// The limit it is over.
+        limit: SizeLimit,
     },
+}
+
+/// The largest message (headers and payload) a sink takes, and what refuses a larger one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SizeLimit {
+    /// The limit in bytes.
+    pub bytes: usize,
+    /// The refusal a larger message meets.
+    pub refusal: Refusal,
+    /// What sets it, for errors (`the server's max_payload`).
+    pub name: &'static str,
 }
 
 /// Why the sink refused a message for good: publishing it again can never succeed, so it goes
@@ -356,7 +367,7 @@ impl SinkError {
             Self::InvalidSubject { .. } => Some(Refusal::InvalidSubject),
             Self::WrongStream { .. } => Some(Refusal::WrongStream),
             Self::NoStream { .. } => Some(Refusal::NoStream),
-            Self::OverMaxPayload { .. } => Some(Refusal::MaxPayload),
+            Self::TooLarge { limit, .. } => Some(limit.refusal),
             _ => None,
         }
     }
@@ -372,7 +383,7 @@ impl SinkError {
             Self::InvalidSubject { .. } => "invalid_subject",
             Self::WrongStream { .. } => "wrong_stream",
             Self::NoStream { .. } => "no_stream",
-            Self::OverMaxPayload { .. } => "max_payload",
+            Self::TooLarge { .. } => "too_large",
         }
     }
 }
@@ -421,8 +432,8 @@ pub trait Sink: Send + Sync + 'static {
         async move { SinkError::Confirm { subject, source } }
     }
 
-    /// The largest message (headers and payload) the server takes, when the sink knows it.
-    fn max_payload(&self) -> Option<usize> {
+    /// The largest message (headers and payload) the sink takes, when it knows it.
+    fn size_limit(&self) -> Option<SizeLimit> {
         None
     }
 }

@@ -571,6 +571,39 @@ async fn a_fan_out_with_one_output_over_max_payload_fails_whole_before_any_is_pu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_with_one_output_over_the_sink_streams_max_msg_size_fails_whole() {
+    let server = NatsServer::start();
+    let big = "x".repeat(600);
+    let payloads: Vec<Bytes> = vec![
+        Bytes::from_static(br#"{"items":["a","b"]}"#),
+        Bytes::from(format!(r#"{{"items":["a","{big}","c"]}}"#)),
+        Bytes::from_static(br#"{"items":["d"]}"#),
+    ];
+    let (out, dead, seqs, _) = run_to_end(
+        &server,
+        "fanout-msgsize",
+        &fan_out("fanout-msgsize", ".items[] | {r: \"eu\", a: ., b: .}"),
+        |c| c.max_message_size = 1_024,
+        &payloads,
+    )
+    .await;
+    assert_eq!(
+        out.iter().map(|r| r.source_seq).collect::<Vec<_>>(),
+        [seqs[0], seqs[0], seqs[2]],
+        "no output of the refused message"
+    );
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].source_seq, seqs[1]);
+    assert_eq!(header(&dead[0], "Jetflow-Error-Kind"), "message_too_large");
+    let error = header(&dead[0], "Jetflow-Error");
+    assert!(
+        error.contains("output 1 of the message is")
+            && error.contains("over the sink stream's maxMsgSize of 1024 bytes"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fan_out_the_full_sink_stream_refuses_midway_is_dead_lettered_once() {
     // Only the server can tell that its stream is full: the outputs it stored stay, the message
     // is dead-lettered once (not once per refused output), and what follows flows.
