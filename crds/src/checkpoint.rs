@@ -96,7 +96,8 @@ pub struct WindowExceeded {
     /// The sink stream's duplicate window, in seconds.
     pub window_seconds: u64,
     /// Whether the worker refused to start the split (`checkpoint.mode: ExactlyOnce`) rather
-    /// than resume it at least once.
+    /// than resume it at least once; cleared by the next commit of the running split (the
+    /// finding stays).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub refused: bool,
 }

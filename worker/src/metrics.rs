@@ -23,6 +23,9 @@ pub struct Metrics {
     stopped: IntGaugeVec,
     stream_recreated: IntCounterVec,
     skipped: IntCounterVec,
+    /// Messages the NATS client dropped because a subscription's buffer was full (a NATS
+    /// Core split that does not keep up), as the client reports them.
+    pub dropped_slow_consumer: IntCounter,
     /// Time from a checkpoint's barrier to the source acknowledgement.
     pub checkpoint_duration: Histogram,
     /// Unix time of the last committed checkpoint.
@@ -130,6 +133,12 @@ impl Metrics {
             "Source messages the split never read, by reason (retention: stream sequences the stream's retention removed before the split read them).",
             &["split", "reason"],
         );
+        let dropped = counter_vec(
+            "jetflow_worker_dropped_total",
+            "Messages dropped before the worker read them, by reason (slow_consumer: the NATS client's subscription buffer of a NATS Core split was full).",
+            &["reason"],
+        );
+        let dropped_slow_consumer = dropped.with_label_values(&["slow_consumer"]);
         let checkpoint_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "jetflow_worker_checkpoint_duration_seconds",
@@ -181,6 +190,7 @@ impl Metrics {
             Box::new(stopped.clone()),
             Box::new(stream_recreated.clone()),
             Box::new(skipped.clone()),
+            Box::new(dropped.clone()),
             Box::new(checkpoint_duration.clone()),
             Box::new(last_checkpoint.clone()),
             Box::new(seconds_since_checkpoint.clone()),
@@ -200,6 +210,7 @@ impl Metrics {
             stopped,
             stream_recreated,
             skipped,
+            dropped_slow_consumer,
             checkpoint_duration,
             last_checkpoint,
             seconds_since_checkpoint,

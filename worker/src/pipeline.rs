@@ -29,9 +29,13 @@
 //!
 //! A checkpoint waits for each split's snapshot at most the checkpoint interval (at least 2 s):
 //! a split that does not answer (stuck in a step, or behind its sink) is left out, its
-//! committed position kept, and the others are committed. When checkpoints keep failing on the
-//! store, the runner pauses every split's reading until one is committed again, so that the
-//! worker never runs far ahead of its last commit.
+//! committed position kept, and the others are committed. A split whose position the
+//! checkpoint refuses (another owner moved it on) is stopped here, and the others are still
+//! committed. When checkpoints keep failing on the store, the runner pauses every split's
+//! reading until one is committed again, so that the worker never runs far ahead of its last
+//! commit; a NATS Core source is not paused (the server keeps nothing for it: a paused split
+//! would only make the client drop what arrives). Before a split resumes, [`window`] checks
+//! that the sink's duplicate window still covers a replay.
 //!
 //! Shutdown ([`Runner::run`] when its token fires): stop pulling, let each split confirm what
 //! it has in flight, take a final checkpoint, acknowledge, return. A worker following an
@@ -49,7 +53,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use futures::future::join_all;
 use jetflow_crds::Pipeline;
-use jetflow_crds::checkpoint::{MergeError, SplitPosition};
+use jetflow_crds::checkpoint::{MergeError, SplitPosition, WindowExceeded};
 use jetflow_crds::pipeline::DeliveryMode;
 use jetflow_crds::split::{Split, consumer_name};
 use jetflow_nats::source_header::Prefix;
@@ -755,7 +759,13 @@ impl<S: Sink> Runner<S> {
                     end: entry.and_then(|c| c.end),
                     retention_gap: gap.or_else(|| entry.and_then(|c| c.retention_gap.clone())),
                     drained: draining && ours,
-                    window_exceeded: entry.and_then(|c| c.window_exceeded.clone()),
+                    // The split runs: a refusal to start it (see `window`) is over.
+                    window_exceeded: entry.and_then(|c| c.window_exceeded.clone()).map(|w| {
+                        WindowExceeded {
+                            refused: false,
+                            ..w
+                        }
+                    }),
                 },
             );
         }
@@ -771,6 +781,13 @@ impl<S: Sink> Runner<S> {
                 let split = refusal.split().to_owned();
                 moved.remove(&split);
                 updates.remove(&split);
+                if core {
+                    // Workers sharing Core subjects in a queue group each run every split and
+                    // count their own messages: another worker's count ahead of this one's
+                    // owns nothing, and there is nothing to acknowledge.
+                    tracing::debug!(split = %split, error = %refusal, "another worker's count of the Core split is ahead; not committed");
+                    continue;
+                }
                 self.give_up_split(&split, refusal).await;
             }
             let id = self.committer.checkpoint().id;
