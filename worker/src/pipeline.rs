@@ -375,6 +375,7 @@ impl Runner<PipelineSink> {
                 source: source.stream.clone(),
                 sink: sink.stream.clone(),
                 exactly_once: spec.checkpoint.mode == Some(DeliveryMode::ExactlyOnce),
+                window: Arc::default(),
             }),
             _ => None,
         };

@@ -37,6 +37,9 @@ pub(super) struct WindowGuard {
     pub(super) source: String,
     pub(super) sink: String,
     pub(super) exactly_once: bool,
+    /// The sink stream's duplicate window, looked up once per run (splits start by the
+    /// thousand; a window raised since is seen when the worker starts again).
+    pub(super) window: std::sync::Arc<tokio::sync::OnceCell<std::time::Duration>>,
 }
 
 /// A resume at risk of writing duplicates.
@@ -60,14 +63,22 @@ impl WindowGuard {
     ) -> Option<Risk> {
         let now = jiff::Timestamp::now();
         let age = now.duration_since(committed);
-        let sink = match self.js.get_stream(&self.sink).await {
-            Ok(sink) => sink,
+        let looked_up = self
+            .window
+            .get_or_try_init(|| async {
+                let sink = self.js.get_stream(&self.sink).await?;
+                Ok::<_, async_nats::jetstream::context::GetStreamError>(
+                    sink.cached_info().config.duplicate_window,
+                )
+            })
+            .await;
+        let window = match looked_up {
+            Ok(window) => *window,
             Err(e) => {
                 tracing::warn!(split = %split.name, stream = %self.sink, error = %e, "cannot look up the sink stream's duplicate window; the resume is not checked against it");
                 return None;
             }
         };
-        let window = sink.cached_info().config.duplicate_window;
         let window_age =
             jiff::SignedDuration::try_from(window).unwrap_or(jiff::SignedDuration::MAX);
         if age <= window_age {
