@@ -62,6 +62,70 @@ pub struct SplitPosition {
     /// duplicate window). Kept by every later commit; a later recreation replaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recreated: Option<StreamRecreated>,
+    /// The last stream sequence of a bounded `streamEnd` run, fixed the first time the split
+    /// started (the stream's last sequence then), so that a restart ends where the run was
+    /// meant to end instead of at the stream's end as it is by then. Kept by every later commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<u64>,
+    /// The last gap the split found in its source: messages removed by the stream's retention
+    /// (`maxAge`, `maxMsgs`, `maxBytes`, a purge) before the split read them. Kept by every
+    /// later commit; a later gap replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_gap: Option<RetentionGap>,
+    /// Set by the commit that ended a run of the split (a graceful stop, a release): every
+    /// output emitted was confirmed and committed, so nothing past the position can be in the
+    /// sink. Cleared by the next commit of a running split. A split resumed from an entry
+    /// without it may replay outputs that are already in the sink.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drained: bool,
+    /// Set when a worker resumed the split (or refused to) after its last commit had grown
+    /// older than the sink stream's duplicate window: outputs emitted after that commit may be
+    /// written to the sink again. Kept by every later commit; a later finding replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_exceeded: Option<WindowExceeded>,
+}
+
+/// A split resumed from a commit older than the sink stream's duplicate window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowExceeded {
+    /// When the worker found it.
+    pub detected: jiff::Timestamp,
+    /// The age of the last commit then, in seconds.
+    pub age_seconds: u64,
+    /// The sink stream's duplicate window, in seconds.
+    pub window_seconds: u64,
+    /// Whether the worker refused to start the split (`checkpoint.mode: ExactlyOnce`) rather
+    /// than resume it at least once; cleared by the next commit of the running split (the
+    /// finding stays).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
+}
+
+/// Messages of a split's source removed by the stream's retention before the split read them:
+/// stream sequences `first..=last` (the range counts every subject of the stream; only those
+/// the split's filter matches were the split's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionGap {
+    /// The first sequence removed.
+    pub first: u64,
+    /// The last sequence removed.
+    pub last: u64,
+    /// When the worker found it.
+    pub detected: jiff::Timestamp,
+}
+
+impl RetentionGap {
+    /// How many stream sequences the gap spans.
+    pub fn len(&self) -> u64 {
+        self.last.saturating_sub(self.first) + 1
+    }
+
+    /// Never true: a gap spans at least one sequence.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 /// A source stream found recreated under a split.
@@ -154,36 +218,65 @@ impl Checkpoint {
         updates: &BTreeMap<String, SplitPosition>,
         time: jiff::Timestamp,
     ) -> Result<Checkpoint, MergeError> {
+        let (next, mut refused) = self.merged_partly(updates, time);
+        match refused.is_empty() {
+            true => Ok(next),
+            false => Err(refused.swap_remove(0)),
+        }
+    }
+
+    /// Like [`Checkpoint::merged`], but a split whose update is refused does not refuse the
+    /// others: the next checkpoint holds every update the rules allow (the refused splits keep
+    /// their committed entries), and the refusals come with it, one per refused split.
+    pub fn merged_partly(
+        &self,
+        updates: &BTreeMap<String, SplitPosition>,
+        time: jiff::Timestamp,
+    ) -> (Checkpoint, Vec<MergeError>) {
         let mut next = self.clone();
+        let mut refused = Vec::new();
         for (split, update) in updates {
-            if let Some(current) = self.splits.get(split) {
-                if update.generation < current.generation {
-                    return Err(MergeError::StaleGeneration {
-                        split: split.clone(),
-                        committed: current.generation,
-                        proposed: update.generation,
-                    });
-                }
-                if current.on_newer_stream_than(update) {
-                    return Err(MergeError::OlderStream {
-                        split: split.clone(),
-                        committed: current.stream_created.unwrap_or_default(),
-                        proposed: update.stream_created.unwrap_or_default(),
-                    });
-                }
-                if update.position < current.position && !update.on_newer_stream_than(current) {
-                    return Err(MergeError::Backwards {
-                        split: split.clone(),
-                        committed: current.position,
-                        proposed: update.position,
-                    });
-                }
+            if let Some(current) = self.splits.get(split)
+                && let Err(e) = Self::check(split, current, update)
+            {
+                refused.push(e);
+                continue;
             }
             next.splits.insert(split.clone(), update.clone());
         }
         next.id = self.id + 1;
         next.time = Some(time);
-        Ok(next)
+        (next, refused)
+    }
+
+    /// Whether `update` may replace the committed entry `current` of `split`.
+    fn check(
+        split: &str,
+        current: &SplitPosition,
+        update: &SplitPosition,
+    ) -> Result<(), MergeError> {
+        if update.generation < current.generation {
+            return Err(MergeError::StaleGeneration {
+                split: split.to_owned(),
+                committed: current.generation,
+                proposed: update.generation,
+            });
+        }
+        if current.on_newer_stream_than(update) {
+            return Err(MergeError::OlderStream {
+                split: split.to_owned(),
+                committed: current.stream_created.unwrap_or_default(),
+                proposed: update.stream_created.unwrap_or_default(),
+            });
+        }
+        if update.position < current.position && !update.on_newer_stream_than(current) {
+            return Err(MergeError::Backwards {
+                split: split.to_owned(),
+                committed: current.position,
+                proposed: update.position,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -243,6 +336,67 @@ mod tests {
             .unwrap();
         let back = old.merged(&BTreeMap::from([("a".into(), on(5, Some(second)))]), now);
         assert!(matches!(back, Err(MergeError::Backwards { .. })));
+    }
+
+    #[test]
+    fn a_refused_split_does_not_refuse_the_others() {
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        let base = Checkpoint::default()
+            .merged(
+                &BTreeMap::from([("a".into(), pos(10, 2)), ("b".into(), pos(10, 2))]),
+                now,
+            )
+            .unwrap();
+        let updates = BTreeMap::from([
+            ("a".into(), pos(20, 1)),
+            ("b".into(), pos(30, 2)),
+            ("c".into(), pos(5, 2)),
+        ]);
+        let (next, refused) = base.merged_partly(&updates, now);
+        assert_eq!(next.id, 2);
+        assert_eq!(next.splits["a"], base.splits["a"]);
+        assert_eq!(next.splits["b"].position, 30);
+        assert_eq!(next.splits["c"].position, 5);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].split(), "a");
+        // The strict merge refuses the whole write.
+        assert!(matches!(
+            base.merged(&updates, now),
+            Err(MergeError::StaleGeneration { .. })
+        ));
+    }
+
+    #[test]
+    fn the_fields_of_later_releases_are_optional_and_round_trip() {
+        let old: Checkpoint =
+            serde_json::from_str(r#"{"id": 3, "splits": {"a": {"position": 7, "generation": 1}}}"#)
+                .unwrap();
+        let a = &old.splits["a"];
+        assert_eq!(
+            (a.end, &a.retention_gap, a.drained, &a.window_exceeded),
+            (None, &None, false, &None)
+        );
+        // Absent fields are not written, so older readers see the format they know.
+        let text = serde_json::to_string(&old).unwrap();
+        assert_eq!(
+            text,
+            r#"{"id":3,"splits":{"a":{"position":7,"generation":1}}}"#
+        );
+        let mut new = old.clone();
+        let entry = new.splits.get_mut("a").unwrap();
+        entry.end = Some(100);
+        entry.drained = true;
+        entry.retention_gap = Some(RetentionGap {
+            first: 8,
+            last: 20,
+            detected: jiff::Timestamp::UNIX_EPOCH,
+        });
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(
+            text.contains(r#""retentionGap":{"first":8,"last":20"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Checkpoint>(&text).unwrap(), new);
     }
 
     #[test]

@@ -167,6 +167,10 @@ impl Secrets {
     }
 }
 
+/// Called with every event of a connection (a slow consumer, a disconnect), after the client
+/// logged it; see [`connect_observed`].
+pub type EventHook = std::sync::Arc<dyn Fn(&async_nats::Event) + Send + Sync>;
+
 /// Opens a connection. `conn` may be absent (no credentials); `default_url` applies when the
 /// spec names no URL. `name` is the client name the server shows (`nats server report
 /// connections`).
@@ -176,11 +180,30 @@ pub async fn connect(
     secrets: &Secrets,
     name: &str,
 ) -> Result<async_nats::Client, ConnectError> {
+    connect_observed(conn, default_url, secrets, name, None).await
+}
+
+/// Like [`connect`], with `hook` called on every event of the connection: a subscription
+/// whose buffer was full when a message arrived (`Event::SlowConsumer`: the client dropped the
+/// message) is only reported this way.
+pub async fn connect_observed(
+    conn: Option<&Connection>,
+    default_url: &str,
+    secrets: &Secrets,
+    name: &str,
+    hook: Option<EventHook>,
+) -> Result<async_nats::Client, ConnectError> {
     let url = conn
         .and_then(|c| c.url.clone())
         .unwrap_or_else(|| default_url.to_owned());
     install_crypto_provider();
-    let (options, method) = options(conn, secrets).await?;
+    let (mut options, method) = options(conn, secrets).await?;
+    if let Some(hook) = hook {
+        options = options.event_callback(move |event| {
+            hook(&event);
+            async {}
+        });
+    }
     let options = options
         .name(name)
         .connection_timeout(Duration::from_secs(5))

@@ -11,7 +11,10 @@ pub mod discovery;
 pub mod source_header;
 pub mod stream;
 
-pub use connect::{ConnectError, SecretData, Secrets, connect, install_crypto_provider};
+pub use connect::{
+    ConnectError, EventHook, SecretData, Secrets, connect, connect_observed,
+    install_crypto_provider,
+};
 pub use stream::{stream_config, stream_state};
 
 /// The wait before retry number `attempt` (from 1) of something NATS-bound: 100 ms doubling up

@@ -47,6 +47,11 @@ pub const AS_EXPECTED: &str = "AsExpected";
 pub const SPLIT_STOPPED: &str = "SplitStopped";
 /// A split's source stream was deleted and created again; the split started anew.
 pub const SOURCE_STREAM_RECREATED: &str = "SourceStreamRecreated";
+/// A split resumed (or was refused) after its last commit had grown older than the sink
+/// stream's duplicate window.
+pub const DUPLICATE_WINDOW_EXCEEDED: &str = "DuplicateWindowExceeded";
+/// The source stream's retention removed messages before a split read them.
+pub const MESSAGES_EXPIRED: &str = "MessagesExpired";
 /// No checkpoint for longer than expected.
 pub const NO_RECENT_CHECKPOINT: &str = "NoRecentCheckpoint";
 /// A checkpoint was taken recently.

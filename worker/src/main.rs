@@ -285,11 +285,20 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
 
     let secrets = jetflow_nats::Secrets::new(&args.secrets_dir);
     let client_name = format!("jetflow-worker {namespace}/{name} {worker_id}");
-    let connect = jetflow_nats::connect(
+    // A NATS Core split that does not keep up loses messages in the client, which reports
+    // each one only as an event: counted, so that no drop goes unnoticed.
+    let dropped = metrics.dropped_slow_consumer.clone();
+    let hook: jetflow_nats::EventHook = Arc::new(move |event| {
+        if let async_nats::Event::SlowConsumer(_) = event {
+            dropped.inc();
+        }
+    });
+    let connect = jetflow_nats::connect_observed(
         pipeline.spec.connection.as_ref(),
         &args.nats,
         &secrets,
         &client_name,
+        Some(hook),
     );
     let connected = tokio::select! {
         connected = connect => connected,

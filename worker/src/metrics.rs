@@ -22,6 +22,10 @@ pub struct Metrics {
     position: IntGaugeVec,
     stopped: IntGaugeVec,
     stream_recreated: IntCounterVec,
+    skipped: IntCounterVec,
+    /// Messages the NATS client dropped because a subscription's buffer was full (a NATS
+    /// Core split that does not keep up), as the client reports them.
+    pub dropped_slow_consumer: IntCounter,
     /// Time from a checkpoint's barrier to the source acknowledgement.
     pub checkpoint_duration: Histogram,
     /// Unix time of the last committed checkpoint.
@@ -58,6 +62,8 @@ pub struct SplitMetrics {
     pub runaway_evaluations: IntGauge,
     /// Times the split found its source stream deleted and created again.
     pub stream_recreated: IntCounter,
+    /// Stream sequences the split never read because the stream's retention removed them.
+    pub skipped_retention: IntCounter,
     errors: IntCounterVec,
     split: String,
 }
@@ -122,6 +128,17 @@ impl Metrics {
             "Times the split found its source stream deleted and created again (positions started anew at the new stream's start).",
             &["split"],
         );
+        let skipped = counter_vec(
+            "jetflow_worker_skipped_messages_total",
+            "Source messages the split never read, by reason (retention: stream sequences the stream's retention removed before the split read them).",
+            &["split", "reason"],
+        );
+        let dropped = counter_vec(
+            "jetflow_worker_dropped_total",
+            "Messages dropped before the worker read them, by reason (slow_consumer: the NATS client's subscription buffer of a NATS Core split was full).",
+            &["reason"],
+        );
+        let dropped_slow_consumer = dropped.with_label_values(&["slow_consumer"]);
         let checkpoint_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "jetflow_worker_checkpoint_duration_seconds",
@@ -172,6 +189,8 @@ impl Metrics {
             Box::new(position.clone()),
             Box::new(stopped.clone()),
             Box::new(stream_recreated.clone()),
+            Box::new(skipped.clone()),
+            Box::new(dropped.clone()),
             Box::new(checkpoint_duration.clone()),
             Box::new(last_checkpoint.clone()),
             Box::new(seconds_since_checkpoint.clone()),
@@ -190,6 +209,8 @@ impl Metrics {
             position,
             stopped,
             stream_recreated,
+            skipped,
+            dropped_slow_consumer,
             checkpoint_duration,
             last_checkpoint,
             seconds_since_checkpoint,
@@ -212,6 +233,7 @@ impl Metrics {
             stopped: self.stopped.with_label_values(&[split]),
             runaway_evaluations: self.runaway_evaluations.clone(),
             stream_recreated: self.stream_recreated.with_label_values(&[split]),
+            skipped_retention: self.skipped.with_label_values(&[split, "retention"]),
             errors: self.errors.clone(),
             split: split.to_owned(),
         }

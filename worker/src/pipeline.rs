@@ -29,9 +29,13 @@
 //!
 //! A checkpoint waits for each split's snapshot at most the checkpoint interval (at least 2 s):
 //! a split that does not answer (stuck in a step, or behind its sink) is left out, its
-//! committed position kept, and the others are committed. When checkpoints keep failing on the
-//! store, the runner pauses every split's reading until one is committed again, so that the
-//! worker never runs far ahead of its last commit.
+//! committed position kept, and the others are committed. A split whose position the
+//! checkpoint refuses (another owner moved it on) is stopped here, and the others are still
+//! committed. When checkpoints keep failing on the store, the runner pauses every split's
+//! reading until one is committed again, so that the worker never runs far ahead of its last
+//! commit; a NATS Core source is not paused (the server keeps nothing for it: a paused split
+//! would only make the client drop what arrives). Before a split resumes, [`window`] checks
+//! that the sink's duplicate window still covers a replay.
 //!
 //! Shutdown ([`Runner::run`] when its token fires): stop pulling, let each split confirm what
 //! it has in flight, take a final checkpoint, acknowledge, return. A worker following an
@@ -49,7 +53,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use futures::future::join_all;
 use jetflow_crds::Pipeline;
-use jetflow_crds::checkpoint::SplitPosition;
+use jetflow_crds::checkpoint::{MergeError, SplitPosition, WindowExceeded};
+use jetflow_crds::pipeline::DeliveryMode;
 use jetflow_crds::split::{Split, consumer_name};
 use jetflow_nats::source_header::Prefix;
 use jetflow_steps::Steps;
@@ -67,15 +72,17 @@ use crate::sink::dead_letter::DeadLetters;
 use crate::sink::headers::MessageIds;
 use crate::sink::jetstream::JetStreamSink;
 use crate::sink::{Sink, SubjectTemplate, TemplateError};
+use crate::source::GapSlot;
 use crate::source::SourceAcker;
 use crate::source::bounded::{BoundError, BoundSpec};
 use crate::source::core::CoreSource;
 use crate::source::jetstream::ConsumerSettings;
-use crate::source::readers::Readers;
+use crate::source::readers::{Readers, Resume};
 use crate::split::{Control, Shared, SplitError, SplitSnapshot, SplitTask};
 
 mod control;
 pub mod read;
+mod window;
 
 /// How long the steps may run on one message by default (`--step-timeout`).
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -136,11 +143,13 @@ pub enum RunError {
     },
 }
 
-/// A split's committed position as its reader sees it (see [`SplitHandle::committed`]).
+/// A split's committed position as its reader sees it (see [`SplitHandle::committed`]), and
+/// the last retention gap its reader found (committed with the next checkpoint).
 #[derive(Clone)]
 struct Committed {
     position: Arc<AtomicU64>,
     created: Arc<AtomicI64>,
+    gap: GapSlot,
 }
 
 impl Committed {
@@ -171,8 +180,20 @@ impl SplitHandle {
         Committed {
             position: self.committed.clone(),
             created: self.committed_created.clone(),
+            gap: self.gap.clone(),
         }
     }
+}
+
+/// How a commit relates to the run of its splits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// A checkpoint of running splits.
+    Running,
+    /// The final commit of splits that stopped running: every entry is marked drained.
+    Drained,
+    /// The final commit of a worker that follows an assignment: drained and released.
+    Released,
 }
 
 impl RunError {
@@ -224,6 +245,8 @@ struct SplitHandle {
     /// The creation time of the source stream `committed` counts in (Unix ns, 0: unknown),
     /// stored after `committed` (the reader reads it first).
     committed_created: Arc<AtomicI64>,
+    /// The last retention gap the reader found.
+    gap: GapSlot,
     stopped: Option<String>,
     /// Counts the split in the worker's byte budget while it runs.
     _member: Member,
@@ -249,6 +272,14 @@ pub struct Runner<S: Sink> {
     failed_checkpoints: u32,
     late_logged: Option<Instant>,
     splits: BTreeMap<String, SplitHandle>,
+    /// Splits stopped because the checkpoint refused their positions (another owner moved
+    /// them on), with the generation this worker held then: not started again until it holds
+    /// another one.
+    taken: BTreeMap<String, u64>,
+    /// Splits this worker refused to start, with why (see [`window`]): reported as stopped.
+    held: BTreeMap<String, String>,
+    /// Checks resumes against the sink's duplicate window (JetStream to JetStream only).
+    window: Option<window::WindowGuard>,
     cancel: CancellationToken,
 }
 
@@ -343,6 +374,16 @@ impl Runner<PipelineSink> {
                 ));
             }
         };
+        let window = match (&spec.source.jetstream, &spec.sink.jetstream) {
+            (Some(source), Some(sink)) => Some(window::WindowGuard {
+                js: jetstream::new(client.clone()),
+                source: source.stream.clone(),
+                sink: sink.stream.clone(),
+                exactly_once: spec.checkpoint.mode == Some(DeliveryMode::ExactlyOnce),
+                window: Arc::default(),
+            }),
+            _ => None,
+        };
         let steps = Steps::compile(&spec.steps)?;
         let template = SubjectTemplate::compile_subject_only(template)?;
         let max_pending = usize::try_from(max_pending).unwrap_or(1024).max(1);
@@ -387,6 +428,9 @@ impl Runner<PipelineSink> {
             failed_checkpoints: 0,
             late_logged: None,
             splits: BTreeMap::new(),
+            taken: BTreeMap::new(),
+            held: BTreeMap::new(),
+            window,
             cancel: CancellationToken::new(),
         })
     }
@@ -423,6 +467,7 @@ impl<S: Sink> Runner<S> {
         let position = entry.map_or(0, |p| p.position);
         let stream_created = entry.and_then(|p| p.stream_created);
         let recreated = entry.and_then(|p| p.recreated.clone());
+        let end = entry.and_then(|p| p.end);
         let committed = Arc::new(AtomicU64::new(position));
         let committed_created = Arc::new(AtomicI64::new(
             stream_created.map_or(0, crate::source::jetstream::created_nanos),
@@ -437,13 +482,14 @@ impl<S: Sink> Runner<S> {
         // Every line the split's tasks log carries the split's name.
         let span = tracing::info_span!("split", split = %split.name);
 
-        let reader = self.readers.open(
-            &split,
-            consumer,
-            committed.clone(),
-            committed_created.clone(),
-            metrics.clone(),
-        );
+        let gap = GapSlot::default();
+        let resume = Resume {
+            committed: committed.clone(),
+            committed_created: committed_created.clone(),
+            end,
+            gap: gap.clone(),
+        };
+        let reader = self.readers.open(&split, consumer, resume, metrics.clone());
         let member = self.shared.budget.join();
         let (tx, rx) = read::channel(READ_AHEAD, self.shared.budget.clone());
         let read = read::read_split(
@@ -484,6 +530,7 @@ impl<S: Sink> Runner<S> {
                 reader: reader_task,
                 committed,
                 committed_created,
+                gap,
                 stopped: None,
                 _member: member,
             },
@@ -502,7 +549,8 @@ impl<S: Sink> Runner<S> {
             split: name.to_owned(),
         })??;
         let finals = BTreeMap::from([(name.to_owned(), (snapshot, committed))]);
-        self.commit_and_ack(finals, Instant::now(), false).await?;
+        self.commit_and_ack(finals, Instant::now(), Ending::Drained)
+            .await?;
         self.metrics.remove_split(name);
         Ok(())
     }
@@ -568,7 +616,8 @@ impl<S: Sink> Runner<S> {
                 }
             }
         }
-        self.commit_and_ack(snapshots, started, false).await
+        self.commit_and_ack(snapshots, started, Ending::Running)
+            .await
     }
 
     /// A split that did not answer a checkpoint in time: logged at most once per
@@ -587,8 +636,22 @@ impl<S: Sink> Runner<S> {
     /// Counts a checkpoint that failed on the store, and pauses reading after
     /// [`PAUSE_AFTER_FAILURES`] in a row (back-pressure: the splits stop taking messages, so the
     /// worker does not run ahead of its last commit).
+    ///
+    /// A NATS Core source is never paused: the server keeps nothing for it, so a split that
+    /// stops taking messages only fills the client's subscription buffer, which then drops
+    /// what arrives; and its checkpoint acknowledges nothing, so running ahead of the last
+    /// commit loses nothing that a pause would keep.
     fn checkpoint_failed(&mut self) {
         self.failed_checkpoints += 1;
+        if self.readers.core().is_some() {
+            if self.failed_checkpoints == PAUSE_AFTER_FAILURES {
+                tracing::warn!(
+                    failed = self.failed_checkpoints,
+                    "checkpoints keep failing; a NATS Core source keeps reading (a pause would drop what the server sends meanwhile)"
+                );
+            }
+            return;
+        }
         if self.failed_checkpoints >= PAUSE_AFTER_FAILURES && !*self.paused.borrow() {
             tracing::warn!(
                 failed = self.failed_checkpoints,
@@ -609,27 +672,39 @@ impl<S: Sink> Runner<S> {
         }
     }
 
-    /// Commits the positions of `snapshots` that moved (or finished, or stopped), then
-    /// acknowledges the source up to them. With `release`, every split of `snapshots` is also
-    /// marked released in the same write (the worker stops running it: its next owner may start
-    /// at once), unless the checkpoint shows that a newer owner has moved it on already.
+    /// Commits the positions of `snapshots` that moved (or finished, or stopped, or found a
+    /// retention gap), then acknowledges the source up to them. A final commit (`ending` not
+    /// [`Ending::Running`]) marks every split drained; with [`Ending::Released`] also released
+    /// (the worker stops running it: its next owner may start at once), unless the checkpoint
+    /// shows that a newer owner has moved it on already.
+    ///
+    /// A split whose position the checkpoint refuses (another owner committed it under a newer
+    /// assignment, or moved it past this worker's position, or on a later incarnation of the
+    /// stream) does not hold the others back: they are committed, and the refused split is
+    /// stopped, not acknowledged, logged and counted
+    /// (`jetflow_worker_errors_total{kind="checkpoint_refused"}`); it is not started again
+    /// until this worker holds a new assignment.
     async fn commit_and_ack(
         &mut self,
         snapshots: BTreeMap<String, (SplitSnapshot, Committed)>,
         started: Instant,
-        release: bool,
+        ending: Ending,
     ) -> Result<(), RunError> {
         let core = self.readers.core().is_some();
+        let draining = ending != Ending::Running;
         let mut moved = std::collections::BTreeSet::new();
         let mut updates: BTreeMap<String, SplitPosition> = BTreeMap::new();
         for (name, (s, committed)) in &snapshots {
             let entry = self.committer.checkpoint().splits.get(name);
+            let gap = committed.gap.lock().map(|g| g.clone()).unwrap_or_default();
             // A position on a recreated source stream starts anew: it is committed however it
             // compares with the earlier stream's (the checkpoint keeps the creation time).
             let new_stream = s.stream_created.is_some()
                 && entry.is_none_or(|c| c.stream_created != s.stream_created);
+            let new_gap = gap.is_some() && entry.is_none_or(|c| c.retention_gap != gap);
             let changed = s.position > committed.position.load(Ordering::Acquire)
                 || new_stream
+                || new_gap
                 || s.finished
                 // A split that just stopped on a failed message: the reason is recorded once,
                 // for the operator to report.
@@ -638,16 +713,18 @@ impl<S: Sink> Runner<S> {
             // one whose count is behind what another committed leaves the position alone
             // (nothing is acknowledged to a Core source, and the ids stay unique per worker).
             let write = changed && (!core || entry.is_none_or(|c| s.position > c.position));
-            // A release is for a split nobody newer has taken on: not committed under a later
-            // generation, nor (from a stream) past this worker's position.
-            let release = release
-                && entry.is_none_or(|c| {
-                    c.generation <= self.generation
-                        && (core
-                            || c.position <= s.position
-                            || as_position(s).on_newer_stream_than(c))
-                });
-            if !write && !release {
+            // What a final commit marks (drained, released) is for a split nobody newer has
+            // taken on: not committed under a later generation, nor (from a stream) past this
+            // worker's position.
+            let ours = entry.is_none_or(|c| {
+                c.generation <= self.generation
+                    && (core || c.position <= s.position || as_position(s).on_newer_stream_than(c))
+            });
+            let release = ending == Ending::Released && ours;
+            // A split that ends its run without having moved still records that nothing past
+            // its position was emitted.
+            let drain = draining && !core && ours && entry.is_some_and(|c| !c.drained);
+            if !write && !release && !drain {
                 continue;
             }
             if write {
@@ -685,30 +762,41 @@ impl<S: Sink> Runner<S> {
                     released: release,
                     stream_created,
                     recreated,
+                    end: entry.and_then(|c| c.end),
+                    retention_gap: gap.or_else(|| entry.and_then(|c| c.retention_gap.clone())),
+                    drained: draining && ours,
+                    // The split runs: a refusal to start it (see `window`) is over.
+                    window_exceeded: entry.and_then(|c| c.window_exceeded.clone()).map(|w| {
+                        WindowExceeded {
+                            refused: false,
+                            ..w
+                        }
+                    }),
                 },
             );
         }
         if !updates.is_empty() {
-            let id = loop {
-                match self.committer.commit(&updates).await {
-                    Ok(c) => break c.id,
-                    // The final checkpoint: a split that a newer owner took on (this worker
-                    // missed the assignment that moved it) is left to it; the others are still
-                    // committed and released.
-                    Err(StoreError::Refused { source, .. })
-                        if release && updates.len() > 1 && updates.contains_key(source.split()) =>
-                    {
-                        tracing::warn!(error = %source, "split taken on by a newer owner; not committed");
-                        let split = source.split().to_owned();
-                        updates.remove(&split);
-                        moved.remove(&split);
-                    }
-                    Err(e) => {
-                        self.metrics.checkpoint_failures.inc();
-                        return Err(e.into());
-                    }
+            let refused = match self.committer.commit_partly(&updates).await {
+                Ok(refused) => refused,
+                Err(e) => {
+                    self.metrics.checkpoint_failures.inc();
+                    return Err(e.into());
                 }
             };
+            for refusal in &refused {
+                let split = refusal.split().to_owned();
+                moved.remove(&split);
+                updates.remove(&split);
+                if core {
+                    // Workers sharing Core subjects in a queue group each run every split and
+                    // count their own messages: another worker's count ahead of this one's
+                    // owns nothing, and there is nothing to acknowledge.
+                    tracing::debug!(split = %split, error = %refusal, "another worker's count of the Core split is ahead; not committed");
+                    continue;
+                }
+                self.give_up_split(&split, refusal).await;
+            }
+            let id = self.committer.checkpoint().id;
             // Only now, with the positions durable, may the source forget the messages.
             let acks = moved.iter().map(|name| {
                 let (snapshot, committed) = &snapshots[name];
@@ -728,8 +816,10 @@ impl<S: Sink> Runner<S> {
                 }
             });
             join_all(acks).await;
-            self.metrics.checkpoint_committed(id);
-            tracing::debug!(id, splits = updates.len(), "checkpoint committed");
+            if !updates.is_empty() {
+                self.metrics.checkpoint_committed(id);
+                tracing::debug!(id, splits = updates.len(), "checkpoint committed");
+            }
         } else {
             // Nothing moved: the committed checkpoint is still current.
             self.metrics.last_checkpoint.set(
@@ -745,11 +835,40 @@ impl<S: Sink> Runner<S> {
         Ok(())
     }
 
+    /// Stops a split whose position the checkpoint refused: another owner has it now. Its
+    /// outputs since the last commit are confirmed by the sink, but its position is not
+    /// committed nor the source acknowledged; the owner that moved it on reads on from its own
+    /// position. Not started again until this worker holds a new assignment generation.
+    async fn give_up_split(&mut self, split: &str, refusal: &MergeError) {
+        self.metrics.split(split).error("checkpoint_refused");
+        tracing::warn!(
+            split = %split,
+            error = %refusal,
+            generation = self.generation,
+            "checkpoint refused the split's position: another owner has moved it on; the split is stopped on this worker, the other splits are committed"
+        );
+        self.taken.insert(split.to_owned(), self.generation);
+        if let Some(handle) = self.splits.remove(split) {
+            handle.cancel.cancel();
+            let _ = handle.reader.await;
+            let _ = handle.task.await;
+            self.metrics.remove_split(split);
+        }
+    }
+
+    /// The splits stopped on a failed message, and those this worker refused to start.
     fn stopped(&self) -> BTreeMap<String, String> {
         self.splits
             .iter()
             .filter_map(|(name, h)| h.stopped.clone().map(|r| (name.clone(), r)))
+            .chain(self.held.iter().map(|(n, r)| (n.clone(), r.clone())))
             .collect()
+    }
+
+    /// Whether every split of the run stopped (on a failed message, or refused to start).
+    fn all_stopped(&self) -> bool {
+        let all = self.splits.len() + self.held.len();
+        all > 0 && self.stopped().len() == all
     }
 
     /// Runs `splits` until `cancel` fires or every split has stopped, checkpointing at the
@@ -821,8 +940,10 @@ impl<S: Sink> Runner<S> {
                     break;
                 }
             }
-            if !self.splits.is_empty() && self.stopped().len() == self.splits.len() {
-                tracing::error!("every split stopped on a failed message; shutting down");
+            if self.all_stopped() {
+                tracing::error!(
+                    "every split stopped (on a failed message, or refused to start); shutting down"
+                );
                 break;
             }
         }
@@ -872,7 +993,12 @@ impl<S: Sink> Runner<S> {
             .filter_map(|(n, (s, _))| s.stopped.clone().map(|r| (n.clone(), r)))
             .collect();
         stopped_now.extend(stopped);
-        match self.commit_and_ack(finals, started, release).await {
+        let ending = if release {
+            Ending::Released
+        } else {
+            Ending::Drained
+        };
+        match self.commit_and_ack(finals, started, ending).await {
             Ok(()) => {}
             // The checkpoint was reset after this worker started: its positions belong to
             // nothing any more, and the stop is clean.

@@ -161,6 +161,58 @@ fn recreated_splits<'a>(
     })
 }
 
+/// What the workers recorded in the checkpoint about a split's guarantee: a split refused to
+/// start because exactly once could not hold (for as long as it is refused), a split resumed
+/// at least once past the sink's duplicate window, and messages the source's retention removed
+/// before a split read them (both for [`RECREATED_REPORTED_FOR`] after they were found).
+fn checkpoint_findings(o: &Observed<'_>) -> Vec<Finding> {
+    let recent =
+        |at: jiff::Timestamp| o.now.duration_since(at).unsigned_abs() < RECREATED_REPORTED_FOR;
+    let second = |at: jiff::Timestamp| jiff::Timestamp::from_second(at.as_second()).unwrap_or(at);
+    // Refusals first: nothing moves on those splits until someone acts.
+    let (mut refused, mut findings) = (Vec::new(), Vec::new());
+    for split in o.splits.iter() {
+        let Some(entry) = o.checkpoint.and_then(|c| c.splits.get(split)) else {
+            continue;
+        };
+        if let Some(w) = &entry.window_exceeded {
+            if w.refused {
+                refused.push(Finding {
+                    reason: reasons::DUPLICATE_WINDOW_EXCEEDED,
+                    message: format!(
+                        "split {split} not started: its last commit was {}s old, older than the sink stream's duplicate window ({}s), so exactly once cannot hold; raise the sink Stream's duplicateWindow above that, or set spec.checkpoint.mode: AtLeastOnce to resume with duplicates",
+                        w.age_seconds, w.window_seconds
+                    ),
+                });
+            } else if recent(w.detected) {
+                findings.push(Finding {
+                    reason: reasons::DUPLICATE_WINDOW_EXCEEDED,
+                    message: format!(
+                        "split {split} resumed at {} after its last commit had grown {}s old, older than the sink stream's duplicate window ({}s): outputs emitted after that commit may be in the sink twice",
+                        second(w.detected),
+                        w.age_seconds,
+                        w.window_seconds
+                    ),
+                });
+            }
+        }
+        if let Some(gap) = entry.retention_gap.as_ref().filter(|g| recent(g.detected)) {
+            findings.push(Finding {
+                reason: reasons::MESSAGES_EXPIRED,
+                message: format!(
+                    "split {split}: stream sequences {}..={} were removed by the source stream's retention (maxAge, maxMsgs, maxBytes or a purge) before the split read them (found at {})",
+                    gap.first,
+                    gap.last,
+                    second(gap.detected)
+                ),
+            });
+        }
+    }
+    refused.append(&mut findings);
+    refused.truncate(MAX_STOPPED_IN_MESSAGE);
+    refused
+}
+
 /// The status of a Pipeline that passed validation.
 pub fn status(o: &Observed<'_>) -> PipelineStatus {
     let p = o.pipeline;
@@ -296,6 +348,7 @@ pub fn status(o: &Observed<'_>) -> PipelineStatus {
         })
         .collect();
     findings.extend(recreated);
+    findings.extend(checkpoint_findings(o));
     findings.extend(o.verdict.warnings.iter().cloned());
     condition::merge(
         &mut st.conditions,
@@ -475,6 +528,81 @@ mod tests {
         assert!(!condition::is_true(&st.conditions, types::CHECKPOINT_STALE));
         assert!(!condition::is_true(&st.conditions, types::PROGRESSING));
         assert_eq!(st.assignment_generation, Some(3));
+    }
+
+    #[test]
+    fn a_refused_resume_and_a_retention_gap_degrade_the_pipeline_and_say_why() {
+        let p = fixtures::pipeline();
+        let now = jiff::Timestamp::from_second(1_000_000).unwrap();
+        let exceeded = |refused| jetflow_crds::checkpoint::WindowExceeded {
+            detected: now,
+            age_seconds: 300,
+            window_seconds: 120,
+            refused,
+        };
+        let cp = Checkpoint {
+            id: 7,
+            time: Some(now),
+            splits: BTreeMap::from([
+                (
+                    "orders.eu".into(),
+                    SplitPosition {
+                        position: 5,
+                        retention_gap: Some(jetflow_crds::checkpoint::RetentionGap {
+                            first: 6,
+                            last: 90,
+                            detected: now,
+                        }),
+                        ..Default::default()
+                    },
+                ),
+                (
+                    "orders.us".into(),
+                    SplitPosition {
+                        position: 5,
+                        window_exceeded: Some(exceeded(true)),
+                        ..Default::default()
+                    },
+                ),
+            ]),
+        };
+        let (a, lags) = (Assignment::default(), BTreeMap::new());
+        let splits = vec!["orders.eu".to_owned(), "orders.us".to_owned()];
+        let d = deployment(2);
+        let st = observe(&p, &d, Some(&cp), &a, &splits, &lags, now);
+        let degraded = condition::find(&st.conditions, types::DEGRADED).unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "DuplicateWindowExceeded")
+        );
+        let m = &degraded.message;
+        assert!(
+            m.starts_with("split orders.us not started: its last commit was 300s old"),
+            "{m}"
+        );
+        assert!(
+            m.contains("split orders.eu: stream sequences 6..=90 were removed"),
+            "{m}"
+        );
+        // A refusal stays until the split runs again; a gap is reported for a while.
+        let later = now + RECREATED_REPORTED_FOR;
+        let st = observe(&p, &d, Some(&cp), &a, &splits, &lags, later);
+        let degraded = condition::find(&st.conditions, types::DEGRADED).unwrap();
+        assert!(
+            !degraded.message.contains("stream sequences"),
+            "{}",
+            degraded.message
+        );
+        assert!(
+            degraded.message.contains("not started"),
+            "{}",
+            degraded.message
+        );
+        let mut resumed = cp.clone();
+        resumed.splits.get_mut("orders.us").unwrap().window_exceeded = Some(exceeded(false));
+        let st = observe(&p, &d, Some(&resumed), &a, &splits, &lags, later);
+        let degraded = condition::find(&st.conditions, types::DEGRADED).unwrap();
+        assert_eq!(degraded.status, "False", "{}", degraded.message);
     }
 
     #[test]

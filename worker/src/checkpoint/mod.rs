@@ -172,6 +172,40 @@ impl Committer {
         &self.store
     }
 
+    /// Merges the `updates` the never-backwards rules allow into the stored checkpoint and
+    /// writes it with a compare-and-swap; a refused split leaves its committed entry as it is
+    /// and does not hold the others back. Returns the refusals (one per refused split). With
+    /// every update refused nothing is written.
+    pub async fn commit_partly(
+        &mut self,
+        updates: &BTreeMap<String, SplitPosition>,
+    ) -> Result<Vec<MergeError>, StoreError> {
+        let mut attempt = 0;
+        loop {
+            let (next, refused) = self
+                .current
+                .checkpoint
+                .merged_partly(updates, jiff::Timestamp::now());
+            if refused.len() == updates.len() {
+                return Ok(refused);
+            }
+            match self.store.write(self.current.version.as_ref(), &next).await {
+                Ok(version) => {
+                    self.current = Stored {
+                        checkpoint: next,
+                        version: Some(version),
+                    };
+                    return Ok(refused);
+                }
+                Err(StoreError::Conflict { .. }) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    self.current = self.store.load().await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Merges `updates` into the stored checkpoint and writes it with a compare-and-swap.
     pub async fn commit(
         &mut self,

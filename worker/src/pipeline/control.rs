@@ -337,10 +337,16 @@ impl<S: Sink> Runner<S> {
             .waiting
             .retain(|name, _| desired.contains_key(name));
 
+        // A split stopped because another owner moved it on waits for a new assignment.
+        self.taken.retain(|_, at| *at >= generation);
         let mut started = 0;
         let mut claims = BTreeMap::new();
+        let mut starting = Vec::new();
         for (name, split) in desired {
-            if self.splits.contains_key(&name) {
+            if self.splits.contains_key(&name)
+                || self.taken.contains_key(&name)
+                || self.held.contains_key(&name)
+            {
                 continue;
             }
             let entry = self.committer.checkpoint().splits.get(&name);
@@ -363,8 +369,7 @@ impl<S: Sink> Runner<S> {
                         },
                     );
                 }
-                self.start_split(split);
-                started += 1;
+                starting.push(split);
             } else {
                 membership.waiting.entry(name.clone()).or_insert_with(|| {
                     tracing::info!(split = %name, "waiting for the previous owner to release the split");
@@ -372,17 +377,79 @@ impl<S: Sink> Runner<S> {
                 });
             }
         }
+        // A `streamEnd` run fixes each split's end in the checkpoint before the split reads
+        // anything: a restart ends where the run was meant to end.
+        self.record_ends(&starting, generation).await?;
+        for split in starting {
+            if self.refuse_resume(&split, generation).await.is_some() {
+                continue;
+            }
+            self.start_split(split);
+            started += 1;
+        }
         if started > 0 && !initial {
             tracing::info!(started, running = self.splits.len(), "splits started");
         }
         if membership.retry.take().is_some() {
             tracing::info!("split set change applied after a retry");
         }
+        // Claimed as started, with what the start recorded (the end of a bounded run).
+        claims.retain(|name, _| self.splits.contains_key(name));
+        for (name, claim) in &mut claims {
+            if let Some(entry) = self.committer.checkpoint().splits.get(name) {
+                claim.end = entry.end;
+                claim.window_exceeded = entry.window_exceeded.clone();
+            }
+        }
         if !claims.is_empty()
             && let Err(e) = self.committer.commit(&claims).await
         {
             tracing::warn!(error = %e, splits = claims.len(), "released splits not claimed");
         }
+        Ok(())
+    }
+
+    /// Records the end of a `streamEnd` run in the checkpoint for the splits of `starting`
+    /// that start for the first time (their entry has none): the stream's last sequence now.
+    async fn record_ends(&mut self, starting: &[Split], generation: u64) -> Result<(), RunError> {
+        let checkpoint = self.committer.checkpoint();
+        let new: Vec<&Split> = starting
+            .iter()
+            .filter(|s| {
+                checkpoint
+                    .splits
+                    .get(&s.name)
+                    .is_none_or(|e| e.end.is_none())
+            })
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let Some(end) = self.readers.fixed_end().await else {
+            return Ok(());
+        };
+        let updates: BTreeMap<String, SplitPosition> = new
+            .iter()
+            .map(|s| {
+                let entry = checkpoint.splits.get(&s.name).cloned().unwrap_or_default();
+                let record = SplitPosition {
+                    owner: Some(self.worker_id.clone()),
+                    generation,
+                    end: Some(end),
+                    ..entry
+                };
+                (s.name.clone(), record)
+            })
+            .collect();
+        for refusal in self.committer.commit_partly(&updates).await? {
+            // Moved on by a newer owner: its running commits are refused too.
+            tracing::warn!(error = %refusal, "end of the bounded run not recorded");
+        }
+        tracing::info!(
+            end,
+            splits = updates.len(),
+            "end of the bounded run recorded in the checkpoint"
+        );
         Ok(())
     }
 
@@ -413,6 +480,10 @@ impl<S: Sink> Runner<S> {
                 released: true,
                 stream_created: entry.as_ref().and_then(|e| e.stream_created),
                 recreated: entry.as_ref().and_then(|e| e.recreated.clone()),
+                end: entry.as_ref().and_then(|e| e.end),
+                retention_gap: entry.as_ref().and_then(|e| e.retention_gap.clone()),
+                drained: entry.as_ref().is_some_and(|e| e.drained),
+                window_exceeded: entry.as_ref().and_then(|e| e.window_exceeded.clone()),
             };
             let updates = BTreeMap::from([(name.to_owned(), record)]);
             if let Err(e) = self.committer.commit(&updates).await {

@@ -3,7 +3,10 @@
 //! The bound becomes an end sequence, the last stream sequence the split may process:
 //!
 //! - `sequence: N`: N;
-//! - `streamEnd: true`: the stream's last sequence when the split starts;
+//! - `streamEnd: true`: the stream's last sequence when the split first starts, recorded in the
+//!   checkpoint (`end`) before the split reads anything, so that a restarted run (a crash, a
+//!   rolling update) ends where the run was meant to end, not at the stream's end as it is by
+//!   then ([`BoundSpec::fixed_end`] and [`BoundedReader::ending_at`]);
 //! - `time: T`: the last sequence stored at or before T, found by a binary search over the
 //!   stream (one message lookup per step). While T is still in the future the split reads on
 //!   unbounded, because everything it reads was stored before T; the search runs once T has
@@ -89,6 +92,28 @@ impl BoundSpec {
         })
     }
 
+    /// Whether the end is the stream's last sequence when the split first starts: the runner
+    /// records it in the checkpoint then ([`BoundSpec::fixed_end`]).
+    pub fn is_stream_end(&self) -> bool {
+        matches!(self.kind, BoundKind::StreamEnd)
+    }
+
+    /// For a `streamEnd` bound, the stream's last sequence now: the end of the splits that
+    /// start now for the first time. `None` for other bounds, or when the stream cannot be
+    /// looked up (the splits then look it up as they start).
+    pub async fn fixed_end(&self, js: &jetstream::Context, stream: &str) -> Option<u64> {
+        if !self.is_stream_end() {
+            return None;
+        }
+        match js.get_stream(stream).await {
+            Ok(found) => Some(found.cached_info().state.last_sequence),
+            Err(e) => {
+                tracing::warn!(stream, error = %e, "cannot look up the stream's end for the bound");
+                None
+            }
+        }
+    }
+
     /// Waits until at least `n` splits looked up their end (a time bound still ahead counts:
     /// its end is looked up once the time has passed).
     pub async fn wait_fixed(&self, n: usize) {
@@ -149,6 +174,16 @@ impl<R: SplitReader> BoundedReader<R> {
             done: false,
             counted: false,
         }
+    }
+
+    /// Ends at `end`, the end a `streamEnd` run recorded in the checkpoint when the split first
+    /// started (ignored for other bounds: a bound changed in the spec since applies).
+    pub fn ending_at(mut self, end: Option<u64>) -> Self {
+        if let (Some(end), true) = (end, self.bound.is_stream_end()) {
+            tracing::info!(split = %self.lookup.split, end, "bounded split ends at the sequence recorded when it first started");
+            self.end = Some(end);
+        }
+        self
     }
 
     /// Fixes the end sequence when it can be known; `None` while a time bound lies ahead.

@@ -50,9 +50,10 @@ use jetflow_crds::split::Split;
 use jetflow_nats::consumer::{self, Acks, Verdict};
 use tokio::time::Instant;
 
-use super::{AckToken, Incarnation, SourceAcker, SourceError, SourceMessage, SplitReader};
+use super::{AckToken, GapSlot, Incarnation, SourceAcker, SourceError, SourceMessage, SplitReader};
 use crate::budget::Budget;
 use crate::metrics::SplitMetrics;
+use jetflow_crds::checkpoint::RetentionGap;
 
 pub use jetflow_nats::consumer::{MAX_ACK_PENDING, Start};
 
@@ -201,6 +202,10 @@ pub struct JetStreamReader {
     /// Messages waited at the last idle check while none arrived (a reader that was itself
     /// held up, behind a full channel, may meet its first check at once: a second says more).
     held_up: bool,
+    /// Where the last retention gap found is recorded for the checkpoint.
+    gap: GapSlot,
+    /// The last sequence of the last gap reported (a gap is reported once).
+    gap_reported: u64,
 }
 
 impl JetStreamReader {
@@ -248,6 +253,48 @@ impl JetStreamReader {
             pull_bytes: 0,
             large_messages: false,
             held_up: false,
+            gap: GapSlot::default(),
+            gap_reported: 0,
+        }
+    }
+
+    /// Records the retention gaps this reader finds in `gap`.
+    pub fn recording_gaps(mut self, gap: GapSlot) -> Self {
+        self.gap = gap;
+        self
+    }
+
+    /// Reports the messages the stream's retention removed between the position the split
+    /// resumes after and the stream's first sequence: counted, logged with the range, and
+    /// recorded for the checkpoint. The consumer starts at the first message left, so they
+    /// are never read.
+    fn retention_gap(&mut self, start: &Start, first_sequence: u64) {
+        let Start::After(position) = start else {
+            return;
+        };
+        let first = position + 1;
+        if first >= first_sequence || first_sequence - 1 <= self.gap_reported {
+            return;
+        }
+        let gap = RetentionGap {
+            first: first.max(self.gap_reported + 1),
+            last: first_sequence - 1,
+            detected: jiff::Timestamp::now(),
+        };
+        self.gap_reported = gap.last;
+        self.metrics.skipped_retention.inc_by(gap.len());
+        tracing::warn!(
+            split = %self.split.name,
+            stream = %self.stream_name,
+            first = gap.first,
+            last = gap.last,
+            sequences = gap.len(),
+            "messages removed by the source stream's retention before the split read them (maxAge, maxMsgs, maxBytes or a purge): stream sequences {}..={} are skipped",
+            gap.first,
+            gap.last,
+        );
+        if let Ok(mut slot) = self.gap.lock() {
+            *slot = Some(gap);
         }
     }
 
@@ -325,6 +372,7 @@ impl JetStreamReader {
         self.acks = Acks::for_retention(stream.cached_info().config.retention);
         self.stream = Some(stream.clone());
         let start = self.start();
+        self.retention_gap(&start, stream.cached_info().state.first_sequence);
         let consumer = ensure_consumer(
             &self.js,
             &stream,

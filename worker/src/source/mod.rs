@@ -58,6 +58,11 @@ pub enum Read {
     Failed(SourceError),
 }
 
+/// Where a split's reader records the last retention gap it found (see
+/// [`jetflow_crds::checkpoint::RetentionGap`]), for the runner to commit with the next
+/// checkpoint.
+pub type GapSlot = std::sync::Arc<std::sync::Mutex<Option<jetflow_crds::checkpoint::RetentionGap>>>;
+
 /// What a source needs to acknowledge a message: for JetStream its reply subject.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AckToken(pub Option<Subject>);

@@ -14,7 +14,7 @@ use jetflow_crds::split::Split;
 use super::bounded::{BoundSpec, BoundedReader};
 use super::core::{CoreAcker, CoreReader, CoreSource};
 use super::jetstream::{ConsumerSettings, JetStreamAcker, JetStreamReader};
-use super::{SourceAcker, SourceError, SourceMessage, SplitReader};
+use super::{GapSlot, SourceAcker, SourceError, SourceMessage, SplitReader};
 use crate::metrics::SplitMetrics;
 
 /// How long an acknowledgement may take to be confirmed.
@@ -40,17 +40,35 @@ pub enum Readers {
     Core(CoreSource),
 }
 
+/// What a split's reader resumes from, and shares with the runner.
+pub struct Resume {
+    /// The committed position, updated by the runner after each checkpoint.
+    pub committed: Arc<AtomicU64>,
+    /// The creation time of the stream the position counts in ([`super::jetstream::created_nanos`]; 0: unknown).
+    pub committed_created: Arc<AtomicI64>,
+    /// The end a bounded run recorded in the checkpoint when the split first started.
+    pub end: Option<u64>,
+    /// Where the reader records a retention gap it finds.
+    pub gap: GapSlot,
+}
+
 impl Readers {
-    /// A reader of `split` through `consumer` (JetStream), resuming after `committed` if it
-    /// counts in the stream created at `committed_created` (see [`JetStreamReader::new`]).
+    /// A reader of `split` through `consumer` (JetStream), resuming after the committed
+    /// position if it counts in the stream created at the committed creation time (see
+    /// [`JetStreamReader::new`]).
     pub fn open(
         &self,
         split: &Split,
         consumer: String,
-        committed: Arc<AtomicU64>,
-        committed_created: Arc<AtomicI64>,
+        resume: Resume,
         metrics: SplitMetrics,
     ) -> PipelineReader {
+        let Resume {
+            committed,
+            committed_created,
+            end,
+            gap,
+        } = resume;
         match self {
             Self::JetStream {
                 js,
@@ -70,20 +88,24 @@ impl Readers {
                     committed,
                     committed_created,
                     metrics,
-                );
+                )
+                .recording_gaps(gap);
                 let received = reader.delivered();
                 match bound {
                     None => PipelineReader::JetStream(Box::new(reader)),
-                    Some(bound) => PipelineReader::Bounded(Box::new(BoundedReader::new(
-                        reader,
-                        js.clone(),
-                        stream,
-                        consumer,
-                        &split.name,
-                        bound.clone(),
-                        position,
-                        received,
-                    ))),
+                    Some(bound) => PipelineReader::Bounded(Box::new(
+                        BoundedReader::new(
+                            reader,
+                            js.clone(),
+                            stream,
+                            consumer,
+                            &split.name,
+                            bound.clone(),
+                            position,
+                            received,
+                        )
+                        .ending_at(end),
+                    )),
                 }
             }
             Self::Core(source) => PipelineReader::Core(Box::new(CoreReader::new(
@@ -133,6 +155,20 @@ impl Readers {
         match self {
             Self::JetStream { bound, .. } => bound.as_ref(),
             Self::Core(_) => None,
+        }
+    }
+
+    /// For a `streamEnd` bound, the end of splits starting now for the first time (see
+    /// [`BoundSpec::fixed_end`]).
+    pub async fn fixed_end(&self) -> Option<u64> {
+        match self {
+            Self::JetStream {
+                js,
+                stream,
+                bound: Some(bound),
+                ..
+            } => bound.fixed_end(js, stream).await,
+            _ => None,
         }
     }
 
