@@ -14,8 +14,10 @@ pub mod manifest;
 pub mod names;
 pub mod pipeline;
 pub mod rewind;
+pub mod routing;
 pub mod split;
 pub mod stream;
+pub mod subject;
 pub mod units;
 pub mod validate;
 

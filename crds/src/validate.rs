@@ -198,9 +198,19 @@ fn check_connection(errors: &mut Errors, field: &str, conn: &Connection) {
     }
 }
 
-/// Validates a Pipeline's spec.
+/// Validates a Pipeline's spec, and where its outputs and dead letters go as far as the spec
+/// alone decides ([`crate::routing::check`]).
 pub fn pipeline(p: &Pipeline) -> Result<(), Invalid> {
-    pipeline_spec(&p.spec)
+    let mut errors = match pipeline_spec(&p.spec) {
+        Ok(()) => Vec::new(),
+        Err(Invalid(errors)) => errors,
+    };
+    errors.extend(crate::routing::check(p));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Invalid(errors))
+    }
 }
 
 /// Validates a Pipeline spec; fields are named from `spec.`.
