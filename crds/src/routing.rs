@@ -34,6 +34,22 @@ pub struct StreamSubjects {
     pub stores_as_captured: bool,
 }
 
+impl StreamSubjects {
+    /// The subjects a `Stream` resource declares, `None` when it does not say (an `Observe`
+    /// Stream names an existing stream and may leave its subjects out).
+    pub fn of_stream(stream: &crate::Stream) -> Option<Self> {
+        let spec = &stream.spec;
+        if spec.mode == crate::stream::StreamMode::Observe && spec.subjects.is_empty() {
+            return None;
+        }
+        Some(Self {
+            name: stream.stream_name(),
+            subjects: spec.subjects.clone(),
+            stores_as_captured: spec.subject_transform.is_none(),
+        })
+    }
+}
+
 /// The source and sink streams of a pipeline, where known.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Streams<'a> {

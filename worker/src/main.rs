@@ -16,6 +16,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use jetflow_crds::Pipeline;
+use jetflow_crds::routing::{StreamSubjects, Streams};
 use jetflow_nats::ConnectError;
 use jetflow_worker::assignment;
 use jetflow_worker::cluster::{StoreKind, Stores};
@@ -167,6 +168,45 @@ enum Invalid {
     },
 }
 
+/// `check`: the manifest's Pipeline validated as `run` validates it before connecting, and its
+/// routing against the subjects of the manifest's `Stream` documents for its source and sink
+/// streams (no connection is made: `run` checks the routing again against the streams as NATS
+/// has them). Returns what to print.
+fn check(args: &ManifestArgs) -> Result<String, Invalid> {
+    let pipeline = load(args)?;
+    let name = pipeline.metadata.name.clone().unwrap_or_default();
+    let streams: Vec<StreamSubjects> = jetflow_crds::manifest::load_streams(&args.file)?
+        .iter()
+        .filter_map(StreamSubjects::of_stream)
+        .collect();
+    let find =
+        |stream: Option<&String>| stream.and_then(|name| streams.iter().find(|s| &s.name == name));
+    let known = Streams {
+        source: find(pipeline.spec.source.jetstream.as_ref().map(|s| &s.stream)),
+        sink: find(pipeline.spec.sink.jetstream.as_ref().map(|s| &s.stream)),
+    };
+    let errors = jetflow_crds::routing::check_streams(&pipeline, known);
+    if !errors.is_empty() {
+        return Err(Invalid::Spec {
+            name,
+            source: jetflow_crds::validate::Invalid(errors),
+        });
+    }
+    let checked: Vec<&str> = [known.source, known.sink]
+        .into_iter()
+        .flatten()
+        .map(|s| s.name.as_str())
+        .collect();
+    let mut text = format!("pipeline {name} is valid");
+    if !checked.is_empty() {
+        text.push_str(&format!(
+            "\nits outputs were checked against the subjects of the manifest's Stream {}",
+            checked.join(" and ")
+        ));
+    }
+    Ok(text)
+}
+
 fn load(args: &ManifestArgs) -> Result<Pipeline, Invalid> {
     let pipeline = jetflow_crds::manifest::load_pipeline(&args.file, args.pipeline.as_deref())?;
     let name = pipeline.metadata.name.clone().unwrap_or_default();
@@ -203,12 +243,9 @@ fn main() -> ExitCode {
         tracing::debug!(%error, "cannot turn transparent huge pages off");
     }
     match args.command {
-        Command::Check(manifest) => match load(&manifest) {
-            Ok(p) => {
-                println!(
-                    "pipeline {} is valid",
-                    p.metadata.name.as_deref().unwrap_or_default()
-                );
+        Command::Check(manifest) => match check(&manifest) {
+            Ok(text) => {
+                println!("{text}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -307,6 +344,19 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
+    // Where the outputs go, against the streams as they are, before anything is read.
+    let js = async_nats::jetstream::new(client.clone());
+    let routing = jetflow_nats::routing::check(&js, &pipeline).await;
+    if !routing.is_empty() {
+        tracing::error!(
+            "{}",
+            Invalid::Spec {
+                name,
+                source: jetflow_crds::validate::Invalid(routing),
+            }
+        );
+        return Ok(ExitCode::from(2));
+    }
     let stores = Stores::connect(args.checkpoint_store, args.assignment_store).await?;
     let epoch = pipeline
         .metadata
