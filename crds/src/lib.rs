@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod condition;
 pub mod connection;
 pub mod crdgen;
+pub mod fields;
 pub mod manifest;
 pub mod names;
 pub mod pipeline;
