@@ -632,3 +632,21 @@ fn null_fields_are_absent_for_the_rules() {
         "kept: it is nullable"
     );
 }
+
+#[test]
+fn a_comma_separated_server_list_is_admitted_and_an_entry_without_scheme_refused() {
+    let mut list = minimal();
+    list["spec"]["connection"] = json!({"url": "nats://a:4222, nats://b:4222,tls://c:4443"});
+    admit(&list).unwrap_or_else(|e| panic!("{:?}", messages(&e)));
+    let mut bad = minimal();
+    bad["spec"]["connection"] = json!({"url": "nats://a:4222,b:4222"});
+    let invalid = admit(&bad).unwrap_err();
+    assert!(
+        invalid
+            .causes
+            .iter()
+            .any(|c| c.field == "spec.connection.url"),
+        "{:?}",
+        messages(&invalid)
+    );
+}

@@ -70,7 +70,8 @@ struct ManifestArgs {
 struct RunArgs {
     #[command(flatten)]
     manifest: ManifestArgs,
-    /// NATS URL for a pipeline whose connection names none.
+    /// NATS URL for a pipeline whose connection names none, or several separated by commas
+    /// (`nats://a:4222,nats://b:4222`), tried in turn.
     #[arg(
         long,
         env = "JETFLOW_NATS_URL",
@@ -341,6 +342,10 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
         Err(e) if e.is_secret() || matches!(e, ConnectError::Authentication { .. }) => {
             tracing::error!("{e}");
             return Ok(ExitCode::from(4));
+        }
+        Err(e @ ConnectError::InvalidUrl { .. }) => {
+            tracing::error!("{e}");
+            return Ok(ExitCode::from(2));
         }
         Err(e) => return Err(e.into()),
     };

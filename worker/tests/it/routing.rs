@@ -177,3 +177,79 @@ async fn a_sink_subject_the_sink_stream_captures_passes_and_runs() {
     assert!(status.success(), "{}", worker.plain_log());
     assert_eq!(stream_len(&js, "ORDERS").await, 10);
 }
+
+/// Misspelt fields (`filterSubject` for `filterSubjects`, `checkpiont`) are refused as
+/// `kubectl apply --validate=strict` refuses them, each named with the nearest known field,
+/// rather than ignored (which would read the whole stream with the default checkpoint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misspelt_fields_are_refused_by_check_and_run() {
+    let server = NatsServer::start();
+    let js = setup(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_manifest(
+        dir.path(),
+        r#"
+apiVersion: jetflow.io/v1alpha1
+kind: Pipeline
+metadata: {name: typo}
+spec:
+  source:
+    jetstream:
+      stream: ORDERS
+      filterSubject: "orders.eu.>"
+  sink:
+    jetstream: {stream: COPY, subject: "copy.{{subject}}"}
+  checkpiont:
+    interval: 1s
+"#,
+    );
+    let expected = [
+        "spec.source.jetstream.filterSubject: unknown field; did you mean filterSubjects?",
+        "spec.checkpiont: unknown field; did you mean checkpoint?",
+    ];
+    let checked = check(&path);
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert_eq!(checked.status.code(), Some(2), "{stderr}");
+    for part in expected {
+        assert!(
+            stderr.contains(part),
+            "check does not say {part:?}: {stderr}"
+        );
+    }
+    let log = refused_by_run(&server, &js, &path).await;
+    for part in expected {
+        assert!(log.contains(part), "run does not say {part:?}: {log}");
+    }
+}
+
+/// `--nats` and `connection.url` take a comma-separated list, as the NATS tools do: with an
+/// unreachable address first, the worker connects to the next and moves the messages. A
+/// malformed entry is refused naming it, and a password in the list is never shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comma_separated_server_list_connects_and_a_malformed_entry_is_named() {
+    let server = NatsServer::start();
+    let js = setup(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_manifest(
+        dir.path(),
+        &pipeline("list", "[]", Some("copy.{{subject}}")),
+    );
+    let unreachable = format!("nats://127.0.0.1:{}", jetflow_testsupport::free_port());
+    let list = format!("{unreachable}, {}", server.url());
+    let mut worker = Worker::start(&path, &list, &dir.path().join("checkpoints"), &[]);
+    wait_for_len(&js, "COPY", 10, Duration::from_secs(60)).await;
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{}", worker.plain_log());
+
+    let bad = format!("{},nats://alice:s3cret@127.0.0.1:42x2", server.url());
+    let mut worker = Worker::start(&path, &bad, &dir.path().join("bad-checkpoints"), &[]);
+    let status = worker.wait(Duration::from_secs(30));
+    let log = worker.plain_log();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("connection.url: entry 2 of 2 (nats://alice:***@127.0.0.1:42x2)"),
+        "{log}"
+    );
+    assert!(!log.contains("s3cret"), "the password is shown: {log}");
+    assert_eq!(stream_len(&js, "COPY").await, 10);
+}
