@@ -328,7 +328,7 @@ async fn kubectl_auth_can_i_and_whoami_answer_for_the_admin() {
 
 /// Misspelt fields: `kubectl apply` (strict validation, its default) refuses them naming each,
 /// server-side and client-side; `--validate=false` has them pruned, as kube-apiserver does.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_apply_refuses_unknown_fields_when_strict_and_prunes_them_otherwise() {
     let cluster = Cluster::start().await;
     let file = cluster.file(
