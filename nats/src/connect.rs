@@ -356,3 +356,24 @@ fn tls_config(
         _ => Ok(builder.with_no_client_auth()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_list_is_split_and_a_malformed_entry_named_without_its_password() {
+        let servers = server_addrs("nats://a:4222, nats://b:4223").unwrap();
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[1].port(), 4223);
+        let e = server_addrs("nats://a:4222,nats://alice:s3cret@b:42x2").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("connection.url: entry 2 of 2 (nats://alice:***@b:42x2) is not a NATS server address"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        assert_eq!(e.category(), "url");
+        assert!(server_addrs("nats://a:4222,").is_err());
+    }
+}
