@@ -1,7 +1,9 @@
 //! `jetflow-worker`: runs a pipeline's split readers, steps, sink and checkpoints.
 //!
 //! This file only parses flags and wires the parts together: the manifest is loaded and
-//! validated (exit code 2 when invalid), the NATS connection opened, the HTTP endpoints served,
+//! validated (exit code 2 when invalid: a wrong or unknown field, or outputs routed back to the
+//! source), the NATS connection opened, the routing checked against the source and sink
+//! streams as NATS has them (exit code 2), the HTTP endpoints served,
 //! SIGTERM and SIGINT turned into a cancellation, and the runner's outcome into an exit code:
 //! 0 after a clean stop (or a bounded run whose splits all finished, after a summary on
 //! stdout; in a pod, `--assignment-store configmap`, a bounded run stays up until SIGTERM), 1 on a failure, 2 for an invalid or unsupported pipeline, 3 when splits stopped on
