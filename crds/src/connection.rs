@@ -14,11 +14,14 @@ use serde::{Deserialize, Serialize};
     "(has(self.creds) ? 1 : 0) + (has(self.nkey) ? 1 : 0) + (has(self.userPassword) ? 1 : 0) + (has(self.token) ? 1 : 0) <= 1"
 ).message("connection: set at most one of creds, nkey, userPassword and token"))]
 pub struct Connection {
-    /// NATS server URL, or several separated by commas (`nats://nats.nats.svc:4222`). When
+    /// NATS server URL, or several separated by commas (`nats://nats.nats.svc:4222`,
+    /// `nats://a:4222,nats://b:4222`), tried in turn as by the NATS tools. When
     /// omitted, the operator's default URL (Helm value `nats.url`) is used, or the worker's
     /// `--nats` flag when it runs locally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(nats|tls|ws|wss)://[^\s]+$"))]
+    #[schemars(regex(
+        pattern = r"^(nats|tls|ws|wss)://[^\s,]+(\s*,\s*(nats|tls|ws|wss)://[^\s,]+)*$"
+    ))]
     pub url: Option<String>,
 
     /// A NATS credentials file (JWT and NKey seed), as produced by `nsc`, in a Secret.
@@ -112,5 +115,45 @@ impl Connection {
         names.sort_unstable();
         names.dedup();
         names
+    }
+}
+
+/// `url` with the password or token of its user information (`nats://user:pass@host`,
+/// `nats://token@host`) replaced by `***`, in each entry of a comma-separated list: what an
+/// error message or a log line may show.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|entry| {
+            let (scheme, rest) = match entry.find("://") {
+                Some(i) => entry.split_at(i + 3),
+                None => ("", entry),
+            };
+            let host_start = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..host_start].rfind('@') {
+                Some(at) => {
+                    let user = match rest[..at].split_once(':') {
+                        Some((user, _)) => format!("{user}:***"),
+                        None => "***".to_owned(),
+                    };
+                    format!("{scheme}{user}{}", &rest[at..])
+                }
+                None => entry.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("nats://alice:s3cret@a:4222, tls://tok@b:4222,nats://c:4222"),
+            "nats://alice:***@a:4222, tls://***@b:4222,nats://c:4222"
+        );
+        assert_eq!(redact_url("nats://a:4222"), "nats://a:4222");
     }
 }

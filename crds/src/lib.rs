@@ -10,12 +10,15 @@ pub mod checkpoint;
 pub mod condition;
 pub mod connection;
 pub mod crdgen;
+pub mod fields;
 pub mod manifest;
 pub mod names;
 pub mod pipeline;
 pub mod rewind;
+pub mod routing;
 pub mod split;
 pub mod stream;
+pub mod subject;
 pub mod units;
 pub mod validate;
 

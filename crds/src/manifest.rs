@@ -1,6 +1,7 @@
 //! Reading manifests: a YAML file of one or more documents, as `kubectl apply -f` takes it.
 //! The worker's configuration is such a file (a Pipeline manifest); examples hold a Stream and
-//! Pipeline pair and sometimes a Secret.
+//! Pipeline pair and sometimes a Secret. A field the resource's schema does not declare is an
+//! error, as under `kubectl apply --validate=strict` ([`crate::fields`]).
 
 use std::path::{Path, PathBuf};
 
@@ -50,6 +51,19 @@ pub enum ManifestError {
         /// What was wrong.
         message: String,
     },
+    /// A document has fields its resource's schema does not declare (misspelt, or of another
+    /// version), which `kubectl apply --validate=strict` refuses too.
+    #[error("document {index} ({kind} {name}): {}", fields.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    UnknownFields {
+        /// 1-based document number.
+        index: usize,
+        /// The resource kind.
+        kind: String,
+        /// The resource name.
+        name: String,
+        /// The fields, each with the nearest known one where close.
+        fields: Vec<crate::fields::UnknownField>,
+    },
     /// The manifest holds no Pipeline where one is needed.
     #[error("{0}: no Pipeline found (expected a document with kind: Pipeline)")]
     NoPipeline(String),
@@ -86,6 +100,15 @@ pub fn parse(text: &str) -> Result<Vec<Resource>, ManifestError> {
         if !api_version.starts_with(&format!("{}/", crate::GROUP)) {
             continue;
         }
+        let unknown = crate::fields::unknown(&kind, &value);
+        if !unknown.is_empty() {
+            return Err(ManifestError::UnknownFields {
+                index,
+                kind,
+                name: name_of(&value),
+                fields: unknown,
+            });
+        }
         match kind.as_str() {
             "Pipeline" => resources.push(Resource::Pipeline(Box::new(typed(index, &kind, value)?))),
             "Stream" => resources.push(Resource::Stream(Box::new(typed(index, &kind, value)?))),
@@ -100,11 +123,7 @@ fn typed<T: DeserializeOwned>(
     kind: &str,
     value: serde_json::Value,
 ) -> Result<T, ManifestError> {
-    let name = value
-        .pointer("/metadata/name")
-        .and_then(|n| n.as_str())
-        .unwrap_or("<unnamed>")
-        .to_owned();
+    let name = name_of(&value);
     serde_path_to_error::deserialize(value).map_err(|e| ManifestError::Field {
         index,
         kind: kind.to_owned(),
@@ -112,6 +131,14 @@ fn typed<T: DeserializeOwned>(
         field: e.path().to_string(),
         message: e.into_inner().to_string(),
     })
+}
+
+fn name_of(value: &serde_json::Value) -> String {
+    value
+        .pointer("/metadata/name")
+        .and_then(|n| n.as_str())
+        .unwrap_or("<unnamed>")
+        .to_owned()
 }
 
 /// Reads and parses a manifest file.

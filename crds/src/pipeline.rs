@@ -44,6 +44,14 @@ use crate::{Connection, Duration};
 ).message("source.bound cannot be combined with source.jetstream.start.from: New"))]
 #[x_kube(validation = Rule::new("!has(self.autoscaling) || has(self.source.jetstream)")
     .message("autoscaling needs a JetStream source (source.jetstream): a NATS Core source has no lag to scale on"))]
+#[x_kube(validation = Rule::new(
+    r"!has(self.sink.jetstream) || (has(self.steps) && self.steps.exists(s, has(s.setSubject))) || (has(self.sink.jetstream.subject) && !self.sink.jetstream.subject.matches('^\\{\\{\\s*subject\\s*\\}\\}$'))"
+).field_path(".sink.jetstream.subject")
+    .message("{{subject}} (the default) with no setSubject step writes each output to the subject it was read from, which the source reads: the outputs come back as input, for ever; set a subject the sink stream captures, such as \"copy.{{subject}}\""))]
+#[x_kube(validation = Rule::new(
+    r"!has(self.sink.core) || (has(self.steps) && self.steps.exists(s, has(s.setSubject))) || (has(self.sink.core.subject) && !self.sink.core.subject.matches('^\\{\\{\\s*subject\\s*\\}\\}$'))"
+).field_path(".sink.core.subject")
+    .message("{{subject}} (the default) with no setSubject step publishes each output to the subject it was read from, which the source reads: the outputs come back as input, for ever; set another subject, such as \"copy.{{subject}}\""))]
 pub struct PipelineSpec {
     /// How to reach NATS, for the source, the sink and the dead-letter subject. Defaults to the
     /// operator's default URL without credentials.

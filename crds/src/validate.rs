@@ -163,6 +163,33 @@ pub fn check_subject_template(template: &str, payload: bool) -> Result<(), Strin
     check_subject(&literal, false).map_err(|e| format!("template {template:?}: {e}"))
 }
 
+/// Checks one server URL of a connection: a NATS scheme, a host, and a port that is a
+/// number up to 65535 when given.
+fn check_server_url(url: &str) -> Result<(), String> {
+    let Some(rest) = ["nats://", "tls://", "ws://", "wss://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))
+    else {
+        return Err("no nats://, tls://, ws:// or wss:// scheme".into());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.rsplit_once(':') {
+        // An IPv6 address in brackets holds colons of its own.
+        Some((host, port)) if !port.contains(']') => (host, Some(port)),
+        _ => (host_port, None),
+    };
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    if let Some(port) = port
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("invalid port number {port:?}"));
+    }
+    Ok(())
+}
+
 fn check_connection(errors: &mut Errors, field: &str, conn: &Connection) {
     let auth = [
         conn.creds.is_some(),
@@ -177,15 +204,16 @@ fn check_connection(errors: &mut Errors, field: &str, conn: &Connection) {
         );
     }
     if let Some(url) = &conn.url {
-        for part in url.split(',') {
-            let ok = ["nats://", "tls://", "ws://", "wss://"]
-                .iter()
-                .any(|scheme| part.trim().starts_with(scheme));
-            if !ok {
+        let parts: Vec<&str> = url.split(',').map(str::trim).collect();
+        for (i, part) in parts.iter().enumerate() {
+            if let Err(reason) = check_server_url(part) {
                 errors.add(
                     format!("{field}.url"),
                     format!(
-                        "{part:?} is not a NATS URL (nats://host:port, tls://, ws:// or wss://)"
+                        "entry {} of {} ({:?}) is not a NATS URL (nats://host:port, tls://, ws:// or wss://): {reason}",
+                        i + 1,
+                        parts.len(),
+                        crate::connection::redact_url(part)
                     ),
                 );
             }
@@ -198,9 +226,19 @@ fn check_connection(errors: &mut Errors, field: &str, conn: &Connection) {
     }
 }
 
-/// Validates a Pipeline's spec.
+/// Validates a Pipeline's spec, and where its outputs and dead letters go as far as the spec
+/// alone decides ([`crate::routing::check`]).
 pub fn pipeline(p: &Pipeline) -> Result<(), Invalid> {
-    pipeline_spec(&p.spec)
+    let mut errors = match pipeline_spec(&p.spec) {
+        Ok(()) => Vec::new(),
+        Err(Invalid(errors)) => errors,
+    };
+    errors.extend(crate::routing::check(p));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Invalid(errors))
+    }
 }
 
 /// Validates a Pipeline spec; fields are named from `spec.`.
@@ -509,6 +547,21 @@ mod tests {
         ] {
             assert!(!subjects_overlap(a, b), "{a} {b}");
             assert!(!subjects_overlap(b, a), "{b} {a}");
+        }
+    }
+
+    #[test]
+    fn server_urls() {
+        for ok in [
+            "nats://a:4222",
+            "tls://a",
+            "nats://u:p@a:4222",
+            "ws://[::1]:8080/x",
+        ] {
+            assert!(check_server_url(ok).is_ok(), "{ok}");
+        }
+        for bad in ["a:4222", "nats://", "nats://a:x", "nats://a:70000"] {
+            assert!(check_server_url(bad).is_err(), "{bad}");
         }
     }
 

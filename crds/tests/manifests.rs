@@ -97,6 +97,34 @@ fn every_example_parses_and_validates() {
     assert!(resources > 0);
 }
 
+/// Each example's outputs land in its sink stream and never come back to its source, judged
+/// against the subjects of the example's own Stream documents.
+#[test]
+fn every_example_routes_its_outputs_into_its_sink_stream() {
+    use jetflow_crds::routing::{StreamSubjects, Streams, check_streams};
+    for path in yaml_files(&root().join("examples")) {
+        let parsed = manifest::load(&path).unwrap();
+        let streams: Vec<StreamSubjects> = parsed
+            .iter()
+            .filter_map(|r| match r {
+                Resource::Stream(s) => StreamSubjects::of_stream(s),
+                Resource::Pipeline(_) => None,
+            })
+            .collect();
+        let find = |name: Option<&String>| name.and_then(|n| streams.iter().find(|s| &s.name == n));
+        for r in &parsed {
+            if let Resource::Pipeline(p) = r {
+                let known = Streams {
+                    source: find(p.spec.source.jetstream.as_ref().map(|s| &s.stream)),
+                    sink: find(p.spec.sink.jetstream.as_ref().map(|s| &s.stream)),
+                };
+                let errors = check_streams(p, known);
+                assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+            }
+        }
+    }
+}
+
 /// Each file in tests/invalid starts with `# field: <path>` and `# cel: <message part>` (or
 /// `# cel: none` when the schema cannot express the rule) and must be rejected by both.
 #[test]

@@ -68,7 +68,7 @@ fn pipeline(spec: Value) -> Value {
 
 fn minimal() -> Value {
     pipeline(
-        json!({"source": {"jetstream": {"stream": "orders"}}, "sink": {"jetstream": {"stream": "copy"}}}),
+        json!({"source": {"jetstream": {"stream": "orders"}}, "sink": {"jetstream": {"stream": "copy", "subject": "copy.{{subject}}"}}}),
     )
 }
 
@@ -131,10 +131,11 @@ fn wrong_manifests_are_refused_with_the_rules_message_and_field() {
                 );
             }
             // Rules the schema cannot express (a template's placeholders, wildcard overlap of
-            // filters) are the operator's validation's, reported in SpecValid.
+            // filters, outputs inside the source's subjects) are the operator's validation's, reported in SpecValid.
             (Ok(_), "none") => assert!(
                 path.ends_with("bad-sink-template.yaml")
-                    || path.ends_with("overlapping-filters.yaml"),
+                    || path.ends_with("overlapping-filters.yaml")
+                    || path.ends_with("sink-subject-read-again.yaml"),
                 "{} admitted",
                 path.display()
             ),
@@ -322,7 +323,7 @@ fn schema_errors_are_worded_as_the_api_server_words_them() {
 #[test]
 fn several_causes_are_listed_in_brackets() {
     let doc = pipeline(
-        json!({"parallelism": 0, "source": {"core": {"subjects": ["a"]}, "bound": {"sequence": 5}}, "sink": {"core": {}}}),
+        json!({"parallelism": 0, "source": {"core": {"subjects": ["a"]}, "bound": {"sequence": 5}}, "sink": {"core": {"subject": "b.{{subject}}"}}}),
     );
     let status = admit(&doc).unwrap_err().to_status();
     assert_eq!(
@@ -344,7 +345,18 @@ fn defaults_are_filled_in() {
     assert_eq!(spec["source"]["jetstream"]["start"], json!({"from": "All"}));
     assert_eq!(spec["source"]["jetstream"]["batchSize"], 500);
     assert_eq!(spec["sink"]["jetstream"]["maxPending"], 1024);
-    assert_eq!(spec["sink"]["jetstream"]["subject"], "{{subject}}");
+    // The sink's subject defaults to the message's own, as a setSubject step set it.
+    let mut set = minimal();
+    set["spec"]["steps"] = json!([{"setSubject": "copy.{{subject}}"}]);
+    set["spec"]["sink"]["jetstream"]
+        .as_object_mut()
+        .unwrap()
+        .remove("subject");
+    let (object, _) = admit(&set).unwrap();
+    assert_eq!(
+        object["spec"]["sink"]["jetstream"]["subject"],
+        "{{subject}}"
+    );
     let stream = json!({"apiVersion": "jetflow.io/v1alpha1", "kind": "Stream", "metadata": {"name": "s"}, "spec": {"subjects": ["a.>"]}});
     let (object, _) = admit(&stream).unwrap();
     assert_eq!(object["spec"]["deletionPolicy"], "Retain");
@@ -618,5 +630,23 @@ fn null_fields_are_absent_for_the_rules() {
         object["spec"]["source"]["jetstream"],
         Value::Null,
         "kept: it is nullable"
+    );
+}
+
+#[test]
+fn a_comma_separated_server_list_is_admitted_and_an_entry_without_scheme_refused() {
+    let mut list = minimal();
+    list["spec"]["connection"] = json!({"url": "nats://a:4222, nats://b:4222,tls://c:4443"});
+    admit(&list).unwrap_or_else(|e| panic!("{:?}", messages(&e)));
+    let mut bad = minimal();
+    bad["spec"]["connection"] = json!({"url": "nats://a:4222,b:4222"});
+    let invalid = admit(&bad).unwrap_err();
+    assert!(
+        invalid
+            .causes
+            .iter()
+            .any(|c| c.field == "spec.connection.url"),
+        "{:?}",
+        messages(&invalid)
     );
 }

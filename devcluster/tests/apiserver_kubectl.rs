@@ -325,3 +325,40 @@ async fn kubectl_auth_can_i_and_whoami_answer_for_the_admin() {
         "{whoami}"
     );
 }
+
+/// Misspelt fields: `kubectl apply` (strict validation, its default) refuses them naming each,
+/// server-side and client-side; `--validate=false` has them pruned, as kube-apiserver does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_refuses_unknown_fields_when_strict_and_prunes_them_otherwise() {
+    let cluster = Cluster::start().await;
+    let file = cluster.file(
+        "typo.yaml",
+        r#"apiVersion: jetflow.io/v1alpha1
+kind: Pipeline
+metadata: {name: typo}
+spec:
+  source: {jetstream: {stream: ORDERS, filterSubject: "orders.eu.>"}}
+  sink: {jetstream: {stream: COPY, subject: "copy.{{subject}}"}}
+  checkpiont: {interval: 1s}
+"#,
+    );
+    let file = file.to_str().expect("path");
+    for args in [
+        vec!["apply", "--validate=strict", "-f", file],
+        vec!["apply", "--server-side", "-f", file],
+    ] {
+        let out = cluster.kubectl(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} admitted the typos");
+        for field in [
+            "unknown field \"spec.checkpiont\"",
+            "unknown field \"spec.source.jetstream.filterSubject\"",
+        ] {
+            assert!(stderr.contains(field), "{args:?}: {stderr}");
+        }
+    }
+    cluster.kubectl_ok(&["apply", "--validate=false", "-f", file]);
+    let spec = cluster.kubectl_ok(&["get", "pipeline", "typo", "-o", "jsonpath={.spec}"]);
+    assert!(!spec.contains("checkpiont"), "{spec}");
+    assert!(!spec.contains("filterSubject\""), "{spec}");
+}

@@ -90,6 +90,20 @@ pub enum ConnectError {
         /// The authentication method in use.
         method: &'static str,
     },
+    /// An entry of the URL list is not a NATS server address.
+    #[error(
+        "connection.url: entry {entry} of {count} ({url}) is not a NATS server address: {reason}"
+    )]
+    InvalidUrl {
+        /// 1-based position of the entry in the comma-separated list.
+        entry: usize,
+        /// How many entries the list has.
+        count: usize,
+        /// The entry, credentials redacted.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
     /// The server could not be reached or the handshake failed.
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect {
@@ -109,6 +123,7 @@ impl ConnectError {
             | Self::Credentials { .. }
             | Self::Tls { .. } => "secret",
             Self::Authentication { .. } => "authentication",
+            Self::InvalidUrl { .. } => "url",
             Self::Connect { .. } => "connect",
         }
     }
@@ -196,6 +211,9 @@ pub async fn connect_observed(
     let url = conn
         .and_then(|c| c.url.clone())
         .unwrap_or_else(|| default_url.to_owned());
+    let servers = server_addrs(&url)?;
+    // What errors name: never a password or token of the URL.
+    let url = jetflow_crds::connection::redact_url(&url);
     install_crypto_provider();
     let (mut options, method) = options(conn, secrets).await?;
     if let Some(hook) = hook {
@@ -210,13 +228,39 @@ pub async fn connect_observed(
         .reconnect_delay_callback(|attempt| {
             crate::backoff(u32::try_from(attempt).unwrap_or(u32::MAX))
         });
-    match options.connect(url.as_str()).await {
+    match options.connect(servers.as_slice()).await {
         Ok(client) => Ok(client),
         Err(e) if e.kind() == ConnectErrorKind::AuthorizationViolation => {
             Err(ConnectError::Authentication { url, method })
         }
         Err(source) => Err(ConnectError::Connect { url, source }),
     }
+}
+
+/// The servers of a URL or of a comma-separated list of them (`nats://a:4222,nats://b:4222`,
+/// spaces around the commas allowed), as the NATS tools take it; the client tries them in
+/// turn. An entry that is not a server address is named by its position.
+pub fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, ConnectError> {
+    let entries: Vec<&str> = urls.split(',').map(str::trim).collect();
+    let count = entries.len();
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let invalid = |reason: String| ConnectError::InvalidUrl {
+                entry: i + 1,
+                count,
+                url: jetflow_crds::connection::redact_url(entry),
+                reason,
+            };
+            if entry.is_empty() {
+                return Err(invalid("empty".to_owned()));
+            }
+            entry
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| invalid(e.to_string()))
+        })
+        .collect()
 }
 
 /// Makes ring the process's TLS crypto provider unless one is installed already. rustls picks
@@ -333,5 +377,26 @@ fn tls_config(
                 .map_err(|e| invalid(e.to_string()))
         }
         _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_list_is_split_and_a_malformed_entry_named_without_its_password() {
+        let servers = server_addrs("nats://a:4222, nats://b:4223").unwrap();
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[1].port(), 4223);
+        let e = server_addrs("nats://a:4222,nats://alice:s3cret@b:42x2").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("connection.url: entry 2 of 2 (nats://alice:***@b:42x2) is not a NATS server address"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        assert_eq!(e.category(), "url");
+        assert!(server_addrs("nats://a:4222,").is_err());
     }
 }

@@ -8,6 +8,7 @@
 pub mod connect;
 pub mod consumer;
 pub mod discovery;
+pub mod routing;
 pub mod source_header;
 pub mod stream;
 

@@ -20,6 +20,9 @@ pub const SOURCE_STREAM_NOT_FOUND: &str = "SourceStreamNotFound";
 pub const UNSUPPORTED_SOURCE_RETENTION: &str = "UnsupportedSourceRetention";
 /// The sink stream does not exist.
 pub const SINK_STREAM_NOT_FOUND: &str = "SinkStreamNotFound";
+/// The outputs or the dead letters would go where no stream keeps them, into another stream
+/// than the sink stream, or back to the source (read again, for ever).
+pub const INVALID_ROUTING: &str = "InvalidRouting";
 /// The sink stream forgets message ids before a replay could repeat them.
 pub const DUPLICATE_WINDOW_TOO_SHORT: &str = "DuplicateWindowTooShort";
 /// The spec is valid.

@@ -1,7 +1,9 @@
 //! `jetflow-worker`: runs a pipeline's split readers, steps, sink and checkpoints.
 //!
 //! This file only parses flags and wires the parts together: the manifest is loaded and
-//! validated (exit code 2 when invalid), the NATS connection opened, the HTTP endpoints served,
+//! validated (exit code 2 when invalid: a wrong or unknown field, or outputs routed back to the
+//! source), the NATS connection opened, the routing checked against the source and sink
+//! streams as NATS has them (exit code 2), the HTTP endpoints served,
 //! SIGTERM and SIGINT turned into a cancellation, and the runner's outcome into an exit code:
 //! 0 after a clean stop (or a bounded run whose splits all finished, after a summary on
 //! stdout; in a pod, `--assignment-store configmap`, a bounded run stays up until SIGTERM), 1 on a failure, 2 for an invalid or unsupported pipeline, 3 when splits stopped on
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use jetflow_crds::Pipeline;
+use jetflow_crds::routing::{StreamSubjects, Streams};
 use jetflow_nats::ConnectError;
 use jetflow_worker::assignment;
 use jetflow_worker::cluster::{StoreKind, Stores};
@@ -69,7 +72,8 @@ struct ManifestArgs {
 struct RunArgs {
     #[command(flatten)]
     manifest: ManifestArgs,
-    /// NATS URL for a pipeline whose connection names none.
+    /// NATS URL for a pipeline whose connection names none, or several separated by commas
+    /// (`nats://a:4222,nats://b:4222`), tried in turn.
     #[arg(
         long,
         env = "JETFLOW_NATS_URL",
@@ -167,6 +171,45 @@ enum Invalid {
     },
 }
 
+/// `check`: the manifest's Pipeline validated as `run` validates it before connecting, and its
+/// routing against the subjects of the manifest's `Stream` documents for its source and sink
+/// streams (no connection is made: `run` checks the routing again against the streams as NATS
+/// has them). Returns what to print.
+fn check(args: &ManifestArgs) -> Result<String, Invalid> {
+    let pipeline = load(args)?;
+    let name = pipeline.metadata.name.clone().unwrap_or_default();
+    let streams: Vec<StreamSubjects> = jetflow_crds::manifest::load_streams(&args.file)?
+        .iter()
+        .filter_map(StreamSubjects::of_stream)
+        .collect();
+    let find =
+        |stream: Option<&String>| stream.and_then(|name| streams.iter().find(|s| &s.name == name));
+    let known = Streams {
+        source: find(pipeline.spec.source.jetstream.as_ref().map(|s| &s.stream)),
+        sink: find(pipeline.spec.sink.jetstream.as_ref().map(|s| &s.stream)),
+    };
+    let errors = jetflow_crds::routing::check_streams(&pipeline, known);
+    if !errors.is_empty() {
+        return Err(Invalid::Spec {
+            name,
+            source: jetflow_crds::validate::Invalid(errors),
+        });
+    }
+    let checked: Vec<&str> = [known.source, known.sink]
+        .into_iter()
+        .flatten()
+        .map(|s| s.name.as_str())
+        .collect();
+    let mut text = format!("pipeline {name} is valid");
+    if !checked.is_empty() {
+        text.push_str(&format!(
+            "\nits outputs were checked against the subjects of the manifest's Stream {}",
+            checked.join(" and ")
+        ));
+    }
+    Ok(text)
+}
+
 fn load(args: &ManifestArgs) -> Result<Pipeline, Invalid> {
     let pipeline = jetflow_crds::manifest::load_pipeline(&args.file, args.pipeline.as_deref())?;
     let name = pipeline.metadata.name.clone().unwrap_or_default();
@@ -203,12 +246,9 @@ fn main() -> ExitCode {
         tracing::debug!(%error, "cannot turn transparent huge pages off");
     }
     match args.command {
-        Command::Check(manifest) => match load(&manifest) {
-            Ok(p) => {
-                println!(
-                    "pipeline {} is valid",
-                    p.metadata.name.as_deref().unwrap_or_default()
-                );
+        Command::Check(manifest) => match check(&manifest) {
+            Ok(text) => {
+                println!("{text}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -314,8 +354,25 @@ async fn run(args: RunArgs, pipeline: Pipeline) -> anyhow::Result<ExitCode> {
             tracing::error!("{e}");
             return Ok(ExitCode::from(4));
         }
+        Err(e @ ConnectError::InvalidUrl { .. }) => {
+            tracing::error!("{e}");
+            return Ok(ExitCode::from(2));
+        }
         Err(e) => return Err(e.into()),
     };
+    // Where the outputs go, against the streams as they are, before anything is read.
+    let js = async_nats::jetstream::new(client.clone());
+    let routing = jetflow_nats::routing::check(&js, &pipeline).await;
+    if !routing.is_empty() {
+        tracing::error!(
+            "{}",
+            Invalid::Spec {
+                name,
+                source: jetflow_crds::validate::Invalid(routing),
+            }
+        );
+        return Ok(ExitCode::from(2));
+    }
     let stores = Stores::connect(args.checkpoint_store, args.assignment_store).await?;
     let epoch = pipeline
         .metadata

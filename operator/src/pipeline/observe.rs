@@ -69,6 +69,14 @@ impl Streams {
                 .sink
                 .as_ref()
                 .map(|s| s.as_ref().map(|s| s.cached_info().config.duplicate_window)),
+            source_subjects: self
+                .source()
+                .map(|s| jetflow_nats::routing::stream_subjects(&s.cached_info().config)),
+            sink_subjects: self
+                .sink
+                .as_ref()
+                .and_then(Option::as_ref)
+                .map(|s| jetflow_nats::routing::stream_subjects(&s.cached_info().config)),
         }
     }
 }

@@ -93,7 +93,7 @@ pub fn invalid(p: &Pipeline, verdict: &Verdict, now: jiff::Timestamp) -> Pipelin
     let generation = p.metadata.generation;
     let reason = verdict.error_reason().unwrap_or(reasons::INVALID);
     let message = verdict.error_message();
-    let spec_valid = if verdict.needs_spec_change() {
+    let spec_valid = if verdict.spec_invalid() {
         condition::new(
             types::SPEC_VALID,
             false,
@@ -125,7 +125,7 @@ pub fn invalid(p: &Pipeline, verdict: &Verdict, now: jiff::Timestamp) -> Pipelin
     // The scale subresource answers for an invalid pipeline too, with the selector its pods
     // have (any still running, of a spec that was valid before) or would have.
     status.selector = Some(selector(p));
-    status.phase = Some(if verdict.needs_spec_change() {
+    status.phase = Some(if verdict.spec_invalid() {
         PipelinePhase::Failed
     } else {
         PipelinePhase::Pending

@@ -1,6 +1,8 @@
 //! Validation of a Pipeline before anything is built: the spec itself (the same checks as the
 //! CRD's CEL rules and more), the jq steps compiled with the worker's own compiler, the
-//! referenced streams, and the sink stream's duplicate window against the checkpoint interval.
+//! referenced streams, where the outputs and dead letters go against the streams' subjects
+//! (`jetflow_crds::routing`), and the sink stream's duplicate window against the checkpoint
+//! interval.
 //!
 //! Pure: what was learned from NATS comes in as [`Facts`]. The result separates errors (the
 //! pipeline cannot run) from warnings (it runs, with a weaker guarantee).
@@ -8,6 +10,7 @@
 use std::time::Duration;
 
 use jetflow_crds::Pipeline;
+use jetflow_crds::routing::{StreamSubjects, Streams};
 
 use crate::reasons;
 
@@ -22,6 +25,10 @@ pub struct Facts {
     /// The sink stream's duplicate window, `Some(None)` when it does not exist (JetStream sink
     /// only).
     pub sink_duplicate_window: Option<Option<Duration>>,
+    /// The source stream's subjects, when it exists.
+    pub source_subjects: Option<StreamSubjects>,
+    /// The sink stream's subjects, when it exists.
+    pub sink_subjects: Option<StreamSubjects>,
 }
 
 /// One finding, with the condition reason that reports it.
@@ -49,6 +56,17 @@ impl Verdict {
         self.errors
             .iter()
             .any(|f| f.reason == reasons::INVALID_SPEC || f.reason == reasons::INVALID_STEP)
+    }
+
+    /// Whether the SpecValid condition is false: the spec or a step is invalid, or the outputs
+    /// or dead letters go where they must not against the streams as they are (retried: a
+    /// Stream's subjects may change too).
+    pub fn spec_invalid(&self) -> bool {
+        self.needs_spec_change()
+            || self
+                .errors
+                .iter()
+                .any(|f| f.reason == reasons::INVALID_ROUTING)
     }
 
     /// The errors' messages joined, for a condition.
@@ -114,6 +132,20 @@ pub fn validate(p: &Pipeline, facts: &Facts) -> Verdict {
                 retention,
             }
             .to_string(),
+        });
+    }
+    let routing = jetflow_crds::routing::check_streams(
+        p,
+        Streams {
+            source: facts.source_subjects.as_ref(),
+            sink: facts.sink_subjects.as_ref(),
+        },
+    );
+    if !routing.is_empty() {
+        // A Stream's subjects may change as well as the Pipeline: retried, not a spec change.
+        v.errors.push(Finding {
+            reason: reasons::INVALID_ROUTING,
+            message: jetflow_crds::validate::Invalid(routing).to_string(),
         });
     }
     if let Some(sink) = &p.spec.sink.jetstream {
@@ -246,6 +278,55 @@ mod tests {
             // The stream may be recreated with Limits retention: retried, not a spec change.
             assert!(!v.needs_spec_change());
         }
+    }
+
+    fn subjects(name: &str, subjects: &[&str]) -> Option<StreamSubjects> {
+        Some(StreamSubjects {
+            name: name.into(),
+            subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+            stores_as_captured: true,
+        })
+    }
+
+    #[test]
+    fn outputs_the_sink_stream_does_not_capture_are_refused_naming_the_streams() {
+        let mut p = fixtures::pipeline();
+        p.spec.sink.jetstream.as_mut().unwrap().subject = "archive.{{subject}}".into();
+        let facts = Facts {
+            source_subjects: subjects("ORDERS", &["orders.>"]),
+            sink_subjects: subjects("ORDERS_COPY", &["copy.>"]),
+            ..facts(120)
+        };
+        let v = validate(&p, &facts);
+        assert_eq!(v.error_reason(), Some(reasons::INVALID_ROUTING));
+        let message = v.error_message();
+        for part in [
+            "spec.sink.jetstream.subject",
+            "archive.orders.eu",
+            "sink stream ORDERS_COPY (subjects copy.>) does not capture",
+        ] {
+            assert!(message.contains(part), "{part}: {message}");
+        }
+        assert!(!v.needs_spec_change());
+        assert!(v.spec_invalid());
+        // The fixture's own subject, copy.{{subject}}, is captured.
+        assert_eq!(validate(&fixtures::pipeline(), &facts), Verdict::default());
+    }
+
+    #[test]
+    fn the_default_sink_subject_is_an_invalid_spec() {
+        let mut p = fixtures::pipeline();
+        p.spec.steps.clear();
+        p.spec.sink.jetstream.as_mut().unwrap().subject = "{{subject}}".into();
+        let v = validate(&p, &facts(120));
+        assert_eq!(v.error_reason(), Some(reasons::INVALID_SPEC));
+        assert!(
+            v.error_message()
+                .starts_with("spec.sink.jetstream.subject: {{subject}} (the default)"),
+            "{}",
+            v.error_message()
+        );
+        assert!(v.needs_spec_change());
     }
 
     #[test]

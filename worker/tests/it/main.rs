@@ -26,6 +26,7 @@ mod ownership;
 mod passthrough;
 mod process;
 mod recreated_stream;
+mod routing;
 mod shared_checkpoint;
 mod sink_reconnect;
 mod sink_refusals;
