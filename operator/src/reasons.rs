@@ -47,6 +47,8 @@ pub const AS_EXPECTED: &str = "AsExpected";
 pub const SPLIT_STOPPED: &str = "SplitStopped";
 /// A split's source stream was deleted and created again; the split started anew.
 pub const SOURCE_STREAM_RECREATED: &str = "SourceStreamRecreated";
+/// Splits have no consumer because a consumer limit leaves no room for one.
+pub const SPLITS_BLOCKED: &str = "SplitsBlocked";
 /// No checkpoint for longer than expected.
 pub const NO_RECENT_CHECKPOINT: &str = "NoRecentCheckpoint";
 /// A checkpoint was taken recently.
