@@ -21,6 +21,7 @@ pub struct Metrics {
     lag: IntGaugeVec,
     position: IntGaugeVec,
     stopped: IntGaugeVec,
+    blocked: IntGaugeVec,
     stream_recreated: IntCounterVec,
     /// Time from a checkpoint's barrier to the source acknowledgement.
     pub checkpoint_duration: Histogram,
@@ -53,6 +54,8 @@ pub struct SplitMetrics {
     pub position: IntGauge,
     /// 1 when the split stopped on an error (policy `Stop`).
     pub stopped: IntGauge,
+    /// 1 while the server refuses the split's consumer for a consumer limit.
+    pub blocked: IntGauge,
     /// Step evaluations given up on after their budget and still running on their thread
     /// (shared by every split).
     pub runaway_evaluations: IntGauge,
@@ -117,6 +120,11 @@ impl Metrics {
             "1 when the split stopped on a failed message (error policy Stop).",
             &["split"],
         );
+        let blocked = gauge_vec(
+            "jetflow_worker_split_blocked",
+            "1 while the split cannot open because the server refuses its consumer for a consumer limit (the stream's max_consumers or the account's).",
+            &["split"],
+        );
         let stream_recreated = counter_vec(
             "jetflow_worker_source_stream_recreated_total",
             "Times the split found its source stream deleted and created again (positions started anew at the new stream's start).",
@@ -171,6 +179,7 @@ impl Metrics {
             Box::new(lag.clone()),
             Box::new(position.clone()),
             Box::new(stopped.clone()),
+            Box::new(blocked.clone()),
             Box::new(stream_recreated.clone()),
             Box::new(checkpoint_duration.clone()),
             Box::new(last_checkpoint.clone()),
@@ -189,6 +198,7 @@ impl Metrics {
             lag,
             position,
             stopped,
+            blocked,
             stream_recreated,
             checkpoint_duration,
             last_checkpoint,
@@ -210,6 +220,7 @@ impl Metrics {
             lag: self.lag.with_label_values(&[split]),
             position: self.position.with_label_values(&[split]),
             stopped: self.stopped.with_label_values(&[split]),
+            blocked: self.blocked.with_label_values(&[split]),
             runaway_evaluations: self.runaway_evaluations.clone(),
             stream_recreated: self.stream_recreated.with_label_values(&[split]),
             errors: self.errors.clone(),
@@ -222,6 +233,7 @@ impl Metrics {
         let _ = self.lag.remove_label_values(&[split]);
         let _ = self.position.remove_label_values(&[split]);
         let _ = self.stopped.remove_label_values(&[split]);
+        let _ = self.blocked.remove_label_values(&[split]);
     }
 
     /// Records a committed checkpoint.
