@@ -3,6 +3,11 @@
 //! `jetflow-devcluster up --dir DIR [--listen ADDR] [--crds PATH]... [--bin-dir DIR]...` serves
 //! the API, writes `DIR/kubeconfig` and `DIR/url`, runs the kubelet under `DIR/kubelet`, and
 //! on SIGTERM or SIGINT stops the kubelet (and so every pod), then the server, and exits 0.
+//!
+//! Each `--bin-dir` is made absolute against the folder `up` starts in, before anything
+//! starts: the kubelet runs every pod in a folder of its own, where a relative folder would
+//! name nothing. A `--bin-dir` that is not a folder is refused with its name. The log is text,
+//! coloured only when standard error is a terminal (as the operator's and the worker's).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -76,12 +81,53 @@ fn read_crds(path: &Path) -> Result<Vec<Value>> {
     Ok(crds)
 }
 
+/// What is wrong with a `--bin-dir`.
+#[derive(Debug, thiserror::Error)]
+enum BinDirError {
+    /// The folder cannot be resolved (it does not exist, or a component cannot be read).
+    #[error("--bin-dir {given}: {source} (looked for it from {cwd})")]
+    Resolve {
+        given: PathBuf,
+        cwd: String,
+        source: std::io::Error,
+    },
+    /// The path names something that is not a folder.
+    #[error("--bin-dir {given}: {resolved} is not a folder")]
+    NotAFolder { given: PathBuf, resolved: PathBuf },
+}
+
+/// Each of `bin_dirs` as an absolute folder (see the module doc).
+fn resolve_bin_dirs(bin_dirs: &[PathBuf]) -> Result<Vec<PathBuf>, BinDirError> {
+    bin_dirs
+        .iter()
+        .map(|given| {
+            let resolved = given
+                .canonicalize()
+                .map_err(|source| BinDirError::Resolve {
+                    given: given.clone(),
+                    cwd: std::env::current_dir()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_else(|e| format!("an unknown folder: {e}")),
+                    source,
+                })?;
+            if !resolved.is_dir() {
+                return Err(BinDirError::NotAFolder {
+                    given: given.clone(),
+                    resolved,
+                });
+            }
+            Ok(resolved)
+        })
+        .collect()
+}
+
 async fn up(
     dir: PathBuf,
     listen: SocketAddr,
     crd_paths: Vec<PathBuf>,
     bin_dirs: Vec<PathBuf>,
 ) -> Result<()> {
+    let bin_dirs = resolve_bin_dirs(&bin_dirs)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let mut crds = Vec::new();
@@ -136,12 +182,7 @@ async fn up(
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    jetflow_logs::init(jetflow_logs::LogFormat::Text, jetflow_logs::Output::Stderr);
     match Cli::parse().command {
         Command::Up {
             dir,

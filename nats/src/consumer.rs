@@ -303,6 +303,18 @@ pub fn update_of(live: &consumer::Config, desired: &pull::Config) -> pull::Confi
     }
 }
 
+/// Whether the server refused to create a consumer because a consumer limit is reached: the
+/// stream's `max_consumers`, or the account's (JetStream error 10026). Such a refusal does not
+/// pass by itself as a restart does; only another consumer going away, or a higher limit, lets
+/// the consumer be made.
+pub fn refused_for_limit(error: &async_nats::jetstream::stream::ConsumerError) -> bool {
+    matches!(
+        error.kind(),
+        async_nats::jetstream::stream::ConsumerErrorKind::JetStream(e)
+            if e.error_code() == async_nats::jetstream::ErrorCode::MAXIMUM_CONSUMERS_LIMIT
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

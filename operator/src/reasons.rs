@@ -55,6 +55,8 @@ pub const SOURCE_STREAM_RECREATED: &str = "SourceStreamRecreated";
 pub const DUPLICATE_WINDOW_EXCEEDED: &str = "DuplicateWindowExceeded";
 /// The source stream's retention removed messages before a split read them.
 pub const MESSAGES_EXPIRED: &str = "MessagesExpired";
+/// Splits have no consumer because a consumer limit leaves no room for one.
+pub const SPLITS_BLOCKED: &str = "SplitsBlocked";
 /// No checkpoint for longer than expected.
 pub const NO_RECENT_CHECKPOINT: &str = "NoRecentCheckpoint";
 /// A checkpoint was taken recently.

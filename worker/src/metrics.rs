@@ -21,6 +21,7 @@ pub struct Metrics {
     lag: IntGaugeVec,
     position: IntGaugeVec,
     stopped: IntGaugeVec,
+    blocked: IntGaugeVec,
     stream_recreated: IntCounterVec,
     skipped: IntCounterVec,
     /// Messages the NATS client dropped because a subscription's buffer was full (a NATS
@@ -57,6 +58,8 @@ pub struct SplitMetrics {
     pub position: IntGauge,
     /// 1 when the split stopped on an error (policy `Stop`).
     pub stopped: IntGauge,
+    /// 1 while the server refuses the split's consumer for a consumer limit.
+    pub blocked: IntGauge,
     /// Step evaluations given up on after their budget and still running on their thread
     /// (shared by every split).
     pub runaway_evaluations: IntGauge,
@@ -121,6 +124,11 @@ impl Metrics {
         let stopped = gauge_vec(
             "jetflow_worker_split_stopped",
             "1 when the split stopped on a failed message (error policy Stop).",
+            &["split"],
+        );
+        let blocked = gauge_vec(
+            "jetflow_worker_split_blocked",
+            "1 while the split cannot open because the server refuses its consumer for a consumer limit (the stream's max_consumers or the account's).",
             &["split"],
         );
         let stream_recreated = counter_vec(
@@ -188,6 +196,7 @@ impl Metrics {
             Box::new(lag.clone()),
             Box::new(position.clone()),
             Box::new(stopped.clone()),
+            Box::new(blocked.clone()),
             Box::new(stream_recreated.clone()),
             Box::new(skipped.clone()),
             Box::new(dropped.clone()),
@@ -208,6 +217,7 @@ impl Metrics {
             lag,
             position,
             stopped,
+            blocked,
             stream_recreated,
             skipped,
             dropped_slow_consumer,
@@ -231,6 +241,7 @@ impl Metrics {
             lag: self.lag.with_label_values(&[split]),
             position: self.position.with_label_values(&[split]),
             stopped: self.stopped.with_label_values(&[split]),
+            blocked: self.blocked.with_label_values(&[split]),
             runaway_evaluations: self.runaway_evaluations.clone(),
             stream_recreated: self.stream_recreated.with_label_values(&[split]),
             skipped_retention: self.skipped.with_label_values(&[split, "retention"]),
@@ -244,6 +255,7 @@ impl Metrics {
         let _ = self.lag.remove_label_values(&[split]);
         let _ = self.position.remove_label_values(&[split]);
         let _ = self.stopped.remove_label_values(&[split]);
+        let _ = self.blocked.remove_label_values(&[split]);
     }
 
     /// Records a committed checkpoint.

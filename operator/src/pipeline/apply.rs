@@ -56,7 +56,15 @@ pub async fn reset(
         _ => 0,
     };
     let checkpoint = desired::reset_checkpoint(splits, first.saturating_sub(1), generation);
-    write_checkpoint(&cms, checkpoint_cm, &name, ns, &checkpoint, epoch).await?;
+    let uid = p.uid();
+    write_checkpoint(
+        &cms,
+        checkpoint_cm,
+        (&name, ns, uid.as_deref()),
+        &checkpoint,
+        epoch,
+    )
+    .await?;
     let annotations = p.annotations();
     let (reason, message) = desired::reset_event(
         epochs.rewind.as_ref(),
@@ -77,12 +85,11 @@ pub async fn reset(
 async fn write_checkpoint(
     cms: &Api<ConfigMap>,
     live: &ConfigMap,
-    name: &str,
-    ns: &str,
+    (name, ns, uid): (&str, &str, Option<&str>),
     checkpoint: &Checkpoint,
     epoch: &str,
 ) -> Result<()> {
-    let mut cm = configmap::checkpoint_config_map(name, ns, checkpoint, Some(epoch))?;
+    let mut cm = configmap::checkpoint_config_map(name, ns, checkpoint, Some(epoch), uid)?;
     cm.metadata.resource_version = live.metadata.resource_version.clone();
     let cm_name = cm.name_any();
     cms.replace(&cm_name, &PostParams::default(), &cm)
@@ -95,27 +102,85 @@ async fn write_checkpoint(
     Ok(())
 }
 
+/// Records the Pipeline's UID on a checkpoint ConfigMap another Pipeline of its name left, once
+/// it is adopted (reported by the caller), so that it is this Pipeline's own from then on.
+/// Conditional on the version read, as every write of the checkpoint is. Returns the ConfigMap
+/// as written.
+pub async fn claim_checkpoint(
+    p: &Pipeline,
+    ns: &str,
+    ctx: &Context,
+    live: &ConfigMap,
+) -> Result<ConfigMap> {
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let mut cm = live.clone();
+    cm.annotations_mut().insert(
+        super::build::PIPELINE_UID_ANNOTATION.to_owned(),
+        p.uid().unwrap_or_default(),
+    );
+    let cm_name = cm.name_any();
+    cms.replace(&cm_name, &PostParams::default(), &cm)
+        .await
+        .map_err(|source| Error::Apply {
+            kind: "ConfigMap",
+            name: cm_name,
+            source,
+        })
+}
+
+/// What [`consumers`] found.
+#[derive(Debug, Default)]
+pub struct SplitConsumers {
+    /// Each split's lag, for the splits that have a consumer.
+    pub lags: BTreeMap<String, u64>,
+    /// Splits without a consumer: a consumer limit leaves no room (see [`consumers::ensure`]).
+    pub blocked: Vec<String>,
+    /// The limit, when one the server shows left no room.
+    pub limit: Option<consumers::Limit>,
+}
+
 /// Ensures each split's consumer (`desired`, by split) and removes the pipeline's others;
-/// returns each split's lag.
+/// returns each split's lag and the splits a consumer limit leaves without one. The limits are
+/// read first (the stream's `max_consumers`, the account's), so that the consumers beyond them
+/// are never asked for; an account that cannot be read counts as unlimited there.
 pub async fn consumers(
     p: &Pipeline,
     ns: &str,
-    stream_name: &str,
-    stream: &Stream,
+    (js, stream_name, stream): (&async_nats::jetstream::Context, &str, &Stream),
     desired: &BTreeMap<String, pull::Config>,
-) -> Result<BTreeMap<String, u64>> {
+) -> Result<SplitConsumers> {
     let name = p.name_any();
-    let ensured = consumers::ensure(stream, stream_name, desired).await?;
     let keep: BTreeSet<String> = desired
         .values()
         .filter_map(|c| c.durable_name.clone())
         .collect();
+    // The pipeline's consumers that are no longer wanted go first: they make room.
     consumers::remove_others(stream, stream_name, ns, &name, &keep).await?;
-    Ok(ensured
-        .infos
-        .iter()
-        .map(|(split, info)| (split.clone(), consumers::lag(info)))
-        .collect())
+    let account = match js.query_account().await {
+        Ok(account) => Some(account),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the account's JetStream limits");
+            None
+        }
+    };
+    let mut info = stream.cached_info().clone();
+    if let Ok(live) = js.get_stream(stream_name).await {
+        info = live.cached_info().clone();
+    }
+    let limit = consumers::tightest_limit(&info, account.as_ref());
+    let ensured = consumers::ensure(stream, stream_name, desired, limit).await?;
+    if !ensured.blocked.is_empty() {
+        tracing::warn!(pipeline = %name, namespace = %ns, stream = stream_name, blocked = ensured.blocked.len(), limit = ?ensured.limit, "splits have no consumer: a consumer limit leaves no room");
+    }
+    Ok(SplitConsumers {
+        lags: ensured
+            .infos
+            .iter()
+            .map(|(split, info)| (split.clone(), consumers::lag(info)))
+            .collect(),
+        blocked: ensured.blocked,
+        limit: ensured.limit,
+    })
 }
 
 /// Under `errors.policy: Dlq`, makes sure a stream keeps the dead letters: when no stream

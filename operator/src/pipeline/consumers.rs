@@ -83,32 +83,99 @@ pub struct Ensured {
     pub infos: BTreeMap<String, Info>,
     /// Consumers created (missing, or recreated because they could not serve).
     pub created: Vec<String>,
+    /// Splits left without a consumer because a consumer limit leaves no room for it.
+    pub blocked: Vec<String>,
+    /// The limit that left no room, when one did.
+    pub limit: Option<Limit>,
+}
+
+/// A limit on the consumers of the source stream: the stream's own `max_consumers`, or the
+/// account's JetStream limit on consumers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limit {
+    /// Which limit: `the stream's max_consumers` or `the account's max consumers`.
+    pub what: &'static str,
+    /// The limit.
+    pub max: i64,
+    /// Consumers counted against it when the reconcile looked.
+    pub used: i64,
+}
+
+impl Limit {
+    /// Consumers it still allows.
+    fn room(&self) -> i64 {
+        (self.max - self.used).max(0)
+    }
+}
+
+/// The tightest consumer limit on `stream`: its `max_consumers` and the account's limit
+/// (`account`, when it could be read), each with what it already counts; `None` when neither
+/// is limited. A server-wide default neither shows is met only when a create is refused.
+pub fn tightest_limit(
+    stream: &async_nats::jetstream::stream::Info,
+    account: Option<&async_nats::jetstream::account::Account>,
+) -> Option<Limit> {
+    let of_stream = (stream.config.max_consumers > 0).then(|| Limit {
+        what: "the stream's max_consumers",
+        max: i64::from(stream.config.max_consumers),
+        used: i64::try_from(stream.state.consumer_count).unwrap_or(i64::MAX),
+    });
+    let of_account = account.and_then(|a| {
+        a.limits.max_consumers.filter(|m| *m > 0).map(|max| Limit {
+            what: "the account's max consumers",
+            max,
+            used: i64::try_from(a.consumers).unwrap_or(i64::MAX),
+        })
+    });
+    [of_stream, of_account]
+        .into_iter()
+        .flatten()
+        .min_by_key(Limit::room)
 }
 
 /// Makes sure every desired consumer exists and can serve, creating, updating or recreating it
-/// as the shared rule says.
+/// as the shared rule says. New consumers are made only while `limit` leaves room (checked
+/// before the server refuses them); the splits beyond it, and those the server refuses for a
+/// limit (JetStream error 10026), are left out in [`Ensured::blocked`] instead of failing the
+/// reconcile, so that the splits that have a consumer run.
 pub async fn ensure(
     stream: &async_nats::jetstream::stream::Stream,
     stream_name: &str,
     desired: &BTreeMap<String, pull::Config>,
+    limit: Option<Limit>,
 ) -> Result<Ensured> {
     let mut out = Ensured::default();
+    let mut room = limit.as_ref().map(Limit::room);
     for (split, want) in desired {
         let name = want.durable_name.clone().unwrap_or_default();
         let read = |e: async_nats::jetstream::context::ConsumerInfoError| {
             consumer_error(stream_name, &name, ConsumerAction::Read)(Box::new(e))
         };
-        let create = async |out: &mut Ensured| -> Result<Info> {
-            let _: async_nats::jetstream::consumer::Consumer<pull::Config> =
-                stream.create_consumer(want.clone()).await.map_err(|e| {
-                    consumer_error(stream_name, &name, ConsumerAction::Create)(Box::new(e))
-                })?;
+        let create = async |out: &mut Ensured, room: &mut Option<i64>| -> Result<Option<Info>> {
+            if *room == Some(0) {
+                return Ok(None);
+            }
+            match stream.create_consumer(want.clone()).await {
+                Ok(_) => {}
+                Err(e) if shared::refused_for_limit(&e) => {
+                    *room = Some(0);
+                    return Ok(None);
+                }
+                Err(e) => {
+                    return Err(consumer_error(stream_name, &name, ConsumerAction::Create)(
+                        Box::new(e),
+                    ));
+                }
+            }
+            if let Some(r) = room.as_mut() {
+                *r -= 1;
+            }
             out.created.push(name.clone());
-            stream.consumer_info(&name).await.map_err(read)
+            stream.consumer_info(&name).await.map(Some).map_err(read)
         };
         let info = match stream.consumer_info(&name).await {
             Ok(info) => match shared::judge_settings(&info.config, want) {
-                Verdict::Use => info,
+                Verdict::Use => Some(info),
                 Verdict::Update => {
                     let _: async_nats::jetstream::consumer::Consumer<pull::Config> = stream
                         .update_consumer(shared::update_of(&info.config, want))
@@ -116,20 +183,34 @@ pub async fn ensure(
                         .map_err(|e| {
                             consumer_error(stream_name, &name, ConsumerAction::Update)(Box::new(e))
                         })?;
-                    stream.consumer_info(&name).await.map_err(read)?
+                    Some(stream.consumer_info(&name).await.map_err(read)?)
                 }
                 Verdict::Recreate(why) => {
                     tracing::info!(consumer = %name, why, "consumer cannot serve the split; recreating it after the checkpoint");
                     stream.delete_consumer(&name).await.map_err(|e| {
                         consumer_error(stream_name, &name, ConsumerAction::Delete)(Box::new(e))
                     })?;
-                    create(&mut out).await?
+                    // The deleted one made room for its successor.
+                    if let Some(r) = room.as_mut() {
+                        *r += 1;
+                    }
+                    create(&mut out, &mut room).await?
                 }
             },
-            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => create(&mut out).await?,
+            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
+                create(&mut out, &mut room).await?
+            }
             Err(e) => return Err(read(e)),
         };
-        out.infos.insert(split.clone(), info);
+        match info {
+            Some(info) => {
+                out.infos.insert(split.clone(), info);
+            }
+            None => out.blocked.push(split.clone()),
+        }
+    }
+    if !out.blocked.is_empty() {
+        out.limit = limit;
     }
     Ok(out)
 }

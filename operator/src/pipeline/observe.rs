@@ -104,8 +104,10 @@ pub struct State {
     pub splits: Vec<Split>,
     /// The checkpoint ConfigMap.
     pub checkpoint_cm: ConfigMap,
-    /// Whether it existed before this reconcile (else it was just created, empty).
-    pub checkpoint_existed: bool,
+    /// Whether it was left by another Pipeline of this name: it existed before this reconcile
+    /// and names another Pipeline UID, or none (made by an older release). One this Pipeline
+    /// created, in this reconcile or in one that did not finish, is its own.
+    pub checkpoint_foreign: bool,
     /// The checkpoint it holds.
     pub checkpoint: Checkpoint,
     /// The assignment ConfigMap, if any.
@@ -135,7 +137,9 @@ pub async fn state(
     let name = p.name_any();
     let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let splits = splits(p, source).await?;
-    let (checkpoint_cm, checkpoint_existed) = checkpoint_config_map(&cms, &name, ns, epoch).await?;
+    let uid = p.uid();
+    let (checkpoint_cm, checkpoint_foreign) =
+        checkpoint_config_map(&cms, &name, ns, epoch, uid.as_deref()).await?;
     let checkpoint: Checkpoint = decode(Some(&checkpoint_cm), names::CHECKPOINT_KEY)?;
     let assignment_name = names::assignment_config_map(&name);
     let assignment_cm = cms
@@ -151,7 +155,7 @@ pub async fn state(
     Ok(State {
         splits,
         checkpoint_cm,
-        checkpoint_existed,
+        checkpoint_foreign,
         checkpoint,
         assignment_cm,
         assignment,
@@ -217,14 +221,21 @@ async fn ready_workers(ctx: &Context, ns: &str, name: &str) -> Result<Vec<String
     Ok(ready)
 }
 
-/// Reads the checkpoint ConfigMap, creating it (empty) when it does not exist. Returns it and
-/// whether it already existed.
+/// Reads the checkpoint ConfigMap, creating it (empty, recording `uid`) when it does not exist.
+/// Returns it and whether another Pipeline left it ([`State::checkpoint_foreign`]).
 async fn checkpoint_config_map(
     cms: &Api<ConfigMap>,
     name: &str,
     ns: &str,
     reset: Option<&str>,
+    uid: Option<&str>,
 ) -> Result<(ConfigMap, bool)> {
+    let foreign = |cm: &ConfigMap| {
+        cm.annotations()
+            .get(build::PIPELINE_UID_ANNOTATION)
+            .map(String::as_str)
+            != uid
+    };
     let cm_name = names::checkpoint_config_map(name);
     let read = |source| Error::Read {
         kind: "ConfigMap",
@@ -232,15 +243,21 @@ async fn checkpoint_config_map(
         source,
     };
     if let Some(cm) = cms.get_opt(&cm_name).await.map_err(read)? {
-        return Ok((cm, true));
+        let foreign = foreign(&cm);
+        return Ok((cm, foreign));
     }
-    let fresh = configmap::checkpoint_config_map(name, ns, &Checkpoint::default(), reset)?;
+    let fresh = configmap::checkpoint_config_map(name, ns, &Checkpoint::default(), reset, uid)?;
     match cms.create(&PostParams::default(), &fresh).await {
         Ok(cm) => Ok((cm, false)),
         // Created by someone else meanwhile: use theirs.
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            cms.get(&cm_name).await.map(|cm| (cm, true)).map_err(read)
-        }
+        Err(kube::Error::Api(s)) if s.code == 409 => cms
+            .get(&cm_name)
+            .await
+            .map(|cm| {
+                let foreign = foreign(&cm);
+                (cm, foreign)
+            })
+            .map_err(read),
         Err(source) => Err(Error::Apply {
             kind: "ConfigMap",
             name: cm_name.clone(),

@@ -74,7 +74,7 @@ pub async fn run(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -> 
         .status
         .as_ref()
         .is_none_or(|s| s.observed_generation.is_none());
-    if state.checkpoint_existed && first_reconcile {
+    if state.checkpoint_foreign && first_reconcile {
         ctx.event(
             p,
             false,
@@ -88,12 +88,16 @@ pub async fn run(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -> 
         )
         .await;
     }
+    let checkpoint_cm = if state.checkpoint_foreign {
+        apply::claim_checkpoint(p, ns, ctx, &state.checkpoint_cm).await?
+    } else {
+        state.checkpoint_cm.clone()
+    };
 
     // Desired: the checkpoint's epoch (a reset or rewind to apply) and the assignment.
     // The checkpoint's epoch records the last reset and the last rewind applied; a new value
     // of either annotation is applied once.
-    let applied_epoch = state
-        .checkpoint_cm
+    let applied_epoch = checkpoint_cm
         .annotations()
         .get(build::RESET_APPLIED_ANNOTATION)
         .cloned();
@@ -128,7 +132,7 @@ pub async fn run(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -> 
                 ns,
                 ctx,
                 source,
-                &state.checkpoint_cm,
+                &checkpoint_cm,
                 &split_names,
                 &epochs,
                 epoch,
@@ -140,7 +144,7 @@ pub async fn run(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -> 
     };
 
     // Consumers: one durable consumer per split of a JetStream source.
-    let lags = match (&p.spec.source.jetstream, source) {
+    let split_consumers = match (&p.spec.source.jetstream, source) {
         (Some(js_source), Some(stream)) => {
             let created = jiff::Timestamp::from_nanosecond(
                 stream.cached_info().created.unix_timestamp_nanos(),
@@ -149,10 +153,24 @@ pub async fn run(p: &Pipeline, ns: &str, ctx: &Context, api: &Api<Pipeline>) -> 
             let acks = Acks::for_retention(stream.cached_info().config.retention);
             let wanted =
                 desired::consumers(p, ns, &name, &state.splits, &checkpoint, created, acks)?;
-            apply::consumers(p, ns, &js_source.stream, stream, &wanted).await?
+            apply::consumers(p, ns, (&streams.js, &js_source.stream, stream), &wanted).await?
         }
-        _ => std::collections::BTreeMap::new(),
+        _ => apply::SplitConsumers::default(),
     };
+    let lags = split_consumers.lags;
+    let mut verdict = verdict;
+    if let Some(finding) = status::splits_blocked(
+        &split_consumers.blocked,
+        split_names.len(),
+        split_consumers.limit.as_ref(),
+        p.spec
+            .source
+            .jetstream
+            .as_ref()
+            .map_or("", |js| js.stream.as_str()),
+    ) {
+        verdict.warnings.insert(0, finding);
+    }
 
     // Desired: the workers the lag asks for, while the pipeline runs, and their configuration.
     let finished = status::finished(p, &split_names, Some(&checkpoint));

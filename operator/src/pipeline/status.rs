@@ -213,6 +213,48 @@ fn checkpoint_findings(o: &Observed<'_>) -> Vec<Finding> {
     refused
 }
 
+/// The Degraded finding for splits a consumer limit leaves without a consumer (none when every
+/// split has one): how many of `total`, the first few by name, the limit, and what to do.
+/// Nothing in it changes while the same splits stay blocked under the same limit.
+pub fn splits_blocked(
+    blocked: &[String],
+    total: usize,
+    limit: Option<&super::consumers::Limit>,
+    stream: &str,
+) -> Option<Finding> {
+    if blocked.is_empty() {
+        return None;
+    }
+    let mut names = blocked
+        .iter()
+        .take(MAX_STOPPED_IN_MESSAGE)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if blocked.len() > MAX_STOPPED_IN_MESSAGE {
+        names.push_str(&format!(
+            " and {} more",
+            blocked.len() - MAX_STOPPED_IN_MESSAGE
+        ));
+    }
+    let why = match limit {
+        Some(l) => format!(
+            "{} of stream {stream} is {} and {} consumers count against it",
+            l.what, l.max, l.used
+        ),
+        None => format!(
+            "the server refuses more consumers on stream {stream} (JetStream error 10026: its max consumers per stream, or the account's)"
+        ),
+    };
+    Some(Finding {
+        reason: reasons::SPLITS_BLOCKED,
+        message: format!(
+            "{} of {total} splits have no consumer and are not read ({names}): {why}; use fewer splits (spec.source.jetstream.filterSubjects, splitBy) or raise the limit",
+            blocked.len()
+        ),
+    })
+}
+
 /// The status of a Pipeline that passed validation.
 pub fn status(o: &Observed<'_>) -> PipelineStatus {
     let p = o.pipeline;

@@ -412,19 +412,44 @@ impl JetStreamReader {
     }
 
     /// Opens the consumer, retrying with a capped backoff: JetStream may be restarting or the
-    /// stream may not exist yet.
+    /// stream may not exist yet. A consumer the server refuses for a consumer limit (the
+    /// stream's `max_consumers` or the account's) does not come back by itself: the split is
+    /// blocked (`jetflow_worker_split_blocked`, errors of kind `consumer_limit`) and tried again
+    /// at doubling intervals up to [`BLOCKED_RETRY_MAX`], its line logged at the 1st, 2nd,
+    /// 4th, 8th … refusal, so that a thousand blocked splits neither flood the log nor the
+    /// server. The other splits read on meanwhile.
     async fn open_with_retry(&mut self) {
         loop {
             match self.open().await {
                 Ok(()) => {
+                    if self.metrics.blocked.get() != 0 {
+                        self.metrics.blocked.set(0);
+                        tracing::info!(split = %self.split.name, attempts = self.failures + 1, "the split's consumer was created at last; the split reads on");
+                    }
                     self.failures = 0;
                     return;
                 }
                 Err(e) => {
                     self.metrics.error(e.category());
                     self.failures = self.failures.saturating_add(1);
-                    let delay = jetflow_nats::backoff(self.failures);
-                    tracing::warn!(split = %self.split.name, error = %e, retry_in = ?delay, "cannot open split");
+                    let delay = if e.consumer_limit() {
+                        self.metrics.blocked.set(1);
+                        let delay = blocked_retry(self.failures);
+                        if self.failures.is_power_of_two() {
+                            tracing::warn!(
+                                split = %self.split.name,
+                                error = %e,
+                                refusals = self.failures,
+                                retry_in = ?delay,
+                                "split blocked: the server refuses its consumer for a consumer limit (the stream's max_consumers or the account's max consumers); it is not read until a consumer can be made (fewer splits, or a higher limit)"
+                            );
+                        }
+                        delay
+                    } else {
+                        let delay = jetflow_nats::backoff(self.failures);
+                        tracing::warn!(split = %self.split.name, error = %e, retry_in = ?delay, "cannot open split");
+                        delay
+                    };
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -588,6 +613,15 @@ impl SplitReader for JetStreamReader {
             }
         }
     }
+}
+
+/// The longest wait between two attempts to create a consumer the server refused for a limit.
+pub const BLOCKED_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// The wait after the `refusals`-th refusal for a consumer limit: 1 s, doubling, up to
+/// [`BLOCKED_RETRY_MAX`].
+fn blocked_retry(refusals: u32) -> Duration {
+    Duration::from_secs(1u64 << refusals.saturating_sub(1).min(9)).min(BLOCKED_RETRY_MAX)
 }
 
 /// A stream's creation time, as the checkpoint keeps it.

@@ -159,12 +159,20 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// Whether the server refused the split's consumer for a consumer limit (the stream's
+    /// `max_consumers` or the account's): the split is blocked until a consumer goes away or
+    /// the limit is raised.
+    pub fn consumer_limit(&self) -> bool {
+        matches!(self, Self::CreateConsumer { source, .. } if jetflow_nats::consumer::refused_for_limit(source))
+    }
+
     /// A stable category for metrics.
     pub fn category(&self) -> &'static str {
         match self {
             Self::GetStream { .. } => "get_stream",
             Self::ConsumerInfo { .. } => "consumer_info",
             Self::DeleteConsumer { .. } => "delete_consumer",
+            Self::CreateConsumer { .. } if self.consumer_limit() => "consumer_limit",
             Self::CreateConsumer { .. } => "create_consumer",
             Self::Pull { .. } => "pull",
             Self::ConsumerConfig { .. } => "start_time",

@@ -15,6 +15,7 @@ mod configmap_flags;
 mod configmap_pod;
 mod configmap_runner;
 mod configmap_store;
+mod consumer_limit;
 mod core_guarantees;
 mod dynamic_splits;
 mod hostile_checkpoint;

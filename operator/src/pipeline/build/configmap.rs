@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde::Serialize;
 
-use super::{Inputs, RESET_APPLIED_ANNOTATION, labels, owned_meta};
+use super::{Inputs, PIPELINE_UID_ANNOTATION, RESET_APPLIED_ANNOTATION, labels, owned_meta};
 use crate::{Error, Result};
 
 #[derive(Serialize)]
@@ -118,12 +118,14 @@ pub fn assignment_config_map(
 }
 
 /// The checkpoint ConfigMap as the operator creates it: no owner (it outlives the Pipeline),
-/// holding `checkpoint` and the reset value it reflects.
+/// holding `checkpoint`, the reset value it reflects and the UID of the Pipeline it belongs to
+/// ([`PIPELINE_UID_ANNOTATION`]).
 pub fn checkpoint_config_map(
     name: &str,
     namespace: &str,
     checkpoint: &Checkpoint,
     reset: Option<&str>,
+    uid: Option<&str>,
 ) -> Result<ConfigMap> {
     let json = serde_json::to_string(checkpoint).map_err(|source| Error::Encode {
         what: "checkpoint",
@@ -134,8 +136,15 @@ pub fn checkpoint_config_map(
             name: Some(names::checkpoint_config_map(name)),
             namespace: Some(namespace.to_owned()),
             labels: Some(labels(name)),
-            annotations: reset
-                .map(|r| BTreeMap::from([(RESET_APPLIED_ANNOTATION.to_owned(), r.to_owned())])),
+            annotations: Some(
+                reset
+                    .map(|r| (RESET_APPLIED_ANNOTATION, r))
+                    .into_iter()
+                    .chain(uid.map(|u| (PIPELINE_UID_ANNOTATION, u)))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            )
+            .filter(|a: &BTreeMap<String, String>| !a.is_empty()),
             ..Default::default()
         },
         data: Some(BTreeMap::from([(names::CHECKPOINT_KEY.to_owned(), json)])),
@@ -215,7 +224,8 @@ mod tests {
 
     #[test]
     fn checkpoint_config_map_has_no_owner() {
-        let cm = checkpoint_config_map("p", "ns", &Checkpoint::default(), Some("1")).unwrap();
+        let cm = checkpoint_config_map("p", "ns", &Checkpoint::default(), Some("1"), Some("u-1"))
+            .unwrap();
         assert!(cm.metadata.owner_references.is_none());
         assert_eq!(cm.metadata.name.as_deref(), Some("p-checkpoint"));
         let json = &cm.data.unwrap()[names::CHECKPOINT_KEY];

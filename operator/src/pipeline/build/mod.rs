@@ -32,6 +32,11 @@ pub const CONFIG_HASH_ANNOTATION: &str = "jetflow.io/config-hash";
 /// Annotation on the checkpoint ConfigMap (and the worker configuration) recording the last
 /// reset value applied.
 pub use jetflow_crds::names::RESET_APPLIED_ANNOTATION;
+/// Annotation on the checkpoint ConfigMap naming the UID of the Pipeline that created (or last
+/// adopted) it: a checkpoint of another UID was left by an earlier Pipeline of the same name,
+/// one of this UID is the Pipeline's own, even when the reconcile that created it did not
+/// finish.
+pub const PIPELINE_UID_ANNOTATION: &str = "jetflow.io/pipeline-uid";
 /// The `app.kubernetes.io/name` of worker pods.
 pub const WORKER_APP: &str = "jetflow-worker";
 
