@@ -17,6 +17,7 @@ mod configmap_runner;
 mod configmap_store;
 mod core_guarantees;
 mod dynamic_splits;
+mod hostile_steps;
 mod logs;
 mod lost_deliveries;
 mod operator_consumers;
