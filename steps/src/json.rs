@@ -86,7 +86,36 @@ fn parse_in(payload: &[u8], owner: Option<&Bytes>) -> Result<Val, ParseError> {
         (None, true) => Err(ParseError::TooDeep),
         // jaq's reader recurses once per level: it gets only what nests within the limit.
         (None, false) if nests_deeper(payload, MAX_DEPTH) => Err(ParseError::TooDeep),
-        (None, false) => jaq_json::read::parse_single(payload).map_err(ParseError::Syntax),
+        (None, false) => {
+            let value = jaq_json::read::parse_single(payload).map_err(ParseError::Syntax)?;
+            Ok(if std::str::from_utf8(payload).is_ok() {
+                value
+            } else {
+                valid_utf8(value)
+            })
+        }
+    }
+}
+
+/// `text` with every sequence that is not UTF-8 replaced by U+FFFD.
+fn replaced(text: &[u8]) -> Bytes {
+    Bytes::from(String::from_utf8_lossy(text).into_owned())
+}
+
+/// `value` with the strings jaq's reader kept as they came (bytes that are not UTF-8)
+/// replaced, as jetflow's reader does: two keys that differ only there become one, the first
+/// place and the last value, so that the value read is the value written. Recurses once per
+/// level: only for values within [`MAX_DEPTH`].
+fn valid_utf8(value: Val) -> Val {
+    match value {
+        Val::TStr(s) if std::str::from_utf8(&s).is_err() => Val::TStr(Box::new(replaced(&s))),
+        Val::Arr(items) => Val::Arr(Rc::new(items.iter().cloned().map(valid_utf8).collect())),
+        Val::Obj(map) => Val::obj(
+            map.iter()
+                .map(|(k, v)| (valid_utf8(k.clone()), valid_utf8(v.clone())))
+                .collect(),
+        ),
+        other => other,
     }
 }
 
@@ -257,7 +286,7 @@ impl Reader<'_> {
     }
 
     /// A string at `pos` (on its opening quote); raw bytes other than control characters are
-    /// taken as they are, as jaq does.
+    /// taken as they are, except that what is not UTF-8 becomes U+FFFD.
     fn string(&mut self) -> Option<Bytes> {
         self.pos += 1;
         let start = self.pos;
@@ -267,6 +296,10 @@ impl Reader<'_> {
             .position(|&c| matches!(c, b'"' | b'\\' | 0..=0x1f))?;
         if rest[end] == b'"' {
             self.pos = start + end + 1;
+            let text = &rest[..end];
+            if std::str::from_utf8(text).is_err() {
+                return Some(replaced(text));
+            }
             return Some(self.bytes(start, start + end));
         }
         if rest[end] != b'\\' {
@@ -279,7 +312,10 @@ impl Reader<'_> {
             match self.peek()? {
                 b'"' => {
                     self.pos += 1;
-                    return Some(Bytes::from(out));
+                    return Some(match String::from_utf8(out) {
+                        Ok(text) => Bytes::from(text),
+                        Err(e) => replaced(e.as_bytes()),
+                    });
                 }
                 b'\\' => {
                     self.pos += 1;
@@ -430,6 +466,10 @@ fn write_at(out: &mut impl BufMut, value: &Val, depth: usize) -> Result<(), Writ
             let max = if *f > 0.0 { f64::MAX } else { f64::MIN };
             write_display(out, &Num::Float(max));
         }
+        // A decimal keeps its text as read; jaq's reader accepts some JSON does not (`00.1`).
+        Val::Num(Num::Dec(text)) if !is_json_number(text) => {
+            write_at(out, &Val::Num(Num::from_dec_str(text)), depth)?;
+        }
         Val::Num(n) => write_display(out, n),
         Val::TStr(s) => write_str(out, s),
         Val::BStr(_) => return Err(WriteError::ByteString),
@@ -461,6 +501,19 @@ fn write_at(out: &mut impl BufMut, value: &Val, depth: usize) -> Result<(), Writ
         }
     }
     Ok(())
+}
+
+/// Whether `text` is a number as JSON writes them.
+fn is_json_number(text: &str) -> bool {
+    let mut scratch = Vec::new();
+    let mut reader = Reader {
+        src: text.as_bytes(),
+        owner: None,
+        pos: 0,
+        scratch: &mut scratch,
+        too_deep: false,
+    };
+    reader.number().is_some() && reader.pos == text.len()
 }
 
 /// Serializes `value` as compact JSON.
@@ -556,6 +609,24 @@ mod tests {
         assert_eq!(inf, f64::MAX);
     }
 
+    /// Keys that differ only in bytes that are not UTF-8 are one key once read, in both
+    /// readers, so that what is written reads back the same.
+    #[test]
+    fn reads_invalid_utf8_as_replacement_characters() {
+        for payload in [
+            &b"{\"\xfc\":1,\"\xfd\":2,\"b\xff\\n\":3}"[..],
+            &b"{\"\xfc\":1,\"\xfd\":2,\"b\xff\\n\":3} # jaq's reader"[..],
+        ] {
+            let value = parse_slice(payload).unwrap();
+            let written = to_bytes(&value).unwrap();
+            assert_eq!(
+                std::str::from_utf8(&written).unwrap(),
+                "{\"\u{fffd}\":2,\"b\u{fffd}\\n\":3}"
+            );
+            assert_eq!(parse_slice(&written).unwrap(), value);
+        }
+    }
+
     #[test]
     fn writes_invalid_utf8_as_replacement_characters() {
         let value = parse_slice(b"[\"a\xffb\", \"\xc3\"]").unwrap();
@@ -564,6 +635,18 @@ mod tests {
             std::str::from_utf8(&written).unwrap(),
             "[\"a\u{fffd}b\",\"\u{fffd}\"]"
         );
+    }
+
+    /// jaq's reader keeps the text of decimals JSON does not allow; they are written as the
+    /// number they stand for.
+    #[test]
+    fn writes_decimals_outside_json_as_numbers() {
+        let value = parse_slice(b"[0,  1e40 ,00.1, 1E-5]").unwrap();
+        assert_eq!(&to_bytes(&value).unwrap()[..], b"[0,1e40,0.1,1E-5]");
+        assert!(is_json_number("-0.5e+3"));
+        for bad in ["00.1", "01", ".5", "1.", "+1", "1e", "", "-", "0x1", "1 "] {
+            assert!(!is_json_number(bad), "{bad}");
+        }
     }
 
     #[test]
@@ -609,7 +692,6 @@ mod tests {
             br#""a\"b\\c\/d\b\f\n\r\t""#,
             br#""\u0041\u00e9\u20ac\ud83d\ude00\u0000""#,
             "\"é ☃ 😀\"".as_bytes(),
-            b"\"\xff\xfe raw\"",
             b"[]",
             b"[ ]",
             b"[1,[2,[3,{}]],\"x\"]",
