@@ -8,7 +8,9 @@
 //! deeper fails to parse (kind `parse`), an expression output nested deeper fails the
 //! message (kind `eval`), and neither is ever handed to code that recurses. The few places
 //! that must touch such a value do so here, iteratively: measuring it, dropping it, and
-//! printing the start of it for an error message.
+//! printing the start of it for an error message. (What jaq does inside one expression with a
+//! deep value the expression built is out of reach: `reduce range(1e5) as $i (0; [.]) |
+//! length` drops it in jaq, recursively.)
 
 use std::fmt::{self, Write as _};
 

@@ -20,7 +20,9 @@
 //!   outputs), as does more than [`MAX_OUTPUTS`] outputs.
 //! - A payload, or an output of a step, that nests arrays and objects deeper than
 //!   [`MAX_DEPTH`] levels fails the message (kind parse for a payload, eval for an output):
-//!   nothing deeper reaches code that recurses over it, so no message can exhaust a stack.
+//!   nothing deeper reaches code that recurses over it, so no payload can exhaust a stack
+//!   (jaq itself still recurses over deep values an expression builds and uses up within
+//!   itself).
 //! - `setSubject`, `setHeaders`, `dropHeaders`: see [`template`] for the template forms.
 //!
 //! Payload bytes are never parsed unless a jq step runs or a template reads `{{payload.…}}`,
