@@ -17,7 +17,8 @@ use crate::compile::{Compiled, Kind};
 use crate::jq::{Globals, Jq};
 use crate::template::RenderError;
 use crate::{
-    FailureKind, Headers, Input, MAX_ERROR_LEN, Output, OutputHeaders, StepFailure, Steps, json,
+    FailureKind, Headers, Input, MAX_DEPTH, MAX_ERROR_LEN, Output, OutputHeaders, StepFailure,
+    Steps, depth, json,
 };
 
 /// The most outputs one source message may produce across all `map` steps; more fails the
@@ -48,9 +49,8 @@ impl<'a> Msg<'a> {
         if self.value.is_none() {
             let empty = Bytes::new();
             let raw = self.raw.as_ref().unwrap_or(&empty);
-            let value = json::parse(raw).map_err(|e| {
-                failure(at, FailureKind::Parse, format!("payload is not JSON: {e}"))
-            })?;
+            let value =
+                json::parse(raw).map_err(|e| failure(at, FailureKind::Parse, e.to_string()))?;
             self.value = Some(value);
         }
         Ok(self.value.as_ref().expect("parsed above"))
@@ -129,23 +129,28 @@ fn truncate(mut s: String) -> String {
     s
 }
 
-/// A short description of a value for error messages.
+/// A short description of a value for error messages; safe on values of any depth.
 fn describe(v: &Val) -> String {
-    let text = v.to_string();
-    if text.len() > 64 {
-        let mut end = 64;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &text[..end])
-    } else {
-        text
+    depth::display_cut(v, 64).0
+}
+
+/// Fails an output nested deeper than [`MAX_DEPTH`], before anything recurses over it (the
+/// next step, the writer, a later drop); the output is taken apart without recursion.
+fn check_depth(at: (usize, &str), value: Val) -> Result<Val, StepFailure> {
+    if !depth::exceeds(&value, MAX_DEPTH) {
+        return Ok(value);
     }
+    depth::drop_deep(value);
+    Err(failure(
+        at,
+        FailureKind::Eval,
+        format!("output nests arrays and objects deeper than {MAX_DEPTH} levels, the steps' limit"),
+    ))
 }
 
 fn render_failure(at: (usize, &str), e: RenderError) -> StepFailure {
     let kind = match e {
-        RenderError::PayloadNotJson(_) => FailureKind::Parse,
+        RenderError::Payload(_) => FailureKind::Parse,
         _ => FailureKind::Eval,
     };
     failure(at, kind, e.to_string())
@@ -243,13 +248,12 @@ fn apply_step<'a>(
                 Some(Ok(Val::Bool(b))) => b,
                 Some(Ok(Val::Null)) => false,
                 Some(Ok(other)) => {
+                    let described = describe(&other);
+                    depth::drop_deep(other);
                     return Err(failure(
                         at,
                         FailureKind::Eval,
-                        format!(
-                            "filter yielded {}, expected true, false or null",
-                            describe(&other)
-                        ),
+                        format!("filter yielded {described}, expected true, false or null"),
                     ));
                 }
             };
@@ -263,10 +267,10 @@ fn apply_step<'a>(
             // Collect every output before emitting any: a message fails whole or not at all.
             let start = out.len();
             for result in jq.run(input, globals) {
-                let value = result.map_err(|e| {
-                    out.truncate(start);
-                    failure(at, FailureKind::Eval, e)
-                })?;
+                let value = result
+                    .map_err(|e| failure(at, FailureKind::Eval, e))
+                    .and_then(|value| check_depth(at, value))
+                    .inspect_err(|_| out.truncate(start))?;
                 if out.len() >= MAX_OUTPUTS {
                     out.truncate(start);
                     return Err(failure(

@@ -13,6 +13,7 @@ use jaq_core::load::{self, Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars};
 use jaq_json::Val;
 
+use crate::depth;
 use crate::simple::Simple;
 
 type Data = JustLut<Val>;
@@ -112,17 +113,39 @@ impl Jq {
         let ctx = Ctx::<Data>::new(&self.filter.lut, globals.into_vars());
         self.filter.id.run((ctx, input)).map(|r| {
             r.map_err(|exn| match exn.get_err() {
-                // A string error (`error("x")` or jaq's own messages) reads as its text;
-                // any other value as JSON.
-                Ok(e) => match e.into_val() {
-                    Val::TStr(s) => String::from_utf8_lossy(&s).into_owned(),
-                    other => other.to_string(),
-                },
+                Ok(e) => error_text(e),
                 // `halt` is not compiled in, and the other exceptions do not escape a main
                 // filter; should one come, it is an error of this message, not of the process.
                 Err(_) => "the expression stopped without a value".to_owned(),
             })
         })
+    }
+}
+
+/// The text of a jq error: a string error (`error("x")` or jaq's own messages) reads as its
+/// text, any other value as JSON.
+///
+/// The values an error carries may be nested deeper than anything the steps take in (built by
+/// the expression itself), and printing or dropping one recurses once per level. So the error
+/// is printed first through a writer that stops past [`depth::MAX_DEPTH`] levels; only an
+/// error within the limit is then taken apart and dropped as usual. One past it is never
+/// dropped (jaq gives no way to take its values out without recursion): it is left allocated,
+/// the price of not exhausting the thread's stack.
+fn error_text(e: jaq_core::Error<Val>) -> String {
+    // One byte past the longest error kept, so that a cut shows.
+    let max = crate::MAX_ERROR_LEN + 1;
+    let Some(text) = depth::display_within(&e, max, depth::MAX_DEPTH) else {
+        let (text, _) = depth::display_cut(&e, 256);
+        std::mem::forget(e);
+        return format!(
+            "error holding a value nested deeper than {} levels, the steps' limit: {text}",
+            depth::MAX_DEPTH
+        );
+    };
+    match e.into_val() {
+        Val::TStr(s) => String::from_utf8_lossy(&s).into_owned(),
+        // Printed above within the limit, as this value prints.
+        _ => text,
     }
 }
 

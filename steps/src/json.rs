@@ -6,16 +6,22 @@
 //! payload outside plain JSON (jq's extensions such as `NaN` or comments, or an error) is left
 //! to jaq's reader, so what is accepted and the errors reported are jaq's.
 //!
-//! Writing is jetflow's: it produces compact, valid JSON or fails, where jaq's writer would print
-//! values JSON cannot represent (NaN, byte strings, non-string object keys) as they are. Outputs
-//! are written into a buffer kept per thread and split off it, so a payload costs no allocation
-//! of its own.
+//! Nesting is bounded at [`MAX_DEPTH`] levels before any recursive reader sees the payload:
+//! jetflow's reader stops there, and a payload it leaves to jaq's is measured first (see
+//! [`crate::depth`]). Writing refuses values nested deeper, so it never recurses further.
+//!
+//! Writing is jetflow's: it produces compact, valid JSON (UTF-8) or fails, where jaq's writer
+//! would print values JSON cannot represent (NaN, byte strings, non-string object keys,
+//! invalid UTF-8) as they are. Outputs are written into a buffer kept per thread and split
+//! off it, so a payload costs no allocation of its own.
 
 use std::cell::RefCell;
 use std::io::Write as _;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use jaq_json::{Map, Num, Rc, Val};
+
+use crate::depth::MAX_DEPTH;
 
 /// Why a value could not be written as JSON.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -26,6 +32,21 @@ pub enum WriteError {
     /// JSON object keys are strings.
     #[error("object key {0} is not a string")]
     NonStringKey(String),
+    /// The value nests arrays and objects deeper than [`MAX_DEPTH`] levels.
+    #[error("arrays and objects are nested deeper than {MAX_DEPTH} levels, the steps' limit")]
+    TooDeep,
+}
+
+/// Why a payload could not be read as one JSON value.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// The payload is not JSON (as jaq's reader reports it: where and what).
+    #[error("payload is not JSON: {0}")]
+    Syntax(#[source] jaq_json::read::Error),
+    /// The payload nests arrays and objects deeper than [`MAX_DEPTH`] levels; it is refused
+    /// before it is read, so that reading (and every step after it) stays within its stack.
+    #[error("payload nests arrays and objects deeper than {MAX_DEPTH} levels, the steps' limit")]
+    TooDeep,
 }
 
 #[cfg(test)]
@@ -35,16 +56,16 @@ thread_local! {
 }
 
 /// Parses a payload as exactly one JSON value; strings are slices of `payload`.
-pub(crate) fn parse(payload: &Bytes) -> Result<Val, jaq_json::read::Error> {
+pub(crate) fn parse(payload: &Bytes) -> Result<Val, ParseError> {
     parse_in(payload, Some(payload))
 }
 
 /// Parses a payload as exactly one JSON value, copying its strings.
-pub(crate) fn parse_slice(payload: &[u8]) -> Result<Val, jaq_json::read::Error> {
+pub(crate) fn parse_slice(payload: &[u8]) -> Result<Val, ParseError> {
     parse_in(payload, None)
 }
 
-fn parse_in(payload: &[u8], owner: Option<&Bytes>) -> Result<Val, jaq_json::read::Error> {
+fn parse_in(payload: &[u8], owner: Option<&Bytes>) -> Result<Val, ParseError> {
     #[cfg(test)]
     PARSES.with(|p| p.set(p.get() + 1));
     let read = SCRATCH.with_borrow_mut(|scratch| {
@@ -53,15 +74,89 @@ fn parse_in(payload: &[u8], owner: Option<&Bytes>) -> Result<Val, jaq_json::read
             owner,
             pos: 0,
             scratch,
+            too_deep: false,
         };
         let value = reader.document();
+        let too_deep = reader.too_deep;
         scratch.clear();
-        value
+        (value, too_deep)
     });
     match read {
-        Some(value) => Ok(value),
-        None => jaq_json::read::parse_single(payload),
+        (Some(value), _) => Ok(value),
+        (None, true) => Err(ParseError::TooDeep),
+        // jaq's reader recurses once per level: it gets only what nests within the limit.
+        (None, false) if nests_deeper(payload, MAX_DEPTH) => Err(ParseError::TooDeep),
+        (None, false) => {
+            let value = jaq_json::read::parse_single(payload).map_err(ParseError::Syntax)?;
+            Ok(if std::str::from_utf8(payload).is_ok() {
+                value
+            } else {
+                valid_utf8(value)
+            })
+        }
     }
+}
+
+/// `text` with every sequence that is not UTF-8 replaced by U+FFFD.
+fn replaced(text: &[u8]) -> Bytes {
+    Bytes::from(String::from_utf8_lossy(text).into_owned())
+}
+
+/// `value` with the strings jaq's reader kept as they came (bytes that are not UTF-8)
+/// replaced, as jetflow's reader does: two keys that differ only there become one, the first
+/// place and the last value, so that the value read is the value written. Recurses once per
+/// level: only for values within [`MAX_DEPTH`].
+fn valid_utf8(value: Val) -> Val {
+    match value {
+        Val::TStr(s) if std::str::from_utf8(&s).is_err() => Val::TStr(Box::new(replaced(&s))),
+        Val::Arr(items) => Val::Arr(Rc::new(items.iter().cloned().map(valid_utf8).collect())),
+        Val::Obj(map) => Val::obj(
+            map.iter()
+                .map(|(k, v)| (valid_utf8(k.clone()), valid_utf8(v.clone())))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Whether the arrays and objects of `src`, read as jaq's reader reads it (strings, byte
+/// strings `b"…"`, `#` comments to the end of the line), nest deeper than `limit` levels.
+/// Counts brackets without checking them: where the text is not JSON, jaq's reader stops at
+/// the first error, no deeper than the brackets counted before it.
+fn nests_deeper(src: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut bytes = src.iter();
+    while let Some(&c) = bytes.next() {
+        match c {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'"' => {
+                while let Some(&c) = bytes.next() {
+                    match c {
+                        b'"' => break,
+                        b'\\' => {
+                            bytes.next();
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            b'#' => {
+                for &c in bytes.by_ref() {
+                    if c == b'\n' {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 thread_local! {
@@ -70,11 +165,8 @@ thread_local! {
     static SCRATCH: RefCell<Vec<(Val, Val)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Nesting deeper than this is left to jaq's reader.
-const MAX_DEPTH: usize = 128;
-
 /// A reader of plain JSON (RFC 8259) into jaq values. It gives up (`None`) on anything else,
-/// and then jaq's reader decides; on plain JSON both produce the same value: integers as
+/// and then jaq's reader decides (unless it stopped at the nesting limit); on plain JSON both produce the same value: integers as
 /// machine or big integers, other numbers as decimals keeping their text, objects in key order
 /// with a repeated key keeping its first place and last value.
 struct Reader<'a> {
@@ -85,6 +177,8 @@ struct Reader<'a> {
     /// Items (as `(item, null)`) and entries of the arrays and objects being read, innermost
     /// last.
     scratch: &'a mut Vec<(Val, Val)>,
+    /// Whether reading stopped at an array or object nested deeper than [`MAX_DEPTH`].
+    too_deep: bool,
 }
 
 impl Reader<'_> {
@@ -119,8 +213,12 @@ impl Reader<'_> {
             b'f' => self.literal(b"false", Val::Bool(false)),
             b'"' => self.string().map(|s| Val::TStr(Box::new(s))),
             b'-' | b'0'..=b'9' => self.number(),
-            b'[' if depth < MAX_DEPTH => self.array(depth + 1),
-            b'{' if depth < MAX_DEPTH => self.object(depth + 1),
+            b'[' | b'{' if depth == MAX_DEPTH => {
+                self.too_deep = true;
+                None
+            }
+            b'[' => self.array(depth + 1),
+            b'{' => self.object(depth + 1),
             _ => None,
         }
     }
@@ -188,7 +286,7 @@ impl Reader<'_> {
     }
 
     /// A string at `pos` (on its opening quote); raw bytes other than control characters are
-    /// taken as they are, as jaq does.
+    /// taken as they are, except that what is not UTF-8 becomes U+FFFD.
     fn string(&mut self) -> Option<Bytes> {
         self.pos += 1;
         let start = self.pos;
@@ -198,6 +296,10 @@ impl Reader<'_> {
             .position(|&c| matches!(c, b'"' | b'\\' | 0..=0x1f))?;
         if rest[end] == b'"' {
             self.pos = start + end + 1;
+            let text = &rest[..end];
+            if std::str::from_utf8(text).is_err() {
+                return Some(replaced(text));
+            }
             return Some(self.bytes(start, start + end));
         }
         if rest[end] != b'\\' {
@@ -210,7 +312,10 @@ impl Reader<'_> {
             match self.peek()? {
                 b'"' => {
                     self.pos += 1;
-                    return Some(Bytes::from(out));
+                    return Some(match String::from_utf8(out) {
+                        Ok(text) => Bytes::from(text),
+                        Err(e) => replaced(e.as_bytes()),
+                    });
                 }
                 b'\\' => {
                     self.pos += 1;
@@ -341,8 +446,17 @@ const OUT_CHUNK: usize = 16 * 1024;
 /// Writes `value` as compact JSON, appending to `out`.
 ///
 /// NaN is written `null` and infinities as the largest finite doubles, as jq does, so that every
-/// output is valid JSON.
+/// output is valid JSON. A value nested deeper than [`MAX_DEPTH`] levels is refused (and may
+/// have been written in part).
 pub(crate) fn write(out: &mut impl BufMut, value: &Val) -> Result<(), WriteError> {
+    write_at(out, value, 0)
+}
+
+/// [`write`] for a value nested `depth` levels down.
+fn write_at(out: &mut impl BufMut, value: &Val, depth: usize) -> Result<(), WriteError> {
+    if depth == MAX_DEPTH && matches!(value, Val::Arr(_) | Val::Obj(_)) {
+        return Err(WriteError::TooDeep);
+    }
     match value {
         Val::Null => out.put_slice(b"null"),
         Val::Bool(true) => out.put_slice(b"true"),
@@ -351,6 +465,10 @@ pub(crate) fn write(out: &mut impl BufMut, value: &Val) -> Result<(), WriteError
         Val::Num(Num::Float(f)) if f.is_infinite() => {
             let max = if *f > 0.0 { f64::MAX } else { f64::MIN };
             write_display(out, &Num::Float(max));
+        }
+        // A decimal keeps its text as read; jaq's reader accepts some JSON does not (`00.1`).
+        Val::Num(Num::Dec(text)) if !is_json_number(text) => {
+            write_at(out, &Val::Num(Num::from_dec_str(text)), depth)?;
         }
         Val::Num(n) => write_display(out, n),
         Val::TStr(s) => write_str(out, s),
@@ -361,7 +479,7 @@ pub(crate) fn write(out: &mut impl BufMut, value: &Val) -> Result<(), WriteError
                 if i > 0 {
                     out.put_u8(b',');
                 }
-                write(out, item)?;
+                write_at(out, item, depth + 1)?;
             }
             out.put_u8(b']');
         }
@@ -372,16 +490,30 @@ pub(crate) fn write(out: &mut impl BufMut, value: &Val) -> Result<(), WriteError
                     out.put_u8(b',');
                 }
                 let Val::TStr(key) = k else {
-                    return Err(WriteError::NonStringKey(k.to_string()));
+                    // The key may be nested deeper than this value allows: printed cut.
+                    return Err(WriteError::NonStringKey(crate::depth::display_cut(k, 64).0));
                 };
                 write_str(out, key);
                 out.put_u8(b':');
-                write(out, v)?;
+                write_at(out, v, depth + 1)?;
             }
             out.put_u8(b'}');
         }
     }
     Ok(())
+}
+
+/// Whether `text` is a number as JSON writes them.
+fn is_json_number(text: &str) -> bool {
+    let mut scratch = Vec::new();
+    let mut reader = Reader {
+        src: text.as_bytes(),
+        owner: None,
+        pos: 0,
+        scratch: &mut scratch,
+        too_deep: false,
+    };
+    reader.number().is_some() && reader.pos == text.len()
 }
 
 /// Serializes `value` as compact JSON.
@@ -401,8 +533,12 @@ fn write_display(out: &mut impl BufMut, n: &Num) {
     let _ = write!(out.writer(), "{n}");
 }
 
-/// Writes a JSON string with the escapes JSON requires; other bytes are copied as they are.
+/// Writes a JSON string with the escapes JSON requires; other characters are copied as they
+/// are. JSON text is UTF-8: bytes that are not (kept by jaq's reader from a payload that was
+/// not) are written as U+FFFD, the replacement character.
 fn write_str(out: &mut impl BufMut, s: &[u8]) {
+    let s = String::from_utf8_lossy(s);
+    let s = s.as_bytes();
     out.put_u8(b'"');
     let mut start = 0;
     for (i, &c) in s.iter().enumerate() {
@@ -473,6 +609,46 @@ mod tests {
         assert_eq!(inf, f64::MAX);
     }
 
+    /// Keys that differ only in bytes that are not UTF-8 are one key once read, in both
+    /// readers, so that what is written reads back the same.
+    #[test]
+    fn reads_invalid_utf8_as_replacement_characters() {
+        for payload in [
+            &b"{\"\xfc\":1,\"\xfd\":2,\"b\xff\\n\":3}"[..],
+            &b"{\"\xfc\":1,\"\xfd\":2,\"b\xff\\n\":3} # jaq's reader"[..],
+        ] {
+            let value = parse_slice(payload).unwrap();
+            let written = to_bytes(&value).unwrap();
+            assert_eq!(
+                std::str::from_utf8(&written).unwrap(),
+                "{\"\u{fffd}\":2,\"b\u{fffd}\\n\":3}"
+            );
+            assert_eq!(parse_slice(&written).unwrap(), value);
+        }
+    }
+
+    #[test]
+    fn writes_invalid_utf8_as_replacement_characters() {
+        let value = parse_slice(b"[\"a\xffb\", \"\xc3\"]").unwrap();
+        let written = to_bytes(&value).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&written).unwrap(),
+            "[\"a\u{fffd}b\",\"\u{fffd}\"]"
+        );
+    }
+
+    /// jaq's reader keeps the text of decimals JSON does not allow; they are written as the
+    /// number they stand for.
+    #[test]
+    fn writes_decimals_outside_json_as_numbers() {
+        let value = parse_slice(b"[0,  1e40 ,00.1, 1E-5]").unwrap();
+        assert_eq!(&to_bytes(&value).unwrap()[..], b"[0,1e40,0.1,1E-5]");
+        assert!(is_json_number("-0.5e+3"));
+        for bad in ["00.1", "01", ".5", "1.", "+1", "1e", "", "-", "0x1", "1 "] {
+            assert!(!is_json_number(bad), "{bad}");
+        }
+    }
+
     #[test]
     fn rejects_byte_strings() {
         let v = Val::byte_str(b"ab".to_vec());
@@ -516,7 +692,6 @@ mod tests {
             br#""a\"b\\c\/d\b\f\n\r\t""#,
             br#""\u0041\u00e9\u20ac\ud83d\ude00\u0000""#,
             "\"é ☃ 😀\"".as_bytes(),
-            b"\"\xff\xfe raw\"",
             b"[]",
             b"[ ]",
             b"[1,[2,[3,{}]],\"x\"]",
@@ -548,9 +723,13 @@ mod tests {
             b"   ",
             b"\"\\x\"",
         ];
+        let syntax = |e: ParseError| match e {
+            ParseError::Syntax(e) => e.to_string(),
+            ParseError::TooDeep => panic!("not too deep"),
+        };
         for input in inputs {
             let bytes = Bytes::copy_from_slice(input);
-            let ours = parse(&bytes).map_err(|e| e.to_string());
+            let ours = parse(&bytes).map_err(syntax);
             let theirs = jaq_json::read::parse_single(input).map_err(|e| e.to_string());
             assert_eq!(
                 format!("{ours:?}"),
@@ -558,17 +737,79 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(input)
             );
-            let copied = parse_slice(input).map_err(|e| e.to_string());
+            let copied = parse_slice(input).map_err(syntax);
             assert_eq!(format!("{copied:?}"), format!("{theirs:?}"));
         }
-        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 5), "]".repeat(MAX_DEPTH + 5));
+        let deepest = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert_eq!(
-            format!("{:?}", parse_slice(deep.as_bytes()).unwrap()),
+            format!("{:?}", parse_slice(deepest.as_bytes()).unwrap()),
             format!(
                 "{:?}",
-                jaq_json::read::parse_single(deep.as_bytes()).unwrap()
+                jaq_json::read::parse_single(deepest.as_bytes()).unwrap()
             )
         );
+    }
+
+    fn too_deep(payload: &[u8]) -> bool {
+        matches!(parse_slice(payload), Err(ParseError::TooDeep))
+    }
+
+    /// Nesting past the limit is refused by jetflow's reader, and measured before jaq's
+    /// reader (which recurses) gets a payload outside plain JSON.
+    #[test]
+    fn refuses_nesting_deeper_than_the_limit() {
+        let nest = |levels: usize, open: &str, inner: &str, close: &str| {
+            format!("{}{inner}{}", open.repeat(levels), close.repeat(levels))
+        };
+        // Plain JSON: arrays, objects, both, cut short.
+        assert!(too_deep(nest(MAX_DEPTH + 1, "[", "", "]").as_bytes()));
+        assert!(too_deep(
+            nest(MAX_DEPTH + 1, r#"{"a":"#, "1", "}").as_bytes()
+        ));
+        assert!(too_deep(
+            nest(MAX_DEPTH / 2 + 1, r#"[{"a":"#, "1", "}]").as_bytes()
+        ));
+        assert!(too_deep("[".repeat(200_000).as_bytes()));
+        assert!(!too_deep(nest(MAX_DEPTH, r#"{"a":"#, "1", "}").as_bytes()));
+        // Outside plain JSON, jaq's extensions inside: measured, then refused.
+        assert!(too_deep(nest(MAX_DEPTH + 1, "[", "NaN", "]").as_bytes()));
+        assert!(too_deep(
+            format!(
+                "# c
+{}",
+                "[".repeat(200_000)
+            )
+            .as_bytes()
+        ));
+        assert!(too_deep(
+            format!("[NaN,{}", r#"{"a":"#.repeat(200_000)).as_bytes()
+        ));
+        assert!(!too_deep(nest(MAX_DEPTH, "[", "NaN", "]").as_bytes()));
+        // Brackets in strings, byte strings and comments are not nesting.
+        let in_text = format!(
+            "[NaN, \"{0}\", b\"{0}\", \"\\\"{0}\" # {0}\n]",
+            "[".repeat(MAX_DEPTH + 1)
+        );
+        assert!(parse_slice(in_text.as_bytes()).is_ok(), "{in_text}");
+        assert_eq!(
+            ParseError::TooDeep.to_string(),
+            format!(
+                "payload nests arrays and objects deeper than {MAX_DEPTH} levels, the steps' limit"
+            )
+        );
+    }
+
+    #[test]
+    fn refuses_to_write_values_deeper_than_the_limit() {
+        let mut value = Val::Null;
+        for _ in 0..MAX_DEPTH {
+            value = Val::Arr(Rc::new(vec![value]));
+        }
+        let written = to_bytes(&value).unwrap();
+        assert_eq!(written.len(), 2 * MAX_DEPTH + 4);
+        let deeper = Val::obj([(Val::from("k".to_owned()), value)].into_iter().collect());
+        assert_eq!(to_bytes(&deeper), Err(WriteError::TooDeep));
+        assert_eq!(&to_bytes(&Val::Null).unwrap()[..], b"null");
     }
 
     #[test]

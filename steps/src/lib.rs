@@ -18,6 +18,11 @@
 //! - `map` (jq): each output replaces the payload and becomes one message, in the order jq
 //!   yields them; no output drops the message; an error fails the whole message (no partial
 //!   outputs), as does more than [`MAX_OUTPUTS`] outputs.
+//! - A payload, or an output of a step, that nests arrays and objects deeper than
+//!   [`MAX_DEPTH`] levels fails the message (kind parse for a payload, eval for an output):
+//!   nothing deeper reaches code that recurses over it, so no payload can exhaust a stack
+//!   (jaq itself still recurses over deep values an expression builds and uses up within
+//!   itself).
 //! - `setSubject`, `setHeaders`, `dropHeaders`: see [`template`] for the template forms.
 //!
 //! Payload bytes are never parsed unless a jq step runs or a template reads `{{payload.…}}`,
@@ -33,6 +38,7 @@ use jetflow_crds::pipeline::Step;
 
 mod apply;
 mod compile;
+mod depth;
 mod headers;
 mod jq;
 mod json;
@@ -42,8 +48,10 @@ pub mod template;
 mod tests;
 
 pub use apply::MAX_OUTPUTS;
+pub use depth::MAX_DEPTH;
 pub use headers::Headers;
 pub use jq::{JqError, Position, SyntaxProblem, UndefinedName};
+pub use json::ParseError;
 pub use template::{RenderError, SubjectTemplate, TemplateError};
 
 /// One message entering the steps.

@@ -10,7 +10,7 @@
 use jaq_json::Val;
 use jetflow_crds::validate::{check_subject, check_subject_template};
 
-use crate::json;
+use crate::json::{self, ParseError};
 
 /// A template that does not parse.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -53,9 +53,10 @@ pub enum RenderError {
         /// The 1-based token asked for.
         n: usize,
     },
-    /// The payload is not JSON (only for templates that read it).
-    #[error("payload is not JSON: {0}")]
-    PayloadNotJson(#[source] jaq_json::read::Error),
+    /// The payload cannot be read: not JSON, or nested too deep (only for templates that
+    /// read it).
+    #[error("{0}")]
+    Payload(#[source] ParseError),
     /// `{{payload.a.b}}` where the payload has no such field, or it is null.
     #[error("payload field {0} is missing or null")]
     MissingField(String),
@@ -314,7 +315,7 @@ impl SubjectTemplate {
         if !self.uses_payload() {
             return self.render_with(subject, unreachable_payload);
         }
-        let parsed = json::parse_slice(payload).map_err(RenderError::PayloadNotJson)?;
+        let parsed = json::parse_slice(payload).map_err(RenderError::Payload)?;
         self.render_with(subject, || Ok(&parsed))
     }
 
@@ -418,7 +419,7 @@ mod tests {
         ));
         assert!(matches!(
             t.render("s", b"{oops"),
-            Err(RenderError::PayloadNotJson(_))
+            Err(RenderError::Payload(ParseError::Syntax(_)))
         ));
     }
 

@@ -527,3 +527,5 @@ fn steps_can_be_shared_between_threads() {
     let steps = Steps::compile(&[map(".")]).unwrap();
     assert_eq!(steps.names().collect::<Vec<_>>(), ["map[0]"]);
 }
+
+mod depth;

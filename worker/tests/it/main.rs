@@ -20,6 +20,7 @@ mod core_guarantees;
 mod dynamic_splits;
 mod hostile_checkpoint;
 mod hostile_sink;
+mod hostile_steps;
 mod logs;
 mod lost_deliveries;
 mod operator_consumers;
