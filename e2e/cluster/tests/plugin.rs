@@ -302,6 +302,13 @@ async fn kubectl_jetflow_lists_and_replays_dead_letters_shows_status_and_rewinds
         .find(|m| m.json().unwrap()["id"] == "p1")
         .expect("p1 replayed");
     assert_eq!(replayed_cents.json().unwrap()["cents"], 150);
+    // The replay's target is its input's: the output does not carry it on.
+    assert_eq!(
+        replayed_cents.header("Jetflow-Replay-For"),
+        None,
+        "{:?}",
+        replayed_cents.headers
+    );
 
     // rewind by time: every split back to the first message stored after `t`.
     let t = jiff::Timestamp::now();
