@@ -8,6 +8,8 @@
 //! however often it is replayed within its duplicate window, and the pipeline reads it as a new
 //! message. Only the dead letters whose `Jetflow-Source` names the pipeline's source stream are
 //! listed and replayed: a dead-letter subject may be shared by pipelines of several sources.
+//! Nor are those another pipeline of the same source sent: a worker's dead letter carries the
+//! message id `<namespace>/<pipeline>:<split hash>:<sequence>:dlq`, naming its pipeline.
 //!
 //! The replayed message carries `Jetflow-Replay-For: <namespace>/<pipeline>`
 //! ([`jetflow_nats::replay`]): every other pipeline reading the source subject skips it, so only
@@ -95,6 +97,12 @@ async fn read(
 ) -> Result<(async_nats::jetstream::stream::Stream, Vec<DeadLetter>)> {
     let subject = p.dead_letter_subject();
     let source_stream = p.spec.source.jetstream.as_ref().map(|s| s.stream.as_str());
+    // Names contain neither `/` nor `:`: the prefix names one pipeline.
+    let id_prefix = format!(
+        "{}/{}:",
+        p.namespace().unwrap_or_else(|| "default".to_owned()),
+        p.name_any()
+    );
     let stream_name = js.stream_by_subject(subject.clone()).await.map_err(|e| {
         anyhow::anyhow!(
             "no JetStream stream captures the dead-letter subject {subject} of Pipeline {} ({e}): its dead letters were published to NATS Core and not kept; a Stream whose subjects capture {subject} keeps them",
@@ -136,10 +144,11 @@ async fn read(
                 headers: m.headers.clone().unwrap_or_default(),
                 payload: m.payload.clone(),
             };
-            // A dead-letter subject may be shared by pipelines of other sources: only this
-            // pipeline's source is listed and replayed (a letter naming no valid source is
-            // listed, and skipped by a replay).
-            let ours = letter.source().is_none_or(|s| s.stream == source_stream);
+            // A dead-letter subject may be shared by pipelines of other sources, and of the
+            // same source: only this pipeline's are listed and replayed (a letter naming no
+            // valid source is listed, and skipped by a replay).
+            let ours = letter.source().is_none_or(|s| s.stream == source_stream)
+                && !from_other_pipeline(&letter, &id_prefix);
             if ours
                 && f.step
                     .as_deref()
@@ -151,6 +160,17 @@ async fn read(
     }
     let _ = stream.delete_consumer(&consumer.cached_info().name).await;
     Ok((stream, letters))
+}
+
+/// Whether a worker of another pipeline than the one whose message ids begin with `id_prefix`
+/// sent the dead letter (its message id `<namespace>/<pipeline>:…:dlq`); a letter without such
+/// an id (published by hand) is nobody else's.
+fn from_other_pipeline(letter: &DeadLetter, id_prefix: &str) -> bool {
+    letter
+        .headers
+        .get("Nats-Msg-Id")
+        .map(|id| id.as_str())
+        .is_some_and(|id| id.ends_with(":dlq") && !id.starts_with(id_prefix))
 }
 
 /// `dlq list`.

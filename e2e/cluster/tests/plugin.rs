@@ -2,7 +2,8 @@
 //! kubectl runs a plugin (`kubectl jetflow …` with its folder on the PATH) and directly, with
 //! the cluster's kubeconfig, against the real operator, worker pods and nats-server. The
 //! dead-letter example: bad payments become dead letters, `dlq list` shows them (and not the
-//! dead letters of another source on the same subject), the step is fixed, `dlq replay` sends
+//! dead letters of another source, or of another pipeline of the same source, on the same
+//! subject), the step is fixed, `dlq replay` sends
 //! them back once and to this pipeline only (a second pipeline on the same source stream skips
 //! them; the replayed letters are deleted, so a second replay sends nothing and `dlq list` shows
 //! none), `status` shows the splits, and `rewind` moves a running pipeline back by time and by
@@ -171,6 +172,16 @@ async fn kubectl_jetflow_lists_and_replays_dead_letters_shows_status_and_rewinds
         .expect("publish")
         .await
         .expect("stored");
+    // And the dead letter of another pipeline of the same source (its message id names it).
+    let mut sibling = async_nats::HeaderMap::new();
+    sibling.insert("Jetflow-Source", "payments/2/payments.card");
+    sibling.insert("Jetflow-Error-Step", "amount-in-cents");
+    sibling.insert("Nats-Msg-Id", "shop/payments-audit:00000000000000ff:2:dlq");
+    js.publish_with_headers("dlq.payments", sibling, r#"{"id":"p1"}"#.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
 
     // status, through kubectl: the split, its owner, position and lag, and the checkpoint.
     let status = ok(
@@ -264,8 +275,8 @@ async fn kubectl_jetflow_lists_and_replays_dead_letters_shows_status_and_rewinds
         "{again}"
     );
     assert_eq!(nats::count(&js, "payments").await.unwrap(), 13);
-    // The other pipeline's dead letter on the shared subject is not this pipeline's to delete.
-    assert_eq!(nats::count(&js, "payments-dlq").await.unwrap(), 1);
+    // The other pipelines' dead letters on the shared subject are not this pipeline's to delete.
+    assert_eq!(nats::count(&js, "payments-dlq").await.unwrap(), 2);
     wait_position(&cluster, 13).await;
     // The second pipeline on the source stream read the three replayed messages and skipped
     // them: its sink holds each payment once.
