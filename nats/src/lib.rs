@@ -3,11 +3,13 @@
 //! consumer, [`consumer`]), the subjects that make a `splitBy: Subject` source's splits
 //! ([`discovery`]), and turning a [`StreamSpec`] into a JetStream
 //! stream configuration and back, and the `Jetflow-Source` header every output carries
-//! ([`source_header`]: written by the worker, read by `kubectl jetflow` and the tests).
+//! ([`source_header`]: written by the worker, read by `kubectl jetflow` and the tests), and the
+//! `Jetflow-Replay-For` header of a replayed dead letter ([`replay`]).
 
 pub mod connect;
 pub mod consumer;
 pub mod discovery;
+pub mod replay;
 pub mod routing;
 pub mod source_header;
 pub mod stream;

@@ -8,6 +8,17 @@
 //! however often it is replayed within its duplicate window, and the pipeline reads it as a new
 //! message. Only the dead letters whose `Jetflow-Source` names the pipeline's source stream are
 //! listed and replayed: a dead-letter subject may be shared by pipelines of several sources.
+//! Nor are those another pipeline of the same source sent: a worker's dead letter carries the
+//! message id `<namespace>/<pipeline>:<split hash>:<sequence>:dlq`, naming its pipeline.
+//!
+//! The replayed message carries `Jetflow-Replay-For: <namespace>/<pipeline>`
+//! ([`jetflow_nats::replay`]): every other pipeline reading the source subject skips it, so only
+//! the pipeline the letter came from writes it again. Once the source stream confirmed the
+//! replayed message, the dead letter is deleted from the dead-letter stream: it is listed no
+//! more, and a second replay does not send it again (however long after). A replay that ends
+//! between the two (the plugin killed, the delete refused) leaves the letter listed; replaying
+//! it again within the source stream's duplicate window stores nothing new (its message id), a
+//! replay after the window sends it once more.
 
 use anyhow::{Context as _, Result, bail};
 use async_nats::HeaderMap;
@@ -83,9 +94,15 @@ async fn read(
     p: &Pipeline,
     js: &async_nats::jetstream::Context,
     f: &Filter,
-) -> Result<(String, Vec<DeadLetter>)> {
+) -> Result<(async_nats::jetstream::stream::Stream, Vec<DeadLetter>)> {
     let subject = p.dead_letter_subject();
     let source_stream = p.spec.source.jetstream.as_ref().map(|s| s.stream.as_str());
+    // Names contain neither `/` nor `:`: the prefix names one pipeline.
+    let id_prefix = format!(
+        "{}/{}:",
+        p.namespace().unwrap_or_else(|| "default".to_owned()),
+        p.name_any()
+    );
     let stream_name = js.stream_by_subject(subject.clone()).await.map_err(|e| {
         anyhow::anyhow!(
             "no JetStream stream captures the dead-letter subject {subject} of Pipeline {} ({e}): its dead letters were published to NATS Core and not kept; a Stream whose subjects capture {subject} keeps them",
@@ -127,10 +144,11 @@ async fn read(
                 headers: m.headers.clone().unwrap_or_default(),
                 payload: m.payload.clone(),
             };
-            // A dead-letter subject may be shared by pipelines of other sources: only this
-            // pipeline's source is listed and replayed (a letter naming no valid source is
-            // listed, and skipped by a replay).
-            let ours = letter.source().is_none_or(|s| s.stream == source_stream);
+            // A dead-letter subject may be shared by pipelines of other sources, and of the
+            // same source: only this pipeline's are listed and replayed (a letter naming no
+            // valid source is listed, and skipped by a replay).
+            let ours = letter.source().is_none_or(|s| s.stream == source_stream)
+                && !from_other_pipeline(&letter, &id_prefix);
             if ours
                 && f.step
                     .as_deref()
@@ -141,13 +159,25 @@ async fn read(
         }
     }
     let _ = stream.delete_consumer(&consumer.cached_info().name).await;
-    Ok((stream_name, letters))
+    Ok((stream, letters))
+}
+
+/// Whether a worker of another pipeline than the one whose message ids begin with `id_prefix`
+/// sent the dead letter (its message id `<namespace>/<pipeline>:…:dlq`); a letter without such
+/// an id (published by hand) is nobody else's.
+fn from_other_pipeline(letter: &DeadLetter, id_prefix: &str) -> bool {
+    letter
+        .headers
+        .get("Nats-Msg-Id")
+        .map(|id| id.as_str())
+        .is_some_and(|id| id.ends_with(":dlq") && !id.starts_with(id_prefix))
 }
 
 /// `dlq list`.
 pub async fn list(client: &kube::Client, ns: &str, f: &Filter) -> Result<()> {
     let (p, js) = connect(client, ns, f).await?;
     let (stream, letters) = read(&p, &js, f).await?;
+    let stream = &stream.cached_info().config.name;
     println!(
         "{} dead letters of Pipeline {ns}/{} in stream {stream}",
         letters.len(),
@@ -188,7 +218,9 @@ pub async fn replay(client: &kube::Client, ns: &str, f: &Filter) -> Result<()> {
             f.pipeline
         );
     }
-    let (stream, letters) = read(&p, &js, f).await?;
+    let (dlq, letters) = read(&p, &js, f).await?;
+    let stream = dlq.cached_info().config.name.clone();
+    let target = jetflow_nats::replay::target(ns, &f.pipeline);
     let (mut replayed, mut duplicates, mut skipped) = (0u64, 0u64, 0u64);
     for l in &letters {
         let Some(subject) = l.source().map(|s| s.subject.to_owned()) else {
@@ -210,6 +242,7 @@ pub async fn replay(client: &kube::Client, ns: &str, f: &Filter) -> Result<()> {
             }
         }
         headers.insert("Nats-Msg-Id", replay_id(&stream, l.sequence).as_str());
+        headers.insert(jetflow_nats::replay::REPLAY_FOR, target.as_str());
         let ack = js
             .publish_with_headers(subject.clone(), headers, l.payload.clone())
             .await
@@ -226,9 +259,16 @@ pub async fn replay(client: &kube::Client, ns: &str, f: &Filter) -> Result<()> {
         } else {
             replayed += 1;
         }
+        // Stored in the source stream: the dead letter has been replayed, and goes.
+        dlq.delete_message(l.sequence).await.with_context(|| {
+            format!(
+                "dead letter {} replayed to {subject}, but deleting it from stream {stream} failed: it is still listed; a replay within the source stream's duplicate window does not store it twice",
+                l.sequence
+            )
+        })?;
     }
     println!(
-        "replayed {replayed} dead letters of Pipeline {ns}/{} to their source subjects ({duplicates} already replayed within the source stream's duplicate window, {skipped} without a source subject)",
+        "replayed {replayed} dead letters of Pipeline {ns}/{} to their source subjects, for this pipeline only, and deleted them from {stream} ({duplicates} already replayed within the source stream's duplicate window and deleted now, {skipped} without a source subject kept)",
         f.pipeline
     );
     Ok(())

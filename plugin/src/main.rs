@@ -9,7 +9,8 @@
 //! - `rewind PIPELINE --to-sequence N | --to-time T | --to-start`: sets the `jetflow.io/rewind`
 //!   annotation the operator acts on, and waits until it did;
 //! - `dlq list PIPELINE` and `dlq replay PIPELINE [--since T] [--step NAME]`: the dead letters
-//!   of the pipeline, and republishing them to their source subjects.
+//!   of the pipeline, and republishing them to their source subjects (for that pipeline only;
+//!   each replayed dead letter is deleted).
 //!
 //! Errors are printed on stderr with what failed; the exit code is 1.
 
@@ -90,7 +91,8 @@ struct RewindArgs {
 enum DlqCommand {
     /// Lists the dead letters: step, error kind and text, source subject and sequence.
     List(dlq::Filter),
-    /// Republishes the original messages to their source subjects, once per dead letter.
+    /// Republishes the original messages to their source subjects for this pipeline only, and
+    /// deletes each dead letter once the source stream stored it.
     Replay(dlq::Filter),
 }
 

@@ -67,6 +67,8 @@ pub struct SplitMetrics {
     pub stream_recreated: IntCounter,
     /// Stream sequences the split never read because the stream's retention removed them.
     pub skipped_retention: IntCounter,
+    /// Dead letters replayed for another pipeline (`Jetflow-Replay-For`), skipped.
+    pub skipped_replay: IntCounter,
     errors: IntCounterVec,
     split: String,
 }
@@ -138,7 +140,7 @@ impl Metrics {
         );
         let skipped = counter_vec(
             "jetflow_worker_skipped_messages_total",
-            "Source messages the split never read, by reason (retention: stream sequences the stream's retention removed before the split read them).",
+            "Source messages the split never read, by reason (retention: stream sequences the stream's retention removed before the split read them; replay_for_other: dead letters `kubectl jetflow dlq replay` republished for another pipeline, read and skipped).",
             &["split", "reason"],
         );
         let dropped = counter_vec(
@@ -245,6 +247,7 @@ impl Metrics {
             runaway_evaluations: self.runaway_evaluations.clone(),
             stream_recreated: self.stream_recreated.with_label_values(&[split]),
             skipped_retention: self.skipped.with_label_values(&[split, "retention"]),
+            skipped_replay: self.skipped.with_label_values(&[split, "replay_for_other"]),
             errors: self.errors.clone(),
             split: split.to_owned(),
         }

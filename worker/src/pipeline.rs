@@ -401,6 +401,10 @@ impl Runner<PipelineSink> {
             max_pending,
             max_pending_bytes: crate::split::PENDING_BYTES,
             budget,
+            pipeline: jetflow_nats::replay::target(
+                pipeline.metadata.namespace.as_deref().unwrap_or("default"),
+                pipeline.metadata.name.as_deref().unwrap_or("pipeline"),
+            ),
         });
         Ok(Self {
             shared,

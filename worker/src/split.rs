@@ -69,6 +69,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use jetflow_crds::checkpoint::StreamRecreated;
 use jetflow_crds::pipeline::ErrorAction;
+use jetflow_nats::replay;
 use jetflow_nats::source_header::Prefix;
 use jetflow_steps::{OutputHeaders, Steps};
 use tokio::sync::{mpsc, oneshot};
@@ -126,6 +127,9 @@ pub struct Shared<S> {
     pub budget: Budget,
     /// True while the splits must not take messages (checkpoints keep failing).
     pub paused: tokio::sync::watch::Receiver<bool>,
+    /// `<namespace>/<pipeline>`: a replayed dead letter whose `Jetflow-Replay-For` header names
+    /// another pipeline is skipped ([`jetflow_nats::replay`]).
+    pub pipeline: String,
 }
 
 /// A split's state as a checkpoint takes it.
@@ -659,7 +663,14 @@ impl<S: Sink> SplitTask<S> {
                         }
                     }
                     if let Some(evaluator) = self.evaluator.as_mut() {
-                        evaluator.submit(&received);
+                        // Messages replayed for another pipeline are never evaluated: `process`
+                        // skips them with the same test.
+                        let pipeline = &self.shared.pipeline;
+                        evaluator.submit(
+                            received
+                                .iter()
+                                .filter(|m| !replay::for_other(m.headers.as_ref(), pipeline)),
+                        );
                     }
                     for message in received.drain(..) {
                         self.process(message).await?;
@@ -1079,6 +1090,21 @@ impl<S: Sink> SplitTask<S> {
         self.metrics.messages_in.inc();
         self.metrics.bytes_in.inc_by(message.payload.len() as u64);
         let shared = Arc::clone(&self.shared);
+        if replay::for_other(message.headers.as_ref(), &shared.pipeline) {
+            // A dead letter replayed for the pipeline it came from: processed here without
+            // outputs, as a filtered message.
+            self.metrics.skipped_replay.inc();
+            self.window.push_back(InFlight {
+                seq: message.seq,
+                last: true,
+                ack: message.ack.clone(),
+                kind: Kind::Marker,
+                confirm: None,
+                deadline: None,
+                sent: None,
+            });
+            return Ok(());
+        }
         if shared.steps.is_passthrough() {
             // Bytes pass through untouched: no parse, no copy.
             let rendered = if shared.template.is_identity() {

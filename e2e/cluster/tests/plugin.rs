@@ -2,9 +2,12 @@
 //! kubectl runs a plugin (`kubectl jetflow …` with its folder on the PATH) and directly, with
 //! the cluster's kubeconfig, against the real operator, worker pods and nats-server. The
 //! dead-letter example: bad payments become dead letters, `dlq list` shows them (and not the
-//! dead letters of another source on the same subject), the step is fixed, `dlq replay` sends
-//! them back once (a second replay adds nothing), `status` shows the splits, and `rewind` moves
-//! a running pipeline back by time and by sequence.
+//! dead letters of another source, or of another pipeline of the same source, on the same
+//! subject), the step is fixed, `dlq replay` sends
+//! them back once and to this pipeline only (a second pipeline on the same source stream skips
+//! them; the replayed letters are deleted, so a second replay sends nothing and `dlq list` shows
+//! none), `status` shows the splits, and `rewind` moves a running pipeline back by time and by
+//! sequence.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
@@ -14,6 +17,32 @@ use jetflow_e2e_cluster::{Cluster, TIMEOUT, bin_dir};
 
 const NS: &str = "shop";
 const PIPELINE: &str = "payments-cents";
+/// A second pipeline on the same source stream, whose steps every payment passes.
+const AUDIT: &str = "payments-audit";
+const AUDIT_MANIFEST: &str = r#"
+apiVersion: jetflow.io/v1alpha1
+kind: Stream
+metadata:
+  name: payments-audit
+spec:
+  subjects: ["audit.payments.*"]
+  duplicateWindow: 15m
+---
+apiVersion: jetflow.io/v1alpha1
+kind: Pipeline
+metadata:
+  name: payments-audit
+spec:
+  source:
+    jetstream:
+      stream: payments
+  sink:
+    jetstream:
+      stream: payments-audit
+      subject: "audit.{{subject}}"
+  checkpoint:
+    interval: 1s
+"#;
 
 /// `kubectl jetflow ARGS`: kubectl finds the plugin on the PATH.
 fn kubectl_jetflow(cluster: &Cluster, args: &[&str]) -> Output {
@@ -62,8 +91,13 @@ fn ok(cluster: &Cluster, what: &str, out: Output) -> String {
 
 /// Waits until the split's committed position is `position`.
 async fn wait_position(cluster: &Cluster, position: u64) {
+    wait_position_of(cluster, PIPELINE, position).await;
+}
+
+/// Waits until the split of `pipeline` has committed position `position`.
+async fn wait_position_of(cluster: &Cluster, pipeline: &str, position: u64) {
     cluster
-        .wait_pipeline(NS, PIPELINE, &format!("position {position}"), |p| {
+        .wait_pipeline(NS, pipeline, &format!("position {position}"), |p| {
             p.status.as_ref().is_some_and(|s| {
                 s.splits.len() == 1 && s.splits[0].position == position && s.lag == Some(0)
             })
@@ -100,6 +134,10 @@ async fn kubectl_jetflow_lists_and_replays_dead_letters_shows_status_and_rewinds
         &format!(r#"{{"spec":{{"connection":{{"url":"{url}"}}}}}}"#),
     ]);
     cluster.wait_condition(NS, PIPELINE, "Ready", "True").await;
+    let audit = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(audit.path(), AUDIT_MANIFEST).expect("write manifest");
+    cluster.apply(NS, audit.path());
+    cluster.wait_condition(NS, AUDIT, "Ready", "True").await;
     let js = cluster.nats.jetstream().await;
 
     // Ten payments, three of them with the amount as a string: dead letters.
@@ -121,12 +159,25 @@ async fn kubectl_jetflow_lists_and_replays_dead_letters_shows_status_and_rewinds
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.diagnostics()));
     wait_position(&cluster, 10).await;
+    nats::wait_for_count(&js, "payments-audit", 10, TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.diagnostics()));
     // The dead letter of another pipeline sharing the subject, read from another stream: not
     // this pipeline's to list or replay.
     let mut foreign = async_nats::HeaderMap::new();
     foreign.insert("Jetflow-Source", "refunds/1/refunds.card");
     foreign.insert("Jetflow-Error-Step", "amount-in-cents");
     js.publish_with_headers("dlq.payments", foreign, r#"{"id":"r1"}"#.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    // And the dead letter of another pipeline of the same source (its message id names it).
+    let mut sibling = async_nats::HeaderMap::new();
+    sibling.insert("Jetflow-Source", "payments/2/payments.card");
+    sibling.insert("Jetflow-Error-Step", "amount-in-cents");
+    sibling.insert("Nats-Msg-Id", "shop/payments-audit:00000000000000ff:2:dlq");
+    js.publish_with_headers("dlq.payments", sibling, r#"{"id":"p1"}"#.into())
         .await
         .expect("publish")
         .await
@@ -207,18 +258,49 @@ async fn kubectl_jetflow_lists_and_replays_dead_letters_shows_status_and_rewinds
     nats::wait_for_count(&js, "payments-cents", 10, TIMEOUT)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.diagnostics()));
-    // Replaying again stores nothing new in the source: each dead letter went back once.
+    // The replayed letters were deleted: none is listed, and replaying again sends nothing.
+    let left = ok(
+        &cluster,
+        "dlq list after the replay",
+        plugin(&cluster, &["dlq", "list", PIPELINE, "-n", NS]),
+    );
+    assert!(left.starts_with("0 dead letters"), "{left}");
     let again = ok(
         &cluster,
         "dlq replay again",
         kubectl_jetflow(&cluster, &["dlq", "replay", PIPELINE, "-n", NS]),
     );
     assert!(
-        again.starts_with("replayed 0 dead letters") && again.contains("3 already replayed"),
+        again.starts_with("replayed 0 dead letters") && again.contains("0 already replayed"),
         "{again}"
     );
     assert_eq!(nats::count(&js, "payments").await.unwrap(), 13);
+    // The other pipelines' dead letters on the shared subject are not this pipeline's to delete.
+    assert_eq!(nats::count(&js, "payments-dlq").await.unwrap(), 2);
     wait_position(&cluster, 13).await;
+    // The second pipeline on the source stream read the three replayed messages and skipped
+    // them: its sink holds each payment once.
+    wait_position_of(&cluster, AUDIT, 13).await;
+    assert_eq!(
+        nats::count(&js, "payments-audit").await.unwrap(),
+        10,
+        "the audit pipeline wrote the replayed payments again"
+    );
+    let audit_pods = cluster
+        .pods(NS, &format!("jetflow.io/pipeline={AUDIT}"))
+        .await;
+    let metrics = cluster
+        .pod_metrics(NS, &audit_pods[0].0)
+        .await
+        .expect("the audit worker's /metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("jetflow_worker_skipped_messages_total")
+                && l.contains(r#"reason="replay_for_other""#)
+                && l.ends_with(" 3")),
+        "three messages skipped as replayed for another pipeline:\n{metrics}"
+    );
     let cents = nats::messages(&js, "payments-cents").await.unwrap();
     assert_eq!(cents.len(), 10, "7 good payments and 3 replayed, once each");
     let ids: BTreeSet<String> = cents
@@ -231,6 +313,13 @@ async fn kubectl_jetflow_lists_and_replays_dead_letters_shows_status_and_rewinds
         .find(|m| m.json().unwrap()["id"] == "p1")
         .expect("p1 replayed");
     assert_eq!(replayed_cents.json().unwrap()["cents"], 150);
+    // The replay's target is its input's: the output does not carry it on.
+    assert_eq!(
+        replayed_cents.header("Jetflow-Replay-For"),
+        None,
+        "{:?}",
+        replayed_cents.headers
+    );
 
     // rewind by time: every split back to the first message stored after `t`.
     let t = jiff::Timestamp::now();

@@ -223,6 +223,7 @@ mod tests {
             max_pending_bytes: usize::MAX,
             budget: Budget::new(),
             paused,
+            pipeline: "default/p".to_owned(),
         });
         let metrics = Metrics::new().split("s");
         let task = SplitTask::new(
@@ -339,6 +340,7 @@ mod tests {
             max_pending_bytes: crate::split::PENDING_BYTES,
             budget: budget.clone(),
             paused,
+            pipeline: "default/p".to_owned(),
         });
         let members: Vec<_> = (0..splits).map(|_| budget.join()).collect();
         let cancel = CancellationToken::new();

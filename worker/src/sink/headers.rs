@@ -41,7 +41,9 @@ fn forwarded(name: &str) -> bool {
     if starts_with(name, "Nats-") {
         !NOT_FORWARDED.iter().any(|n| n.eq_ignore_ascii_case(name))
     } else {
-        !starts_with(name, SOURCE)
+        // A replayed dead letter's target is the input's, not the output's: an output carrying
+        // it on would be skipped by every pipeline reading the sink stream but that one.
+        !starts_with(name, SOURCE) && !name.eq_ignore_ascii_case(jetflow_nats::replay::REPLAY_FOR)
     }
 }
 
@@ -217,6 +219,8 @@ mod tests {
         carried.insert("Jetflow-Source-Stream", "upstream");
         carried.insert("Jetflow-Source-Sequence", "77");
         carried.insert("jetflow-source-subject", "raw.a");
+        // A replayed dead letter's target pipeline is its input's alone.
+        carried.insert("Jetflow-Replay-For", "shop/upstream");
         let h = output_headers(
             Some(&carried),
             "id-1".into(),
@@ -229,6 +233,7 @@ mod tests {
         assert_eq!(source(&h).stream, None);
         assert_eq!(source(&h).sequence, 5);
         assert_eq!(h.len(), 2, "only the id and this pipeline's source: {h:?}");
+        assert!(h.get("Jetflow-Replay-For").is_none());
         let h = output_headers(
             Some(&carried),
             "id-1".into(),

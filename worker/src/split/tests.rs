@@ -67,6 +67,7 @@ async fn a_fan_out_behind_its_sink_holds_at_most_the_windows_bounds() {
         max_pending_bytes: PENDING_BYTES,
         budget: budget.clone(),
         paused,
+        pipeline: "default/p".to_owned(),
     });
     let _member = budget.join();
     let metrics = Metrics::new().split("s");

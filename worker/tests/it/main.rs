@@ -28,6 +28,7 @@ mod ownership;
 mod passthrough;
 mod process;
 mod recreated_stream;
+mod replay_for;
 mod routing;
 mod shared_checkpoint;
 mod sink_reconnect;
