@@ -31,7 +31,12 @@ if [[ ! -f "examples/$example.yaml" ]]; then
   exit 1
 fi
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Headings in bold only on a terminal: a redirected log stays plain text.
+if [[ -t 1 ]]; then
+  step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+  step() { printf '\n== %s\n' "$*"; }
+fi
 
 for tool in cargo python3 kubectl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "demo: $tool not found; the demo needs the Rust toolchain, Python 3 and kubectl" >&2; exit 1; }
