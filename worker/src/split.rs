@@ -318,6 +318,22 @@ struct InFlight {
     sent: Option<u64>,
 }
 
+impl InFlight {
+    /// An entry for a source message, or its last part, without an output to confirm (filtered,
+    /// skipped, or replayed for another pipeline).
+    fn marker(seq: u64, last: bool, ack: AckToken) -> Self {
+        Self {
+            seq,
+            last,
+            ack,
+            kind: Kind::Marker,
+            confirm: None,
+            deadline: None,
+            sent: None,
+        }
+    }
+}
+
 /// One output of a source message, kept until confirmed.
 struct Output {
     index: usize,
@@ -1013,15 +1029,7 @@ impl<S: Sink> SplitTask<S> {
         if self.refused == Some(seq) {
             // Another output of a message already set aside (a fan-out): it stands for nothing.
             tracing::debug!(split = %self.name, seq, index = output.index, kind = refusal.kind(), "another output of a refused message refused");
-            return Ok(Some(InFlight {
-                seq,
-                last,
-                ack,
-                kind: Kind::Marker,
-                confirm: None,
-                deadline: None,
-                sent: None,
-            }));
+            return Ok(Some(InFlight::marker(seq, last, ack)));
         }
         self.refused = Some(seq);
         // The sink's routing may have changed: subjects are checked afresh.
@@ -1061,15 +1069,7 @@ impl<S: Sink> SplitTask<S> {
             ErrorAction::Skip => {
                 self.metrics.error("skipped");
                 tracing::warn!(split = %self.name, seq, kind = refusal.kind(), error = %text, "the sink refused a message; skipping it");
-                Ok(Some(InFlight {
-                    seq,
-                    last,
-                    ack,
-                    kind: Kind::Marker,
-                    confirm: None,
-                    deadline: None,
-                    sent: None,
-                }))
+                Ok(Some(InFlight::marker(seq, last, ack)))
             }
             ErrorAction::Stop => {
                 tracing::error!(split = %self.name, seq, kind = refusal.kind(), error = %text, "split stopped: the sink refused a message and the error policy is Stop; the last good position is kept");
@@ -1094,15 +1094,8 @@ impl<S: Sink> SplitTask<S> {
             // A dead letter replayed for the pipeline it came from: processed here without
             // outputs, as a filtered message.
             self.metrics.skipped_replay.inc();
-            self.window.push_back(InFlight {
-                seq: message.seq,
-                last: true,
-                ack: message.ack.clone(),
-                kind: Kind::Marker,
-                confirm: None,
-                deadline: None,
-                sent: None,
-            });
+            self.window
+                .push_back(InFlight::marker(message.seq, true, message.ack.clone()));
             return Ok(());
         }
         if shared.steps.is_passthrough() {
@@ -1183,15 +1176,8 @@ impl<S: Sink> SplitTask<S> {
         }
         if outputs.is_empty() {
             // Filtered out: processed once everything before it is.
-            self.window.push_back(InFlight {
-                seq: message.seq,
-                last: true,
-                ack: message.ack.clone(),
-                kind: Kind::Marker,
-                confirm: None,
-                deadline: None,
-                sent: None,
-            });
+            self.window
+                .push_back(InFlight::marker(message.seq, true, message.ack.clone()));
             return Ok(());
         }
         // Every output is checked before any is published (subjects, routing, sizes), so
@@ -1387,15 +1373,8 @@ impl<S: Sink> SplitTask<S> {
                     self.skipped_since_log = 0;
                     self.last_skip_log = Some(Instant::now());
                 }
-                self.window.push_back(InFlight {
-                    seq: message.seq,
-                    last: true,
-                    ack: message.ack.clone(),
-                    kind: Kind::Marker,
-                    confirm: None,
-                    deadline: None,
-                    sent: None,
-                });
+                self.window
+                    .push_back(InFlight::marker(message.seq, true, message.ack.clone()));
                 Ok(())
             }
             ErrorAction::Stop => {
